@@ -1,0 +1,103 @@
+"""The result of a tuning run: the winner, every trial, knob importances, and a console table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..trial import Fidelity, Trial
+
+
+@dataclass(slots=True, kw_only=True)
+class TuneResult:
+    """What `Tuner.run()` returns.
+
+    Example:
+        >>> r = TuneResult(best_config={"num_threads": 2}, best_value=20.0, baseline_value=10.0)
+        >>> r.speedup
+        2.0
+    """
+
+    best_config: dict[str, Any] | None
+    """The winner (canonical config), or None when no trial succeeded."""
+    best_value: float | None = None
+    """Its confirmed samples/s."""
+    baseline_config: dict[str, Any] | None = None
+    baseline_value: float | None = None
+    """The user's own settings, measured first, for the speed-up."""
+    trials: list[Trial] = field(default_factory=list)
+    importances: dict[str, float] = field(default_factory=dict)
+    tuning_s: float = 0.0
+    """Seconds spent profiling (the sum of trial costs)."""
+    wall_s: float = 0.0
+    """Wall seconds of the whole tuning run, search overhead included."""
+    reused: bool = False
+    """True when the winner came from the store with zero trials."""
+    stop_reason: str = ""
+    fingerprint: str | None = None
+    derived: dict[str, Any] = field(default_factory=dict)
+    """Values that follow from the winner (e.g. `grad_accum`)."""
+    pinned: dict[str, Any] = field(default_factory=dict)
+    """Knobs the user fixed; not searched."""
+
+    @property
+    def speedup(self) -> float | None:
+        if self.best_value and self.baseline_value:
+            return self.best_value / self.baseline_value
+        return None
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.trials)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "best_config": self.best_config, "best_value": self.best_value,
+            "baseline_config": self.baseline_config, "baseline_value": self.baseline_value,
+            "speedup": self.speedup, "trials": [t.to_json() for t in self.trials],
+            "importances": self.importances, "tuning_s": self.tuning_s, "wall_s": self.wall_s,
+            "reused": self.reused, "stop_reason": self.stop_reason, "fingerprint": self.fingerprint,
+            "derived": self.derived, "pinned": self.pinned,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
+        return path
+
+    def table(self) -> str:
+        """A plain-text summary: trials, then default vs chosen."""
+        lines = [f"{'#':>3} {'fid':3} {'status':7} {'samples/s':>10} {'pred':>8} {'cost s':>7}  config"]
+        for t in self.trials:
+            value = f"{t.value:10.2f}" if t.value is not None else f"{'-':>10}"
+            pred = f"{t.predicted:8.2f}" if t.predicted is not None else f"{'-':>8}"
+            lines.append(f"{t.number:>3} {t.fidelity.value:3} {t.status:7} {value} {pred} {t.cost_s:7.1f}  "
+                         + format_config(t.config))
+        lines.append("")
+        if self.reused:
+            lines.append("reused the stored winner for this workload and machine: 0 trials")
+        if self.baseline_value is not None and self.baseline_config is not None:
+            lines.append(f"default: {self.baseline_value:.2f} samples/s  {format_config(self.baseline_config)}")
+        if self.best_config is not None:
+            best = f"{self.best_value:.2f} samples/s" if self.best_value is not None else "(stored)"
+            lines.append(f"chosen:  {best}  {format_config(self.best_config)}")
+        else:
+            lines.append("no trial succeeded: keep your own settings")
+        if self.speedup is not None:
+            lines.append(f"speed-up {self.speedup:.2f}x; tuning cost {self.tuning_s:.0f} s over {self.n_trials} trials")
+        if self.importances:
+            top = sorted(self.importances.items(), key=lambda kv: -kv[1])[:5]
+            lines.append("knob importance: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        if self.stop_reason:
+            lines.append(f"stopped: {self.stop_reason}")
+        return "\n".join(lines)
+
+    def confirmed(self) -> list[Trial]:
+        return [t for t in self.trials if t.fidelity == Fidelity.F3]
+
+
+def format_config(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(config.items()))

@@ -1,0 +1,177 @@
+"""The fidelity protocol: every source of evidence answers `predict` and learns from `observe`.
+
+F0 (the analytical model) and F1 (the surrogate ensemble) answer at once; F2/F3 (short and long
+profiles) are the trials themselves and enter through `observe`. All predictions are in log space
+(log samples/s), where multiplicative knob effects add up and noise is roughly constant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..costmodel import CostModel, Measurement
+from ..costmodel import calibrate as calibrate_model
+from ..space import Config, Space
+from ..trial import Fidelity, Trial
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A predicted log objective with its spread, and what else the source knows."""
+
+    log_value: float
+    std: float
+    peak_mem_mb: float | None = None
+    step_s: float | None = None
+
+
+@runtime_checkable
+class FidelitySource(Protocol):
+    """A source of evidence about configs (see DESIGN.md, "Fidelity ladder")."""
+
+    fidelity: Fidelity
+
+    def predict(self, configs: Sequence[Config]) -> list[Prediction]:
+        """Predictions for `configs`, in order."""
+        ...
+
+    def observe(self, trials: Sequence[Trial]) -> None:
+        """Learn from all trials so far (called after every tell)."""
+        ...
+
+
+def latest_values(trials: Sequence[Trial], space: Space) -> dict[str, tuple[Config, float]]:
+    """One observation per config: the highest fidelity, the latest at that fidelity, in log space."""
+    out: dict[str, tuple[Config, float, str]] = {}
+    for trial in trials:
+        if not trial.ok or trial.value is None or trial.value <= 0:
+            continue
+        key = space.key(trial.config)
+        rank = trial.fidelity.value
+        if key not in out or rank >= out[key][2]:
+            out[key] = (trial.config, math.log(trial.value), rank)
+    return {k: (c, v) for k, (c, v, _) in out.items()}
+
+
+class AnalyticalSource:
+    """F0: the cost model, recalibrated on every observation.
+
+    Its spread is the posterior uncertainty of the calibrated factors (see `Calibration.log_std`)
+    plus `misfit_std` for what the model's form cannot express.
+    """
+
+    fidelity = Fidelity.F0
+
+    def __init__(self, model: CostModel, space: Space, *, misfit_std: float = 0.05, calibrate: bool = True) -> None:
+        self.calibration = calibrate_model(model, [])
+        self.base = model
+        self.space = space
+        self.misfit_std = misfit_std
+        self.calibrate = calibrate
+        self._n = 0
+        self._cache: dict[str, Prediction] = {}
+
+    @property
+    def model(self) -> CostModel:
+        return self.calibration.model
+
+    def predict(self, configs: Sequence[Config]) -> list[Prediction]:
+        keys = [self.space.key(c) for c in configs]
+        missing = {k: c for k, c in zip(keys, configs) if k not in self._cache}
+        if missing:
+            todo = list(missing.values())
+            stds = self.calibration.log_std(todo)
+            for key, config, std in zip(missing, todo, stds):
+                est = self.model.estimate(config)
+                self._cache[key] = Prediction(math.log(max(est.samples_per_s, 1e-12)),
+                                              float(math.hypot(std, self.misfit_std)), est.peak_mem_mb, est.step_s)
+        return [self._cache[k] for k in keys]
+
+    def observe(self, trials: Sequence[Trial]) -> None:
+        ok = [t for t in trials if t.ok]
+        if not self.calibrate or len(ok) == self._n:
+            return
+        self._n = len(ok)
+        self.calibration = calibrate_model(self.base, [Measurement(t.config, t.value, t.peak_mem_mb) for t in ok])
+        self._cache.clear()
+
+
+class SurrogateSource:
+    """F1: the ensemble fitted to what F0 (if any) gets wrong, on the encoded configs.
+
+    Without F0 the prior mean is the mean observed log value and the spread is wide (`no_prior_std`).
+    A spread for what neither F0 nor the data explain grows with a config's distance from everything
+    measured (share of knobs that differ), so an unexplored corner is never predicted with false
+    confidence: `misfit_std` with F0, `no_prior_std` without.
+    """
+
+    fidelity = Fidelity.F1
+
+    def __init__(self, space: Space, prior: FidelitySource | None = None, *, seed: int = 0,
+                 min_points: int = 3, no_prior_std: float = 0.5, misfit_std: float = 0.12) -> None:
+        from .ensemble import SurrogateEnsemble
+
+        self.space = space
+        self.prior = prior
+        self.min_points = min_points
+        self.no_prior_std = no_prior_std
+        self.misfit_std = misfit_std
+        self.ensemble = SurrogateEnsemble(seed=seed)
+        self._fitted = False
+        self._observed: list[Config] = []
+        self._mean = 0.0
+
+    def _prior(self, configs: Sequence[Config]) -> tuple[np.ndarray, np.ndarray]:
+        if self.prior is None:
+            return np.full(len(configs), self._mean), np.zeros(len(configs))
+        preds = self.prior.predict(configs)
+        return np.array([p.log_value for p in preds]), np.array([p.std for p in preds])
+
+    def observe(self, trials: Sequence[Trial]) -> None:
+        if self.prior is not None:
+            self.prior.observe(trials)
+        values = latest_values(trials, self.space)
+        self._observed = [self.space.canonical(c) for c, _ in values.values()]
+        ys = np.array([v for _, v in values.values()])
+        self._mean = float(ys.mean()) if len(ys) else 0.0
+        if len(ys) < self.min_points:
+            self._fitted = False
+            return
+        prior_mean, _ = self._prior(self._observed)
+        X = np.stack([self.space.encode(c) for c in self._observed])
+        self.ensemble.fit(X, ys - prior_mean)
+        self._fitted = True
+
+    def novelty(self, configs: Sequence[Config]) -> np.ndarray:
+        """For each config, the smallest share of knobs in which it differs from a measured config."""
+        if not self._observed:
+            return np.ones(len(configs))
+        names = self.space.names
+        out = np.empty(len(configs))
+        for i, config in enumerate(configs):
+            out[i] = min(sum(config.get(n) != seen.get(n) for n in names) for seen in self._observed) / len(names)
+        return out
+
+    def predict_arrays(self, configs: Sequence[Config]) -> tuple[np.ndarray, np.ndarray]:
+        mean, prior_std = self._prior(configs)
+        unexplained = self.no_prior_std if self.prior is None else self.misfit_std
+        var = prior_std**2 + unexplained**2 * np.minimum(1.0, 2.0 * self.novelty(configs))
+        if self._fitted:
+            X = np.stack([self.space.encode(c) for c in configs])
+            resid, resid_std = self.ensemble.predict(X, return_std=True)
+            mean = mean + resid
+            var = var + resid_std**2
+        return mean, np.sqrt(np.maximum(var, 1e-6))
+
+    def predict(self, configs: Sequence[Config]) -> list[Prediction]:
+        mean, std = self.predict_arrays(configs)
+        return [Prediction(float(m), float(s)) for m, s in zip(mean, std)]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(getattr(self.ensemble, "weights_", {})) if self._fitted else {}

@@ -1,0 +1,269 @@
+"""AutoScout's hybrid search: structural arms chosen by a cost-aware acquisition over F0 + F1, dense
+knobs refined per arm with scikit-optimize, low-impact knobs held, failures learned as regions.
+
+One `ask`:
+1. candidates: the feasible grid (or a sample), minus what was tried, minus predicted out-of-memory;
+2. the model: F0 (calibrated cost model, when there is one) plus F1 (ensemble on F0's residuals)
+   gives a mean and a spread of log samples/s for each candidate;
+3. prioritisation: knobs with a negligible main effect are held at the incumbent's value;
+4. acquisition: expected improvement over the best measured value, times the probability the
+   config runs at all (learned from failures), divided by the square root of its expected trial
+   seconds (Snoek et al. 2012, "EI per second", softened so cheap-but-useless trials do not win);
+5. the winning candidate's arm (its structural knobs) is refined by that arm's skopt optimizer over
+   the dense knobs once the arm has measurements; its proposal is kept when it scores at least as well.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..costmodel import CostModel
+from ..space import Config, Space
+from ..trial import Trial
+from .base import SearchExhausted, SearchStrategy
+from .fidelity import AnalyticalSource, SurrogateSource, latest_values
+from .priority import held_knobs, main_effects, restrict
+from .trialcost import TrialCostModel
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float, xi: float = 0.005) -> np.ndarray:
+    """EI of maximisation (Jones et al. 1998): `s * (z Phi(z) + phi(z))`, `z = (m - best - xi) / s`."""
+    z = (mean - best - xi) / std
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / _SQRT2))
+    pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
+    return std * (z * cdf + pdf)
+
+
+def _items(config: Config) -> set[tuple[str, str]]:
+    return {(k, repr(v)) for k, v in config.items()}
+
+
+def failure_regions(configs: Sequence[Config], failed: Sequence[Trial], succeeded: Sequence[Trial]) -> np.ndarray:
+    """P(runs) for each config, from the knob values and pairs of knob values that only ever failed.
+
+    A failed config is explained by the singletons and pairs of its knob values that no successful
+    trial contains ("suspects"); each suspect carries an equal share of the blame. A candidate that
+    contains a share s of a failure's suspects keeps `1 - 0.9 s` of its chance, per failure. So one
+    failure of (fsdp, compile) first casts a wide, weak shadow, which narrows to exactly that pair as
+    successes clear the other suspects.
+    """
+    seen_ok: set[frozenset[tuple[str, str]]] = set()
+    for trial in succeeded:
+        items = sorted(_items(trial.config))
+        seen_ok.update(frozenset([i]) for i in items)
+        seen_ok.update(frozenset(p) for p in itertools.combinations(items, 2))
+    p_ok = np.ones(len(configs))
+    candidate_items = [_items(c) for c in configs]
+    for trial in failed:
+        items = sorted(_items(trial.config))
+        groups = [frozenset([i]) for i in items] + [frozenset(p) for p in itertools.combinations(items, 2)]
+        suspects = [g for g in groups if g not in seen_ok]
+        if not suspects:
+            continue
+        for i, have in enumerate(candidate_items):
+            share = sum(g <= have for g in suspects) / len(suspects)
+            p_ok[i] *= 1.0 - 0.9 * share
+    return p_ok
+
+
+class HybridSearch(SearchStrategy):
+    """AutoScout's search strategy.
+
+    Args:
+        space: the configuration space.
+        seed: random seed.
+        cost_model: the analytical model (F0); without it the search runs on F1-F3 alone.
+        memory_limit_mb: configs whose predicted peak memory exceeds this are never proposed.
+        prioritise: hold low-impact knobs (knob prioritisation).
+        hold_threshold: a knob whose main-effect share is below this is held.
+        cost_power: exponent on the trial-cost penalty (0 ignores trial cost).
+        steps_per_trial: profiled steps per trial, for the trial-cost model.
+
+    Example:
+        >>> from autoscout_plugin.space import Categorical, Int, Space
+        >>> from autoscout_plugin.trial import Trial
+        >>> space = Space([Categorical(name="precision", choices=("32-true", "bf16-mixed"), structural=True),
+        ...                Int(name="num_threads", choices=(1, 2))])
+        >>> s = HybridSearch(space, seed=0)
+        >>> c = s.ask(); s.tell(Trial(config=c, value=10.0, cost_s=5.0)); sorted(s.ask())
+        ['num_threads', 'precision']
+    """
+
+    name = "autoscout"
+
+    def __init__(self, space: Space, *, seed: int = 0, cost_model: CostModel | None = None,
+                 memory_limit_mb: float | None = None, prioritise: bool = True, hold_threshold: float = 0.02,
+                 cost_power: float = 0.5, steps_per_trial: int = 5, max_candidates: int = 4000) -> None:
+        super().__init__(space, seed=seed)
+        self.rng = random.Random(seed)
+        self.f0 = AnalyticalSource(cost_model, space) if cost_model is not None else None
+        self.f1 = SurrogateSource(space, self.f0, seed=seed)
+        self.memory_limit_mb = memory_limit_mb
+        self.prioritise = prioritise
+        self.hold_threshold = hold_threshold
+        self.cost_power = cost_power
+        self.trial_cost = TrialCostModel(steps_per_trial)
+        all_candidates = space.candidates(self.rng)
+        if len(all_candidates) > max_candidates:
+            all_candidates = self.rng.sample(all_candidates, max_candidates)
+        self.candidates: list[Config] = all_candidates
+        self._arm_optimizers: dict[str, Any] = {}
+        self._importances: dict[str, float] = {}
+        self.held: list[str] = []
+        self.last_scores: dict[str, float] = {}
+        self._refine_base: Config = {}
+
+    # ------------------------------------------------------------------ model
+    def _open_candidates(self) -> list[Config]:
+        open_ = [c for c in self.candidates if not self.seen(c)]
+        if self.f0 is not None and self.memory_limit_mb is not None:
+            preds = self.f0.predict(open_)
+            fits = [c for c, p in zip(open_, preds) if p.peak_mem_mb is None or p.peak_mem_mb <= self.memory_limit_mb]
+            open_ = fits or open_
+        return open_
+
+    def _feasibility(self, configs: Sequence[Config]) -> np.ndarray:
+        """P(the config runs), learned from failures as regions (see `failure_regions`); an
+        out-of-memory also marks every config predicted to need at least as much memory."""
+        failed = [t for t in self.trials if not t.ok]
+        if not failed:
+            return np.ones(len(configs))
+        p_ok = failure_regions(configs, failed, [t for t in self.trials if t.ok])
+        ooms = [t for t in failed if t.status == "oom"]
+        if ooms and self.f0 is not None:
+            limit = min(p.peak_mem_mb or math.inf for p in self.f0.predict([t.config for t in ooms]))
+            mem = np.array([p.peak_mem_mb or 0.0 for p in self.f0.predict(configs)])
+            p_ok = np.where(mem >= limit, np.minimum(p_ok, 0.05), p_ok)
+        return p_ok
+
+    def _expected_cost(self, configs: Sequence[Config]) -> np.ndarray:
+        steps = [p.step_s for p in self.f0.predict(configs)] if self.f0 is not None else [None] * len(configs)
+        return np.array([self.trial_cost.predict(c, s) for c, s in zip(configs, steps)])
+
+    def _incumbent(self, configs: Sequence[Config], mean: np.ndarray) -> Config:
+        best = self.best
+        return best.config if best is not None else configs[int(np.argmax(mean))]
+
+    # -------------------------------------------------------------------- ask
+    def ask(self) -> Config:
+        configs = self._open_candidates()
+        if not configs:
+            raise SearchExhausted("every feasible candidate has been tried")
+        if self.f0 is None and not self.trials:
+            default = self._default_or_none(configs)
+            if default is not None:
+                return default
+        mean, std = self.f1.predict_arrays(configs)
+        self._importances = main_effects(configs, mean, self.space.names)
+        scores = self._acquisition(configs, mean, std)
+        pool = list(range(len(configs)))
+        if self.prioritise:
+            self.held = held_knobs(self._importances, self.hold_threshold)
+            kept = restrict(configs, self._incumbent(configs, mean), self.held)
+            # Release the holds once the restricted set has little left to gain.
+            if kept and scores[kept].max() >= 0.1 * scores.max():
+                pool = kept
+            else:
+                self.held = []
+        choice = configs[max(pool, key=lambda i: scores[i])]
+        self.last_scores = {"acquisition": float(scores[configs.index(choice)])}
+        return self._refine_dense(choice, float(scores[configs.index(choice)]))
+
+    def _default_or_none(self, configs: list[Config]) -> Config | None:
+        default = self.space.default()
+        return default if default in configs else None
+
+    def _acquisition(self, configs: Sequence[Config], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        observed = latest_values(self.trials, self.space)
+        if observed:
+            best = max(v for _, v in observed.values())
+        else:
+            best = float(mean.max() - np.median(std))
+        ei = expected_improvement(mean, std, best) * self._feasibility(configs)
+        if self.cost_power:
+            cost = self._expected_cost(configs)
+            ei = ei / (cost / np.median(cost)) ** self.cost_power
+        return ei + 1e-12 * mean  # ties: the higher predicted value
+
+    def _refine_dense(self, choice: Config, score: float) -> Config:
+        """Let the arm's skopt optimizer propose dense values; keep them if they score at least as well."""
+        arm = self.space.arm_of(choice)
+        dense = [k for k in self.space.active(choice) if not k.structural and k.name not in self.held]
+        in_arm = [t for t in self.trials if t.ok and self.space.arm_of(t.config) == arm]
+        if len(dense) == 0 or len(in_arm) < 2:
+            return choice
+        self._refine_base = choice
+        adapter = self._arm_adapter(arm, dense)
+        if adapter is None:
+            return choice
+        proposal = dict(choice) | adapter.ask()
+        try:
+            proposal = self.space.canonical(proposal, allow_inactive=True)
+        except ValueError:
+            return choice
+        if self.seen(proposal) or not self.space.is_feasible(proposal):
+            return choice
+        mean, std = self.f1.predict_arrays([proposal])
+        if self._acquisition([proposal], mean, std)[0] >= score:
+            return proposal
+        return choice
+
+    def _arm_adapter(self, arm: Config, dense: list[Any]) -> Any:
+        from .ensemble import SurrogateEnsemble
+        from .skopt_adapter import SkoptAdapter
+
+        key = self._key(arm) + repr(sorted(k.name for k in dense))
+        if key not in self._arm_optimizers:
+            def prior(configs: list[Config]) -> np.ndarray:
+                # Knobs the adapter does not search (held ones) take the candidate's values.
+                full = [self.space.canonical(self._refine_base | c, allow_inactive=True) for c in configs]
+                return -self.f1.predict_arrays(full)[0]
+
+            self._arm_optimizers[key] = SkoptAdapter(dense, seed=self.seed, base_estimator=SurrogateEnsemble(seed=self.seed),
+                                                     n_initial_points=0, acq_optimizer="sampling", prior=prior,
+                                                     n_points=200)
+        adapter = self._arm_optimizers[key]
+        if adapter.optimizer is None:
+            return None
+        names = {k.name for k in adapter.knobs}
+        told = getattr(adapter, "_told", 0)
+        fresh = [t for t in self.trials if t.ok and self.space.arm_of(t.config) == arm][told:]
+        usable = [t for t in fresh if names <= set(t.config)]
+        adapter.tell([t.config for t in usable], [-math.log(t.value or 1e-12) for t in usable])
+        adapter._told = told + len(fresh)
+        return adapter
+
+    # ------------------------------------------------------------------- tell
+    def _observe(self, trial: Trial) -> None:
+        self.f1.observe(self.trials)
+        steps = ([p.step_s for p in self.f0.predict([t.config for t in self.trials])] if self.f0 is not None
+                 else [None] * len(self.trials))
+        self.trial_cost.fit(self.trials, steps)
+
+    # ---------------------------------------------------------------- reports
+    def importances(self) -> dict[str, float]:
+        if not self._importances:
+            configs = self._open_candidates() or self.candidates
+            mean, _ = self.f1.predict_arrays(configs)
+            self._importances = main_effects(configs, mean, self.space.names)
+        total = sum(self._importances.values()) or 1.0
+        return {k: v / total for k, v in self._importances.items()}
+
+    def predict(self, config: Config) -> float | None:
+        mean, _ = self.f1.predict_arrays([self.space.canonical(config)])
+        return float(math.exp(mean[0]))
+
+    def expected_cost_s(self, config: Config) -> float:
+        return float(self._expected_cost([config])[0])
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"f0": self.f0 is not None, "held": list(self.held),
+                                     "ensemble_weights": self.f1.weights}

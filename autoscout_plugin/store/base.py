@@ -1,0 +1,181 @@
+"""The contract every trial store follows (SQLite on disk, in memory for tests and replay)."""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any
+
+from ..trial import Trial
+from .errors import StoreError
+from .fingerprint import canonical_json, hardware_key, similarity
+
+
+class TrialStore(ABC):
+    """Persistent trial history: studies keyed by fingerprint, their trials, their winners.
+
+    Contract (checked by `tests/store/test_store_contract.py` for every store):
+    - `open_study(fp, ...)` returns a study id; the same fingerprint returns the same id again, in
+      this process or a later one (that is how an interrupted study resumes);
+    - `add_trial` numbers trials 0, 1, 2, ... per study, without gaps or duplicates, and sets
+      `trial.number`; `trials()` returns copies ordered by number, every field round-tripped;
+    - `set_winner` / `winner(fp)` remember the answer to a solved problem (zero-trial reuse);
+    - `similar()` finds past studies, with trials, on the same hardware with alike workloads;
+    - a study id the store never returned raises `UnknownStudyError`; bad data raises `StoreError`;
+    - everything in and out is plain JSON data; nothing is pickled or evaluated.
+
+    Example:
+        >>> from autoscout_plugin.store import InMemoryStore
+        >>> from autoscout_plugin.trial import Trial
+        >>> with InMemoryStore() as store:
+        ...     sid = store.open_study("fp1", workload={"family": "mlp"}, hardware={"kind": "cpu"}, space={})
+        ...     store.add_trial(sid, Trial(config={"num_threads": 2}, value=10.0))
+        ...     store.set_winner(sid, {"num_threads": 2}, 10.0)
+        ...     store.winner("fp1"), store.open_study("fp1", workload={}, hardware={}, space={}) == sid
+        0
+        (({'num_threads': 2}, 10.0), True)
+    """
+
+    @abstractmethod
+    def open_study(
+        self, fingerprint: str, *, workload: dict[str, Any], hardware: dict[str, Any], space: dict[str, Any]
+    ) -> str:
+        """The id of the study for `fingerprint`, created on first use.
+
+        On reopen, the stored workload/hardware/space are kept and the arguments are ignored.
+
+        Args:
+            fingerprint: The problem's identity, usually `fingerprint(workload, hardware, space)`.
+            workload: The workload description (used by `similar()`).
+            hardware: The hardware description (`similar()` only matches equal descriptions).
+            space: The search space as JSON.
+        """
+
+    @abstractmethod
+    def add_trial(self, study_id: str, trial: Trial) -> int:
+        """Store `trial`, assign the next number of the study, set `trial.number`, return it.
+
+        A number already on the trial is replaced: the store owns numbering.
+        """
+
+    @abstractmethod
+    def trials(self, study_id: str) -> list[Trial]:
+        """The study's trials ordered by number (new objects: editing them changes nothing stored)."""
+
+    @abstractmethod
+    def set_winner(self, study_id: str, config: dict[str, Any], value: float) -> None:
+        """Record (or replace) the winning config of a study and its objective value."""
+
+    @abstractmethod
+    def winner(self, fingerprint: str) -> tuple[dict[str, Any], float] | None:
+        """The stored winner for a solved fingerprint, or None (unknown fingerprint, or no winner yet)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store; idempotent. Any later call raises `StoreError`."""
+
+    @abstractmethod
+    def _candidates(self, hardware_key: str) -> list[tuple[str, dict[str, Any]]]:
+        """(study id, workload) of studies with at least one trial on this hardware, oldest first."""
+
+    def similar(
+        self,
+        workload: dict[str, Any],
+        hardware: dict[str, Any],
+        *,
+        exclude: str | None = None,
+        limit: int = 3,
+        min_similarity: float = 0.5,
+    ) -> list[tuple[str, float]]:
+        """Past studies to warm-start from: (study id, similarity), best first, ties oldest first.
+
+        Only studies with at least one trial and an equal hardware description count.
+
+        Args:
+            workload: The new study's workload.
+            hardware: The new study's hardware description.
+            exclude: A study id to leave out (usually the new study itself).
+            limit: At most this many results.
+            min_similarity: Leave out studies below this `similarity()`.
+        """
+        if limit < 0:
+            raise StoreError(f"limit must be >= 0, got {limit}")
+        scored = [
+            (study_id, similarity(workload, past))
+            for study_id, past in self._candidates(hardware_key(hardware))
+            if study_id != exclude
+        ]
+        kept = [(study_id, score) for study_id, score in scored if score >= min_similarity]
+        kept.sort(key=lambda item: -item[1])  # stable: equal scores stay oldest first
+        return kept[:limit]
+
+    def __enter__(self) -> TrialStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def study_id_for(seq: int) -> str:
+    """The id of the `seq`-th study of a store (1-based): readable, stable, not a fingerprint."""
+    return f"study-{seq}"
+
+
+def check_fingerprint(fingerprint: Any) -> str:
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise StoreError(
+            f"a fingerprint must be a non-empty string, got {fingerprint!r}; "
+            "compute one with autoscout_plugin.store.fingerprint(workload, hardware, space)"
+        )
+    return fingerprint
+
+
+def study_texts(workload: Any, hardware: Any, space: Any) -> tuple[str, str, str]:
+    """The canonical JSON of a study's descriptions, checked to be dicts of plain data."""
+    for name, value in (("workload", workload), ("hardware", hardware), ("space", space)):
+        if not isinstance(value, dict):
+            raise StoreError(f"open_study({name}=...) needs a dict, got {type(value).__name__}")
+    return canonical_json(workload), canonical_json(hardware), canonical_json(space)
+
+
+def trial_data(trial: Any) -> dict[str, Any]:
+    """`trial.to_json()`, checked to be a Trial whose fields are plain JSON data."""
+    if not isinstance(trial, Trial):
+        raise StoreError(
+            f"add_trial() needs a Trial, got {type(trial).__name__}; build one with Trial(...) or "
+            "Trial.from_json(data)"
+        )
+    data = trial.to_json()
+    dump_trial(data)
+    return data
+
+
+def dump_trial(data: dict[str, Any]) -> str:
+    # NaN and Infinity are allowed (a diverged trial's loss is NaN) and round-trip through json.
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"trial {data.get('config')!r} is not plain JSON data: {exc}; convert numpy scalars with "
+            "float()/int() and tuples/sets to lists before storing"
+        ) from exc
+
+
+def load_trial(text: str, where: str) -> Trial:
+    try:
+        return Trial.from_json(json.loads(text))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"cannot read the trial stored at {where}: {exc}; the store may be damaged") from exc
+
+
+def winner_text(config: Any, value: Any) -> tuple[str, float]:
+    """The winner's config as JSON and its value, checked (a dict and a finite number)."""
+    if not isinstance(config, dict):
+        raise StoreError(f"set_winner(config=...) needs a dict, got {type(config).__name__}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StoreError(f"set_winner(value=...) needs a finite number, got {value!r}")
+    return canonical_json(config), float(value)

@@ -1,0 +1,335 @@
+"""The tuning loop: ask -> profile -> tell, under a budget, with early stopping, a final
+confirmation of the best few, and a trial store for resume, zero-trial reuse and warm starts."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .costmodel import CostModel, Hardware, Workload
+from .profiling import ProfileFn, TrialOutcome, classify_exception, describe_exception
+from .report.result import TuneResult
+from .search import SearchExhausted, SearchStrategy, make_strategy
+from .space import Config, Space, SpaceError
+from .store import InMemoryStore, SQLiteStore, TrialStore, fingerprint
+from .trial import STATUSES, Fidelity, Trial
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneOptions:
+    """How much to spend and how to search. Validated on construction.
+
+    Example:
+        >>> TuneOptions(max_trials=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_trials must be >= 1 (got 0); give a positive number of trials or None for no limit
+    """
+
+    max_trials: int | None = 12
+    """Profiling runs at F2, the baseline included; None for no limit (another budget must be set)."""
+    max_seconds: float | None = None
+    """Profiling seconds (sum of trial costs); no trial starts once this is spent."""
+    max_fraction: float | None = None
+    """Tuning may take at most this fraction of `planned_run_s`."""
+    planned_run_s: float | None = None
+    """Expected duration of the main run, for `max_fraction`."""
+    patience: int | None = 6
+    """Stop after this many F2 trials without an improvement of at least `min_improvement`;
+    None never stops early."""
+    min_improvement: float = 0.02
+    confirm_top: int = 2
+    """Re-measure this many of the best configs at F3 before choosing (0 disables)."""
+    search: str = "autoscout"
+    seed: int = 0
+    store: str | None = None
+    """SQLite file for the trial history; None keeps it in memory."""
+    reuse: bool = True
+    """Return a stored winner for the same workload, machine and space with zero trials."""
+    warm_start: bool = True
+    """Try the winners of similar past studies first."""
+    memory_limit_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_trials", "patience"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be >= 1 (got {value!r}); give a positive number of trials"
+                                 " or None for no limit")
+        for name in ("max_seconds", "max_fraction", "planned_run_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds/fraction (got {value!r})")
+        if self.max_fraction is not None and self.planned_run_s is None:
+            raise ValueError(f"max_fraction={self.max_fraction!r} needs planned_run_s (how long the main run"
+                             " is expected to take, in seconds)")
+        if self.max_trials is None and self.max_seconds is None and self.max_fraction is None:
+            raise ValueError("no budget: max_trials, max_seconds and max_fraction are all None;"
+                             " set at least one")
+        top = self.confirm_top
+        if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+            raise ValueError(f"confirm_top must be an integer >= 0 (got {top!r}); 0 disables confirmation")
+        if not (isinstance(self.min_improvement, (int, float)) and math.isfinite(self.min_improvement)
+                and self.min_improvement >= 0):
+            raise ValueError(f"min_improvement must be a number >= 0 (got {self.min_improvement!r})")
+
+    @property
+    def seconds_budget(self) -> float:
+        limits = [self.max_seconds or math.inf]
+        if self.max_fraction is not None and self.planned_run_s is not None:
+            limits.append(self.max_fraction * self.planned_run_s)
+        return min(limits)
+
+
+TrialCallback = Callable[[Trial, "Tuner"], None]
+
+
+@dataclass
+class Tuner:
+    """Runs a study: the caller supplies the space and a profiler that measures one config.
+
+    Example:
+        >>> from autoscout_plugin.space import Int, Space
+        >>> from autoscout_plugin.profiling import TrialOutcome
+        >>> space = Space([Int(name="num_threads", choices=(1, 2, 4))])
+        >>> tuner = Tuner(space, lambda c, f: TrialOutcome(value=10.0 * c["num_threads"], cost_s=1.0),
+        ...               TuneOptions(max_trials=3, confirm_top=0))
+        >>> tuner.run().best_config
+        {'num_threads': 4}
+    """
+
+    space: Space
+    profile: ProfileFn
+    options: TuneOptions = field(default_factory=TuneOptions)
+    workload: Workload | None = None
+    hardware: Hardware | None = None
+    baseline: Config | None = None
+    """The user's own config: measured first, the reference for the speed-up."""
+    on_trial: TrialCallback | None = None
+    store: TrialStore | None = None
+
+    def __post_init__(self) -> None:
+        self.space.check_satisfiable()
+        if self.baseline is not None:
+            self.baseline = self.space.canonical(self.baseline)
+            problems = self.space.violations(self.baseline)
+            if problems:
+                raise SpaceError(f"the baseline config {self.baseline} breaks a constraint: {problems[0]}")
+        self.trials: list[Trial] = []
+        self.search: SearchStrategy = self._make_search()
+        self._owns_store = self.store is None
+        if self.store is None:
+            self.store = SQLiteStore(self.options.store) if self.options.store else InMemoryStore()
+        workload = self.workload.to_json() if self.workload else {}
+        hardware = self.hardware.to_json() if self.hardware else {}
+        self.fingerprint = fingerprint(workload, hardware, self.space.to_json())
+        self.study_id = self.store.open_study(self.fingerprint, workload=workload, hardware=hardware,
+                                              space=self.space.to_json())
+
+    def _make_search(self) -> SearchStrategy:
+        options: dict[str, Any] = {}
+        if self.options.search == "autoscout":
+            if self.workload is not None and self.hardware is not None:
+                options["cost_model"] = CostModel(self.workload, self.hardware)
+            options["memory_limit_mb"] = self.options.memory_limit_mb
+        return make_strategy(self.options.search, self.space, seed=self.options.seed, **options)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TuneResult:
+        start = time.perf_counter()
+        try:
+            reused = self._reuse()
+            if reused is not None:
+                return reused
+            assert self.store is not None
+            # A study with a winner is finished: resuming it would only replay it. With reuse off the
+            # caller asked for a new tuning run (appended to the same study); without a winner the
+            # study was interrupted and continues where it stopped.
+            if self.options.reuse or self.store.winner(self.fingerprint) is None:
+                self._resume()
+            reason = self._explore()
+            self._confirm()
+            result = self._result(reason)
+            if result.best_config is not None and result.best_value is not None:
+                assert self.store is not None
+                self.store.set_winner(self.study_id, result.best_config, result.best_value)
+            result.wall_s = time.perf_counter() - start
+            return result
+        finally:
+            if self._owns_store and self.store is not None:
+                self.store.close()
+
+    def _reuse(self) -> TuneResult | None:
+        assert self.store is not None
+        if not self.options.reuse:
+            return None
+        stored = self.store.winner(self.fingerprint)
+        if stored is None:
+            return None
+        config, value = stored
+        try:
+            config = self.space.canonical(config)
+        except SpaceError:
+            return None
+        return TuneResult(best_config=config, best_value=value, reused=True, fingerprint=self.fingerprint,
+                          stop_reason="reused the stored winner", derived=self.space.derived(config))
+
+    def _resume(self) -> None:
+        """Tell the search every trial this study already ran (an interrupted run continues)."""
+        assert self.store is not None
+        for trial in self.store.trials(self.study_id):
+            try:
+                trial.config = self.space.canonical(trial.config)
+            except SpaceError:
+                continue
+            self.trials.append(trial)
+            if trial.fidelity != Fidelity.F3:
+                self._tell(trial)
+
+    def _tell(self, trial: Trial) -> None:
+        if not self.search.seen(trial.config):
+            self.search.tell(trial)
+
+    def _warm_configs(self) -> list[Config]:
+        assert self.store is not None
+        if not self.options.warm_start or self.workload is None or self.hardware is None:
+            return []
+        out = []
+        similar = self.store.similar(self.workload.to_json(), self.hardware.to_json(), exclude=self.study_id)
+        for study_id, _ in similar:
+            ok = [t for t in self.store.trials(study_id) if t.ok]
+            if not ok:
+                continue
+            best = max(ok, key=lambda t: t.value or 0.0)
+            try:
+                config = self.space.canonical(best.config)
+            except SpaceError:
+                continue
+            if self.space.is_feasible(config) and config not in out:
+                out.append(config)
+        return out
+
+    def _spent_s(self) -> float:
+        return sum(t.cost_s for t in self.trials)
+
+    def _f2_trials(self) -> list[Trial]:
+        return [t for t in self.trials if t.fidelity == Fidelity.F2]
+
+    def _explore(self) -> str:
+        queue: list[Config] = []
+        if self.baseline is not None:
+            queue.append(self.baseline)
+        queue += self._warm_configs()
+        best, since_best = self._best_value(), 0
+        while True:
+            if self.options.max_trials is not None and len(self._f2_trials()) >= self.options.max_trials:
+                return f"trial budget of {self.options.max_trials} reached"
+            if self._spent_s() >= self.options.seconds_budget:
+                return f"time budget of {self.options.seconds_budget:.0f} s reached"
+            if self.options.patience is not None and since_best >= self.options.patience:
+                return f"no improvement in {self.options.patience} trials"
+            config = None
+            while queue and config is None:
+                candidate = queue.pop(0)
+                config = None if self.search.seen(candidate) else candidate
+            if config is None:
+                try:
+                    config = self.search.ask()
+                except SearchExhausted as exc:
+                    return f"search exhausted: {exc}"
+            trial = self._measure(config, Fidelity.F2)
+            self._tell(trial)
+            threshold = None if best is None else best * (1 + self.options.min_improvement)
+            if trial.ok and trial.value is not None and (threshold is None or trial.value > threshold):
+                best, since_best = trial.value, 0
+            elif best is not None:
+                since_best += 1
+
+    def _best_value(self) -> float | None:
+        ok = [t.value for t in self._f2_trials() if t.ok and t.value is not None]
+        return max(ok) if ok else None
+
+    def _measure(self, config: Config, fidelity: Fidelity) -> Trial:
+        predicted = self.search.predict(config)
+        started = time.perf_counter()
+        try:
+            outcome = self.profile(dict(config), fidelity)
+            if not isinstance(outcome, TrialOutcome):
+                raise TypeError(f"the profiler returned {type(outcome).__name__}, expected a TrialOutcome")
+            outcome = outcome.checked()
+            if outcome.status not in STATUSES:  # classified here: the message would read as a NaN
+                outcome = TrialOutcome(status="error", cost_s=outcome.cost_s,
+                                       error=f"the profiler reported an unknown status {outcome.status!r}")
+            trial = self._trial(config, outcome, fidelity, predicted, started)
+        except Exception as exc:  # noqa: BLE001 - any failure of a trial is recorded, never raised
+            outcome = TrialOutcome(status=classify_exception(exc), error=describe_exception(exc))
+            trial = self._trial(config, outcome, fidelity, predicted, started)
+        assert self.store is not None
+        self.store.add_trial(self.study_id, trial)
+        self.trials.append(trial)
+        if self.on_trial is not None:
+            self.on_trial(trial, self)
+        return trial
+
+    @staticmethod
+    def _trial(config: Config, outcome: TrialOutcome, fidelity: Fidelity, predicted: float | None,
+               started: float) -> Trial:
+        cost = outcome.cost_s
+        if not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+            cost = time.perf_counter() - started  # a missing or bogus cost would break the time budget
+        return Trial(config=config, status=outcome.status,
+                     value=outcome.value if outcome.status == "ok" else None, cost_s=float(cost),
+                     fidelity=fidelity, predicted=predicted, peak_mem_mb=outcome.peak_mem_mb,
+                     error=outcome.error, metrics=dict(outcome.metrics))
+
+    def _confirm(self) -> None:
+        """F3: re-measure the best few distinct configs; the winner is chosen on these numbers."""
+        if self.options.confirm_top == 0:
+            return
+        done = {json.dumps(t.config, sort_keys=True) for t in self.trials if t.fidelity == Fidelity.F3}
+        ranked: list[Trial] = []
+        for t in sorted((t for t in self._f2_trials() if t.ok), key=lambda t: -(t.value or 0.0)):
+            if all(t.config != r.config for r in ranked):
+                ranked.append(t)
+        for t in ranked[: self.options.confirm_top]:
+            if json.dumps(t.config, sort_keys=True) not in done:
+                self._measure(t.config, Fidelity.F3)
+
+    def _scores(self) -> dict[str, tuple[Config, list[float]]]:
+        """Each config's measured values at the fidelity it is judged on: its F3 values once confirmed,
+        else its F2 values. A config that failed its confirmation has no score: it must not be applied."""
+        f2: dict[str, tuple[Config, list[float]]] = {}
+        f3: dict[str, tuple[Config, list[float]]] = {}
+        failed_f3: set[str] = set()
+        for t in self.trials:
+            key = json.dumps(t.config, sort_keys=True)
+            if t.fidelity == Fidelity.F3 and not t.ok:
+                failed_f3.add(key)
+            elif t.ok and t.value is not None:
+                (f3 if t.fidelity == Fidelity.F3 else f2).setdefault(key, (t.config, []))[1].append(t.value)
+        return {**{k: v for k, v in f2.items() if k not in failed_f3}, **f3}
+
+    def _result(self, reason: str) -> TuneResult:
+        scores = self._scores()
+        mean = {key: sum(values) / len(values) for key, (_, values) in scores.items()}
+        confirmed = {json.dumps(t.config, sort_keys=True) for t in self.trials
+                     if t.fidelity == Fidelity.F3 and t.ok}
+        # F3 exists to overrule noisy F2 numbers: the winner comes from the confirmed configs if any.
+        pool = [k for k in mean if k in confirmed] or list(mean)
+        best_key = max(pool, key=lambda k: mean[k]) if pool else None
+        best_config = scores[best_key][0] if best_key else None
+        baseline_value = None
+        if self.baseline is not None:
+            baseline_value = mean.get(json.dumps(self.baseline, sort_keys=True))
+        return TuneResult(
+            best_config=best_config,
+            best_value=mean[best_key] if best_key else None,
+            baseline_config=self.baseline, baseline_value=baseline_value, trials=list(self.trials),
+            importances=self.search.importances(), tuning_s=self._spent_s(), stop_reason=reason,
+            fingerprint=self.fingerprint, derived=self.space.derived(best_config) if best_config else {},
+        )

@@ -1,0 +1,1 @@
+"""Benchmarks: ground-truth table measurement, replay benchmark, end-to-end runs."""

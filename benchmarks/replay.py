@@ -1,0 +1,268 @@
+"""Replay benchmark: run every optimizer against a ground-truth table, offline.
+
+    python -m benchmarks.replay --table benchmarks/tables/gpt2_50k.csv [--seeds 20] [--budget 20]
+                                [--json OUT.json] [--optimizers autoscout,random,...]
+
+The optimizer asks, the table answers (samples/s, status, trial seconds); nothing is re-run. The
+space comes from the table itself (DESIGN.md): every non-result column is a knob, its values are
+the distinct values in the table, its kind comes from the catalogue, a knob left empty in some rows
+is conditional. A candidate the table lacks is answered `invalid` (a trial that cost no seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoscout_plugin.costmodel import CostModel, Hardware, Workload
+from autoscout_plugin.search import SearchExhausted, make_strategy, strategy_names
+from autoscout_plugin.space import (
+    CATALOGUE,
+    Condition,
+    Config,
+    Constraint,
+    GlobalBatch,
+    Implies,
+    MaxProduct,
+    Space,
+    make_knob,
+    parse_cell,
+)
+from autoscout_plugin.trial import Trial
+
+RESULT_COLUMNS = ("samples_per_s", "peak_rss_mb", "peak_mem_mb", "trial_wall_s", "status")
+RATIO_AT = (5, 10, 20)
+
+
+@dataclass
+class Table:
+    """A ground-truth table: its rows keyed by config, and the space derived from it."""
+
+    name: str
+    space: Space
+    rows: dict[str, dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def oracle(self) -> float:
+        return max(r["samples_per_s"] for r in self.rows.values() if r["status"] == "ok")
+
+    def answer(self, config: Config) -> Trial:
+        row = self.rows.get(self.space.key(config))
+        if row is None:
+            return Trial(config=config, status="invalid", cost_s=0.0, error="not in the table")
+        if row["status"] != "ok":
+            return Trial(config=config, status=row["status"], cost_s=row["trial_wall_s"])
+        return Trial(config=config, status="ok", value=row["samples_per_s"], cost_s=row["trial_wall_s"],
+                     peak_mem_mb=row.get("peak_mem_mb"))
+
+    def cost_model(self) -> CostModel | None:
+        if "workload" not in self.meta or "hardware" not in self.meta:
+            return None
+        return CostModel(Workload.from_json(self.meta["workload"]), Hardware.from_json(self.meta["hardware"]))
+
+
+# ---------------------------------------------------------------- table -> space
+def _parse_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            raise ValueError(f"{path}: empty table (no header row)")
+        knobs = [c for c in reader.fieldnames if c not in RESULT_COLUMNS]
+        missing = [c for c in ("samples_per_s", "status") if c not in reader.fieldnames]
+        if missing:
+            raise ValueError(f"{path}: missing result column(s) {missing}; see DESIGN.md for the table format")
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            try:
+                row = {k: parse_cell(k, raw[k]) for k in knobs if raw.get(k, "").strip() != ""}
+                status = (raw.get("status") or "ok").strip()
+                value = float(raw["samples_per_s"]) if raw.get("samples_per_s", "").strip() else math.nan
+                if status == "ok" and not (value > 0):
+                    status = "error"
+                mem = raw.get("peak_mem_mb") or raw.get("peak_rss_mb") or ""
+                row["_result"] = {"samples_per_s": value, "status": status,
+                                  "trial_wall_s": float(raw.get("trial_wall_s") or 0.0),
+                                  "peak_mem_mb": float(mem) if mem.strip() else None}
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"{path}:{line}: cannot parse row: {exc}") from exc
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: the table has no rows")
+    return knobs, rows
+
+
+def _condition_for(name: str, rows: list[dict[str, Any]], earlier: list[str]) -> tuple[Condition, ...]:
+    """The parent whose values decide whether `name` is present, catalogue first, else from the data."""
+    present = [r for r in rows if name in r]
+    if len(present) == len(rows):
+        return ()
+    spec = CATALOGUE.get(name)
+    candidates = ([spec.parent] if spec and spec.parent in earlier else []) + [p for p in earlier if p != name]
+    for parent in candidates:
+        on = {r.get(parent) for r in present}
+        off = {r.get(parent) for r in rows if name not in r}
+        if None not in on and not on & off:
+            return (Condition(parent, tuple(sorted(on, key=str))),)
+    raise ValueError(f"knob {name!r} is empty in some rows, but no other knob's value explains when;"
+                     " fill the column or add the knob that decides it")
+
+
+def _ordered(knobs: list[str]) -> list[str]:
+    order = {name: i for i, name in enumerate(CATALOGUE)}
+    return sorted(knobs, key=lambda k: (order.get(k, len(order)), knobs.index(k)))
+
+
+def _catalogue_constraints(knob_names: list[str], rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Constraint]:
+    """Domain constraints from the catalogue, kept only where every row of the table satisfies them."""
+    out: list[Constraint] = []
+    workload, hardware = meta.get("workload", {}), meta.get("hardware", {})
+    if "micro_batch_size" in knob_names and workload.get("global_batch"):
+        out.append(GlobalBatch(int(workload["global_batch"])))
+    if {"strategy", "num_processes"} <= set(knob_names):
+        procs = sorted({r["num_processes"] for r in rows if "num_processes" in r})
+        multi = tuple(p for p in procs if p > 1)
+        out.append(Implies("strategy", ("single",), "num_processes", (1,)))
+        if multi:
+            out.append(Implies("strategy", ("ddp", "fsdp", "deepspeed"), "num_processes", multi))
+    if "num_threads" in knob_names and hardware.get("kind", "cpu") == "cpu" and hardware.get("cores"):
+        out.append(MaxProduct(tuple(k for k in ("num_threads", "num_processes") if k in knob_names),
+                              int(hardware["cores"]), "cores"))
+    return [c for c in out if all(c.violation({k: v for k, v in r.items() if k != "_result"}) is None for r in rows)]
+
+
+def load_table(path: str | Path) -> Table:
+    """Read `NAME.csv` (and `NAME.json` beside it, if present) and derive the space."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no table at {path}; pass a CSV in the DESIGN.md ground-truth format")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    names, rows = _parse_rows(path)
+    if "grad_accum" in names and meta.get("workload", {}).get("global_batch"):
+        names.remove("grad_accum")  # derived from the global batch, not searched
+    names = _ordered([n for n in names if any(n in r for r in rows)])
+    knobs = []
+    for i, name in enumerate(names):
+        values = sorted({r[name] for r in rows if name in r}, key=lambda v: (str(type(v)), v))
+        knobs.append(make_knob(name, values, when=_condition_for(name, rows, names[:i])))
+    space = Space(knobs, _catalogue_constraints(names, rows, meta))
+    by_key: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        config = {k: v for k, v in row.items() if k in names}
+        key = space.key(space.canonical(config, allow_inactive=True))
+        by_key.setdefault(key, row["_result"])
+    return Table(name=path.stem, space=space, rows=by_key, meta=meta)
+
+
+# ---------------------------------------------------------------------- replay
+@dataclass
+class Run:
+    values: list[float | None]
+    costs: list[float]
+
+
+def replay_one(table: Table, optimizer: str, seed: int, budget: int) -> Run:
+    options: dict[str, Any] = {}
+    name = optimizer
+    if optimizer == "autoscout":
+        options["cost_model"] = table.cost_model()
+    elif optimizer == "autoscout_no_f0":
+        name = "autoscout"
+    strategy = make_strategy(name, table.space, seed=seed, **options)
+    run = Run([], [])
+    for _ in range(budget):
+        try:
+            config = strategy.ask()
+        except SearchExhausted:
+            break
+        trial = table.answer(config)
+        strategy.tell(trial)
+        run.values.append(trial.value if trial.ok else None)
+        run.costs.append(trial.cost_s)
+    return run
+
+
+def _metrics(run: Run, oracle: float, budget: int) -> dict[str, Any]:
+    best, reached = 0.0, None
+    best_at: list[float] = []
+    for i, value in enumerate(run.values):
+        best = max(best, value or 0.0)
+        best_at.append(best)
+        if reached is None and best >= 0.95 * oracle:
+            reached = i + 1
+    if reached is not None:
+        trials, seconds = reached, sum(run.costs[:reached])
+    else:
+        n = max(len(run.values), 1)
+        trials, seconds = budget, sum(run.costs) * budget / n
+    ratio = {str(k): (best_at[min(k, len(best_at)) - 1] if best_at else 0.0) / oracle for k in RATIO_AT}
+    return {"trials": trials, "seconds": seconds, "ratio": ratio}
+
+
+def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for optimizer in optimizers:
+        start = time.perf_counter()
+        runs = [_metrics(replay_one(table, optimizer, seed, budget), table.oracle, budget) for seed in range(seeds)]
+        out[optimizer] = {
+            "median_trials_to_95": statistics.median(r["trials"] for r in runs),
+            "median_seconds_to_95": round(statistics.median(r["seconds"] for r in runs), 1),
+            "median_ratio_at": {str(k): round(statistics.median(r["ratio"][str(k)] for r in runs), 4)
+                                for k in RATIO_AT},
+            "reached_95_share": sum(r["trials"] < budget or r["ratio"][str(RATIO_AT[-1])] >= 0.95
+                                    for r in runs) / len(runs),
+            "table": table.name, "seeds": seeds, "budget": budget,
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+    return out
+
+
+def format_results(table: Table, results: dict[str, Any]) -> str:
+    lines = [f"table {table.name}: {len(table.rows)} configs, oracle {table.oracle:.2f} samples/s",
+             "| optimizer | trials to 95% | seconds to 95% | best/oracle @5 | @10 | @20 |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        ratio = r["median_ratio_at"]
+        lines.append(f"| {name} | {r['median_trials_to_95']} | {r['median_seconds_to_95']} | {ratio['5']:.3f} |"
+                     f" {ratio['10']:.3f} | {ratio['20']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    names = ["autoscout", "autoscout_no_f0"] + [n for n in strategy_names() if n != "autoscout"]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__.split("\n")[0])
+    parser.add_argument("--table", required=True, help="ground-truth CSV (NAME.json beside it is optional)")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=20)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--optimizers", default=",".join(names), help=f"comma-separated subset of {names}")
+    args = parser.parse_args(argv)
+    chosen = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    unknown = [o for o in chosen if o not in names]
+    if unknown:
+        parser.error(f"unknown optimizer(s) {unknown}; choose from {names}")
+    if args.seeds < 1 or args.budget < 1:
+        parser.error(f"--seeds and --budget must be >= 1 (got {args.seeds}, {args.budget})")
+    table = load_table(args.table)
+    if table.cost_model() is None and "autoscout" in chosen:
+        print(f"note: {args.table} has no JSON workload description; autoscout runs without F0", file=sys.stderr)
+    results = replay(table, chosen, args.seeds, args.budget)
+    print(format_results(table, results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""HybridSearch behaviour beyond the shared ask/tell contract: F0 use, failure regions, knob
+prioritisation, cost-awareness and the per-arm skopt refinement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from autoscout_plugin.costmodel import CostModel, Efficiency, Hardware, Workload
+from autoscout_plugin.search.ensemble import SurrogateEnsemble
+from autoscout_plugin.search.hybrid import HybridSearch, expected_improvement, failure_regions
+from autoscout_plugin.space import Bool, Categorical, Condition, Float, GlobalBatch, Implies, Int, MaxProduct, Space
+from autoscout_plugin.trial import Trial
+
+WORKLOAD = Workload(family="transformer", n_layer=2, d_model=128, n_head=2, vocab=8192, seq_len=64, global_batch=32)
+HARDWARE = Hardware(kind="cpu", cores=2, mem_gb=24, bf16=True)
+
+
+def cpu_space(extra: tuple = ()) -> Space:
+    return Space([
+        Categorical(name="strategy", choices=("single", "ddp", "fsdp"), structural=True),
+        Int(name="num_processes", choices=(1, 2), structural=True),
+        Categorical(name="precision", choices=("32-true", "bf16-mixed"), structural=True),
+        Categorical(name="compile", choices=("off", "default"), structural=True),
+        Bool("activation_checkpointing", structural=True),
+        Int(name="micro_batch_size", choices=(4, 8, 16, 32), log=True),
+        Int(name="num_threads", choices=(1, 2)),
+        *extra,
+    ], [GlobalBatch(32), Implies("strategy", ("single",), "num_processes", (1,)),
+        Implies("strategy", ("ddp", "fsdp"), "num_processes", (2,)),
+        MaxProduct(("num_threads", "num_processes"), 2, "cores")])
+
+
+def truth_model(**changes: float) -> CostModel:
+    """A hidden 'machine': the cost model with different efficiency factors than the search assumes."""
+    return CostModel(WORKLOAD, HARDWARE, replace(Efficiency(), **changes))
+
+
+def run(search: HybridSearch, truth: CostModel, n: int, fails=lambda c: False) -> list[Trial]:
+    out = []
+    for _ in range(n):
+        config = search.ask()
+        if fails(config):
+            trial = Trial(config=config, status="error", cost_s=10.0, error="boom")
+        else:
+            est = truth.estimate(config)
+            compiled = config["compile"] != "off"
+            trial = Trial(config=config, value=est.samples_per_s, cost_s=5 + 5 * est.step_s + (20 if compiled else 0))
+        search.tell(trial)
+        out.append(trial)
+    return out
+
+
+def oracle(space: Space, truth: CostModel, fails=lambda c: False) -> float:
+    return max(truth.estimate(c).samples_per_s for c in space.enumerate() if not fails(c))
+
+
+def test_f0_finds_near_optimum_within_five_trials_when_the_machine_differs_from_the_prior():
+    space = cpu_space()
+    truth = truth_model(bf16_matmul_speedup=1.2, compile_elementwise_speedup=1.1, flops_per_core=20e9)
+    reached = []
+    for seed in range(5):
+        trials = run(HybridSearch(space, seed=seed, cost_model=CostModel(WORKLOAD, HARDWARE)), truth, 8)
+        best = np.maximum.accumulate([t.value or 0.0 for t in trials])
+        reached.append(int(np.argmax(best >= 0.95 * oracle(space, truth))) + 1 if best[-1] >= 0.95 * oracle(space, truth)
+                       else 99)
+    assert sorted(reached)[2] <= 5, reached
+
+
+def test_without_f0_search_still_improves_on_its_first_trial():
+    space = cpu_space()
+    truth = truth_model()
+    trials = run(HybridSearch(space, seed=0), truth, 12)
+    assert trials[0].config == space.default()
+    assert max(t.value for t in trials) > 1.3 * trials[0].value
+
+
+def test_failed_region_is_avoided_after_it_is_identified():
+    space = cpu_space()
+    truth = truth_model()
+
+    def fails(c):
+        return c["strategy"] == "fsdp" and c["compile"] != "off"
+
+    search = HybridSearch(space, seed=0, cost_model=CostModel(WORKLOAD, HARDWARE))
+    trials = run(search, truth, 16, fails)
+    failures = [t for t in trials if not t.ok]
+    # Once (fsdp, compile) failed and its other pairs were seen to succeed, it is not retried.
+    assert len(failures) <= 3, [t.config for t in failures]
+
+
+def test_failure_regions_narrow_to_the_pair_that_only_ever_failed():
+    base = {"strategy": "fsdp", "compile": "default", "precision": "32-true"}
+    failed = [Trial(config=base, status="error")]
+    succeeded = [Trial(config={"strategy": "fsdp", "compile": "off", "precision": "32-true"}, value=1.0),
+                 Trial(config={"strategy": "ddp", "compile": "default", "precision": "32-true"}, value=1.0)]
+    candidates = [{"strategy": "fsdp", "compile": "default", "precision": "bf16-mixed"},
+                  {"strategy": "ddp", "compile": "default", "precision": "bf16-mixed"}]
+    p_ok = failure_regions(candidates, failed, succeeded)
+    assert p_ok[0] < 0.2 < 0.9 < p_ok[1]
+    # With no successes to clear them, the blame is spread and the shadow weak.
+    assert failure_regions(candidates[:1], failed, [])[0] > p_ok[0]
+
+
+def test_oom_blocks_configs_predicted_to_need_more_memory():
+    space = cpu_space()
+    search = HybridSearch(space, seed=0, cost_model=CostModel(WORKLOAD, HARDWARE))
+    oom = {"activation_checkpointing": False, "compile": "off", "micro_batch_size": 16, "num_processes": 1,
+           "num_threads": 2, "precision": "32-true", "strategy": "single"}
+    search.tell(Trial(config=oom, status="oom", cost_s=5.0))
+    bigger = dict(oom, micro_batch_size=32)
+    smaller = dict(oom, micro_batch_size=4)
+    p_big, p_small = search._feasibility([bigger, smaller])
+    assert p_big <= 0.05 < p_small
+
+
+def test_low_impact_knob_is_held_and_released_when_it_matters():
+    space = cpu_space(extra=(Int(name="num_workers", choices=(0, 1, 2)),))
+    search = HybridSearch(space, seed=0, cost_model=CostModel(WORKLOAD, HARDWARE))
+    truth = truth_model()
+    run(search, truth, 2)
+    # The cost model gives num_workers no effect: it is held at the incumbent's value.
+    assert "num_workers" in search.held
+    assert search.importances()["num_workers"] < 0.01
+    assert abs(sum(search.importances().values()) - 1.0) < 1e-9
+
+
+def test_trial_cost_steers_between_equally_promising_candidates():
+    space = Space([Categorical(name="compile", choices=("off", "default"), structural=True)])
+    search = HybridSearch(space, seed=0, cost_power=1.0)
+    search.tell(Trial(config={"compile": "off"}, value=10.0, cost_s=5.0))
+    assert search.expected_cost_s({"compile": "default"}) > search.expected_cost_s({"compile": "off"}) + 10
+    search.trial_cost.fit([Trial(config={"compile": "default"}, value=1.0, cost_s=60.0)], [None])
+    assert search.expected_cost_s({"compile": "default"}) > 40
+
+
+def test_dense_knobs_of_a_measured_arm_are_refined_by_skopt():
+    space = Space([
+        Categorical(name="strategy", choices=("single", "ddp"), structural=True),
+        Float(name="ddp_bucket_cap_mb", low=1.0, high=256.0, log=True, when=(Condition("strategy", ("ddp",)),)),
+    ])
+    search = HybridSearch(space, seed=0, prioritise=False)
+    for mb in (2.0, 100.0):
+        search.tell(Trial(config={"strategy": "ddp", "ddp_bucket_cap_mb": mb}, value=10.0 + math.log(mb), cost_s=1.0))
+    search.tell(Trial(config={"strategy": "single"}, value=5.0, cost_s=1.0))
+    config = search.ask()
+    assert config["strategy"] == "ddp"
+    assert search._arm_optimizers, "the ddp arm's skopt optimizer was never built"
+    assert 1.0 <= config["ddp_bucket_cap_mb"] <= 256.0
+
+
+def test_expected_improvement_prefers_mean_and_spread():
+    ei = expected_improvement(np.array([1.0, 1.0, 0.5]), np.array([0.1, 0.3, 0.1]), best=1.0)
+    assert ei[1] > ei[0] > ei[2] > 0
+
+
+def test_ensemble_weights_favour_the_member_that_predicts_held_out_points():
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 2))
+    y = np.sin(6 * X[:, 0]) + 0.01 * rng.standard_normal(30)  # smooth: the GP should lead
+    model = SurrogateEnsemble(seed=0).fit(X, y)
+    assert max(model.weights_, key=model.weights_.get) == "gp"
+    mean, std = model.predict(X[:5], return_std=True)
+    assert np.allclose(mean, y[:5], atol=0.2) and np.all(std > 0)
+
+
+@pytest.mark.parametrize("bad", [{"strategy": "nope"}, {"micro_batch_size": 3}])
+def test_tell_rejects_configs_outside_the_space(bad):
+    space = cpu_space()
+    search = HybridSearch(space, seed=0)
+    config = dict(space.default(), **bad)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        search.tell(Trial(config=config, value=1.0))

@@ -1,0 +1,214 @@
+"""One contract suite; every TrialStore implementation subclasses it (Optuna style)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscout_plugin.store import (
+    InMemoryStore,
+    SQLiteStore,
+    StoreError,
+    TrialStore,
+    UnknownStudyError,
+    fingerprint,
+)
+from autoscout_plugin.trial import Fidelity, Trial
+
+HARDWARE = {"kind": "cpu", "cores": 2, "mem_gb": 24, "bf16": True}
+GPT = {"task": "train", "family": "transformer", "n_layer": 2, "d_model": 128, "vocab": 8192,
+       "seq_len": 64, "global_batch": 64}
+SPACE: dict[str, Any] = {"knobs": ["num_threads", "precision"]}
+
+
+def open_study(store: TrialStore, workload: dict[str, Any] = GPT, hardware: dict[str, Any] = HARDWARE,
+               space: dict[str, Any] = SPACE) -> str:
+    return store.open_study(fingerprint(workload, hardware, space), workload=workload, hardware=hardware,
+                            space=space)
+
+
+def full_trial() -> Trial:
+    return Trial(config={"strategy": "ddp", "num_processes": 2, "ddp_bucket_cap_mb": 12.5, "pin_memory": True,
+                         "precision": "bf16-mixed", "nested": {"a": [1, 2]}},
+                 status="ok", value=123.25, cost_s=8.5, fidelity=Fidelity.F3, predicted=110.0,
+                 peak_mem_mb=2048.5, error=None, metrics={"step_s": 0.125, "loss": 3.5})
+
+
+def failed_trial() -> Trial:
+    return Trial(config={"micro_batch_size": 512}, status="oom", value=None, cost_s=3.0,
+                 fidelity=Fidelity.F2, error="CUDA out of memory: tried to allocate 2.0 GiB")
+
+
+class StoreContract:
+    """The tests; subclasses provide the `store` fixture."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[TrialStore]:
+        raise NotImplementedError
+
+    def test_open_study_returns_the_same_id_for_the_same_fingerprint(self, store: TrialStore) -> None:
+        first = open_study(store)
+        assert isinstance(first, str) and first
+        again = store.open_study(fingerprint(GPT, HARDWARE, SPACE), workload={}, hardware={}, space={})
+        assert again == first
+
+    def test_different_fingerprints_get_different_studies(self, store: TrialStore) -> None:
+        ids = {open_study(store), open_study(store, workload={**GPT, "n_layer": 4}),
+               open_study(store, hardware={**HARDWARE, "cores": 4})}
+        assert len(ids) == 3
+
+    def test_numbers_count_from_zero_per_study_and_are_set_on_the_trial(self, store: TrialStore) -> None:
+        a, b = open_study(store), open_study(store, workload={**GPT, "n_layer": 4})
+        trial = Trial(config={"num_threads": 1}, value=1.0, number=42)
+        assert store.add_trial(a, trial) == 0
+        assert trial.number == 0
+        numbers = [store.add_trial(a, Trial(config={"num_threads": 2}, value=2.0)) for _ in range(3)]
+        assert numbers == [1, 2, 3]
+        assert store.add_trial(b, Trial(config={"num_threads": 1}, value=1.0)) == 0
+
+    def test_trials_come_back_ordered_by_number(self, store: TrialStore) -> None:
+        study = open_study(store)
+        values = [5.0, 1.0, 9.0, 3.0, 7.0]
+        for v in values:
+            store.add_trial(study, Trial(config={"num_threads": int(v)}, value=v))
+        trials = store.trials(study)
+        assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+        assert [t.value for t in trials] == values
+
+    def test_every_trial_field_round_trips(self, store: TrialStore) -> None:
+        study = open_study(store)
+        originals = [full_trial(), failed_trial()]
+        originals += [Trial(config={"compile": "off"}, value=1.0, fidelity=f) for f in Fidelity]
+        for trial in originals:
+            store.add_trial(study, trial)
+        loaded = store.trials(study)
+        assert [t.to_json() for t in loaded] == [t.to_json() for t in originals]
+        assert [t.fidelity for t in loaded][-4:] == list(Fidelity)
+        assert all(isinstance(t.fidelity, Fidelity) for t in loaded)
+        oom = loaded[1]
+        assert (oom.status, oom.value, oom.ok) == ("oom", None, False)
+        assert oom.error == "CUDA out of memory: tried to allocate 2.0 GiB"
+
+    def test_a_nan_metric_round_trips(self, store: TrialStore) -> None:
+        study = open_study(store)
+        store.add_trial(study, Trial(config={}, status="nan", metrics={"loss": math.nan, "step_s": math.inf}))
+        (loaded,) = store.trials(study)
+        assert loaded.status == "nan" and loaded.value is None
+        assert math.isnan(loaded.metrics["loss"]) and loaded.metrics["step_s"] == math.inf
+
+    def test_returned_trials_are_copies(self, store: TrialStore) -> None:
+        study = open_study(store)
+        store.add_trial(study, full_trial())
+        store.trials(study)[0].config["strategy"] = "fsdp"
+        assert store.trials(study)[0].config["strategy"] == "ddp"
+
+    def test_a_trial_that_is_not_json_is_refused_and_takes_no_number(self, store: TrialStore) -> None:
+        study = open_study(store)
+        with pytest.raises(StoreError, match="not plain JSON"):
+            store.add_trial(study, Trial(config={"num_threads": object()}, value=1.0))
+        with pytest.raises(StoreError, match="needs a Trial"):
+            store.add_trial(study, {"config": {}})  # type: ignore[arg-type]
+        assert store.trials(study) == []
+        assert store.add_trial(study, Trial(config={}, value=1.0)) == 0
+
+    def test_winner_is_stored_per_fingerprint_and_replaced(self, store: TrialStore) -> None:
+        fp = fingerprint(GPT, HARDWARE, SPACE)
+        study = open_study(store)
+        assert store.winner(fp) is None
+        store.set_winner(study, {"num_threads": 2, "precision": "bf16-mixed"}, 50.5)
+        assert store.winner(fp) == ({"num_threads": 2, "precision": "bf16-mixed"}, 50.5)
+        store.set_winner(study, {"num_threads": 1}, 60)
+        config, value = store.winner(fp) or ({}, 0.0)
+        assert (config, value, type(value)) == ({"num_threads": 1}, 60.0, float)
+        assert store.winner("0" * 24) is None
+
+    @pytest.mark.parametrize("value", [math.nan, math.inf, "fast", True])
+    def test_set_winner_refuses_a_value_that_is_not_a_finite_number(self, store: TrialStore,
+                                                                    value: Any) -> None:
+        study = open_study(store)
+        with pytest.raises(StoreError, match="finite number"):
+            store.set_winner(study, {"num_threads": 1}, value)
+        assert store.winner(fingerprint(GPT, HARDWARE, SPACE)) is None
+
+    def test_similar_finds_alike_workloads_on_the_same_hardware_best_first(self, store: TrialStore) -> None:
+        close, closer, other_family = {**GPT, "n_layer": 4}, {**GPT, "n_layer": 3}, {**GPT, "family": "cnn"}
+        ids = {}
+        for name, workload, hardware in [("close", close, HARDWARE), ("closer", closer, HARDWARE),
+                                         ("other_family", other_family, HARDWARE),
+                                         ("other_hw", GPT, {**HARDWARE, "cores": 4}),
+                                         ("empty", GPT, HARDWARE)]:
+            ids[name] = open_study(store, workload=workload, hardware=hardware,
+                                   space={"tag": name})
+            if name != "empty":
+                store.add_trial(ids[name], Trial(config={}, value=1.0))
+        found = store.similar(GPT, HARDWARE)
+        assert [sid for sid, _ in found] == [ids["closer"], ids["close"]]
+        assert 1.0 > found[0][1] > found[1][1] >= 0.5
+        assert store.similar(GPT, HARDWARE, exclude=ids["closer"]) == found[1:]
+        assert store.similar(GPT, HARDWARE, limit=1) == found[:1]
+        assert store.similar(GPT, HARDWARE, min_similarity=found[0][1]) == found[:1]
+        low = [sid for sid, _ in store.similar(GPT, HARDWARE, min_similarity=0.0, limit=10)]
+        assert low == [ids["closer"], ids["close"], ids["other_family"]]
+        assert store.similar(GPT, {**HARDWARE, "cores": 4}) == [(ids["other_hw"], 1.0)]
+
+    def test_similar_refuses_a_negative_limit(self, store: TrialStore) -> None:
+        with pytest.raises(StoreError, match="limit"):
+            store.similar(GPT, HARDWARE, limit=-1)
+
+    def test_unknown_study_ids_raise_an_error_naming_them(self, store: TrialStore) -> None:
+        open_study(store)
+        calls = [lambda: store.add_trial("study-999", Trial(config={}, value=1.0)),
+                 lambda: store.trials("study-999"),
+                 lambda: store.set_winner("study-999", {}, 1.0)]
+        for call in calls:
+            with pytest.raises(UnknownStudyError, match="study-999") as info:
+                call()
+            assert isinstance(info.value, StoreError) and isinstance(info.value, ValueError)
+
+    def test_open_study_checks_its_arguments(self, store: TrialStore) -> None:
+        with pytest.raises(StoreError, match="non-empty string"):
+            store.open_study("", workload=GPT, hardware=HARDWARE, space=SPACE)
+        with pytest.raises(StoreError, match="needs a dict"):
+            store.open_study("fp", workload=GPT, hardware="cpu", space=SPACE)  # type: ignore[arg-type]
+
+    def test_context_manager_closes_and_a_closed_store_refuses_calls(self, store: TrialStore) -> None:
+        with store as entered:
+            assert entered is store
+            study = open_study(store)
+        with pytest.raises(StoreError, match="closed"):
+            store.trials(study)
+        with pytest.raises(StoreError, match="closed"):
+            open_study(store)
+        store.close()  # idempotent
+
+
+class TestInMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> Iterator[TrialStore]:
+        with InMemoryStore() as store:
+            yield store
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[TrialStore]:
+        with SQLiteStore(tmp_path / "trials.sqlite") as store:
+            yield store
+
+    def test_everything_survives_reopening_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "deep" / "er" / "trials.sqlite"
+        with SQLiteStore(path) as store:
+            study = open_study(store)
+            store.add_trial(study, full_trial())
+            store.add_trial(study, failed_trial())
+            store.set_winner(study, {"num_threads": 2}, 9.5)
+        with SQLiteStore(path) as store:
+            assert open_study(store) == study
+            assert [t.to_json() for t in store.trials(study)] == [full_trial().to_json() | {"number": 0},
+                                                                  failed_trial().to_json() | {"number": 1}]
+            assert store.winner(fingerprint(GPT, HARDWARE, SPACE)) == ({"num_threads": 2}, 9.5)
+            assert [sid for sid, _ in store.similar(GPT, HARDWARE)] == [study]

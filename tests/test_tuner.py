@@ -1,0 +1,675 @@
+"""The tuning loop end to end: budgets, stopping, confirmation, faults, the store, options, reporting.
+
+A profiler is any callable `(config, fidelity) -> TrialOutcome`; here it is a synthetic objective (a
+formula or the cost model's estimate) wrapped in `Recorder`, which counts every call. Stores are real
+SQLite files in `tmp_path`. Most tests use the cheap `grid`/`random` strategies: the loop is under
+test, not the optimizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscout_plugin.costmodel import CostModel, Hardware, Workload
+from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.report.result import TuneResult
+from autoscout_plugin.space import (
+    Bool,
+    Categorical,
+    Condition,
+    Float,
+    GlobalBatch,
+    Implies,
+    Int,
+    MaxProduct,
+    Space,
+    SpaceError,
+)
+from autoscout_plugin.store import SQLiteStore
+from autoscout_plugin.trial import Fidelity, Trial
+from autoscout_plugin.tuner import TuneOptions, Tuner
+
+TESTS_DIR = Path(__file__).resolve().parent
+HARDWARE = Hardware(kind="cpu", cores=2, mem_gb=24, bf16=True)
+
+Objective = Callable[[dict[str, Any], Fidelity], Any]
+
+
+class Recorder:
+    """A profiler around `objective`: a number becomes an ok outcome costing `cost_s`; every call is kept."""
+
+    def __init__(self, objective: Objective, cost_s: float = 1.0) -> None:
+        self.objective = objective
+        self.cost_s = cost_s
+        self.calls: list[tuple[dict[str, Any], Fidelity]] = []
+
+    def __call__(self, config: dict[str, Any], fidelity: Fidelity) -> Any:
+        self.calls.append((dict(config), Fidelity(fidelity)))
+        result = self.objective(config, fidelity)
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            return TrialOutcome(value=float(result), cost_s=self.cost_s)
+        return result
+
+    def configs(self, fidelity: Fidelity = Fidelity.F2) -> list[dict[str, Any]]:
+        return [c for c, f in self.calls if f == fidelity]
+
+
+def threads_space(n: int = 8) -> Space:
+    return Space([Int(name="num_threads", choices=tuple(range(1, n + 1)))])
+
+
+def by_threads(config: dict[str, Any], fidelity: Fidelity) -> float:
+    return 10.0 * config["num_threads"]
+
+
+def workload(global_batch: int = 32, family: str = "transformer") -> Workload:
+    return Workload(family=family, n_layer=2, d_model=128, n_head=2, vocab=8192, seq_len=64,
+                    global_batch=global_batch)
+
+
+def training_space(global_batch: int = 32) -> Space:
+    """A small conditional space: `ddp_bucket_cap_mb` exists only under `strategy=ddp`."""
+    return Space(
+        [
+            Categorical(name="strategy", choices=("single", "ddp"), structural=True),
+            Int(name="num_processes", choices=(1, 2), structural=True),
+            Float(name="ddp_bucket_cap_mb", choices=(5.0, 25.0), when=(Condition("strategy", ("ddp",)),)),
+            Categorical(name="precision", choices=("32-true", "bf16-mixed"), structural=True),
+            Bool("activation_checkpointing", structural=True),
+            Int(name="micro_batch_size", choices=(4, 8, 16), log=True),
+            Int(name="num_threads", choices=(1, 2)),
+        ],
+        [
+            GlobalBatch(global_batch),
+            Implies("strategy", ("single",), "num_processes", (1,)),
+            Implies("strategy", ("ddp",), "num_processes", (2,)),
+            MaxProduct(("num_threads", "num_processes"), 2, "cores"),
+        ],
+    )
+
+
+def cost_model_objective(w: Workload) -> Objective:
+    model = CostModel(w, HARDWARE)
+    return lambda config, fidelity: model.estimate(config).samples_per_s
+
+
+def options(**kwargs: Any) -> TuneOptions:
+    """Defaults for tests: a cheap strategy, no early stop, no confirmation, unless asked."""
+    base: dict[str, Any] = {"search": "grid", "patience": 1000, "confirm_top": 0}
+    return TuneOptions(**(base | kwargs))
+
+
+def f2(result: TuneResult) -> list[Trial]:
+    return [t for t in result.trials if t.fidelity == Fidelity.F2]
+
+
+def f3(result: TuneResult) -> list[Trial]:
+    return [t for t in result.trials if t.fidelity == Fidelity.F3]
+
+
+# ----------------------------------------------------------------------------------------- budgets
+@pytest.mark.parametrize("search", ["grid", "random"])
+@pytest.mark.parametrize("confirm_top", [0, 2])
+def test_max_trials_stops_at_exactly_that_many_f2_trials(search: str, confirm_top: int) -> None:
+    profile = Recorder(by_threads)
+    opts = options(max_trials=5, search=search, confirm_top=confirm_top)
+    result = Tuner(threads_space(), profile, opts).run()
+    assert len(f2(result)) == 5
+    assert len(f3(result)) == confirm_top
+    assert len(profile.calls) == 5 + confirm_top
+    assert "trial budget of 5" in result.stop_reason
+    assert [t.number for t in result.trials] == list(range(5 + confirm_top))
+
+
+def test_max_seconds_stops_once_spent() -> None:
+    profile = Recorder(by_threads, cost_s=2.0)
+    opts = options(max_trials=None, max_seconds=7.0, search="random")
+    result = Tuner(threads_space(20), profile, opts).run()
+    # 2 + 2 + 2 = 6 s < 7 s: a fourth trial starts; after it 8 s >= 7 s: none more
+    assert len(profile.calls) == 4
+    assert result.tuning_s == pytest.approx(8.0)
+    assert "time budget" in result.stop_reason
+
+
+def test_max_seconds_reached_exactly_stops() -> None:
+    profile = Recorder(by_threads, cost_s=2.0)
+    Tuner(threads_space(20), profile, options(max_trials=None, max_seconds=6.0)).run()
+    assert len(profile.calls) == 3
+
+
+def test_max_fraction_of_the_planned_run() -> None:
+    opts = options(max_trials=None, max_fraction=0.05, planned_run_s=100.0)
+    assert opts.seconds_budget == pytest.approx(5.0)
+    profile = Recorder(by_threads, cost_s=1.0)
+    result = Tuner(threads_space(20), profile, opts).run()
+    assert len(profile.calls) == 5
+    assert result.tuning_s == pytest.approx(5.0)
+    assert "time budget of 5 s" in result.stop_reason
+
+
+def test_the_tightest_budget_wins() -> None:
+    opts = options(max_trials=10, max_seconds=3.0, max_fraction=0.5, planned_run_s=100.0)
+    assert opts.seconds_budget == pytest.approx(3.0)
+    profile = Recorder(by_threads, cost_s=1.0)
+    Tuner(threads_space(20), profile, opts).run()
+    assert len(profile.calls) == 3
+
+
+def test_trials_without_cost_are_charged_their_wall_time() -> None:
+    profile = Recorder(lambda c, f: TrialOutcome(value=1.0 + c["num_threads"]))  # no cost_s
+    result = Tuner(threads_space(), profile, options(max_trials=3)).run()
+    assert all(0.0 <= t.cost_s < 1.0 for t in result.trials)
+
+
+@pytest.mark.parametrize("bad_cost", [math.nan, -5.0, math.inf])
+def test_a_bogus_cost_does_not_poison_the_time_budget(bad_cost: float) -> None:
+    profile = Recorder(lambda c, f: TrialOutcome(value=float(c["num_threads"]), cost_s=bad_cost))
+    result = Tuner(threads_space(20), profile, options(max_trials=4, max_seconds=100.0)).run()
+    assert len(profile.calls) == 4
+    assert all(math.isfinite(t.cost_s) and t.cost_s >= 0 for t in result.trials)
+    assert math.isfinite(result.tuning_s)
+
+
+def test_patience_stops_a_flat_objective() -> None:
+    profile = Recorder(lambda c, f: 10.0)
+    result = Tuner(threads_space(20), profile, options(max_trials=50, patience=3, search="random")).run()
+    # the first trial sets the best; three more without improvement end the search
+    assert len(profile.calls) == 4
+    assert "no improvement in 3 trials" in result.stop_reason
+
+
+def test_improvements_below_min_improvement_do_not_reset_patience() -> None:
+    # +0.5% per step in grid order: three steps together stay below 2% of the best
+    profile = Recorder(lambda c, f: 100.0 * 1.005 ** c["num_threads"])
+    result = Tuner(threads_space(20), profile, options(max_trials=50, patience=3, min_improvement=0.02)).run()
+    assert len(profile.calls) == 4
+    assert "no improvement" in result.stop_reason
+
+
+def test_small_improvements_that_add_up_reset_patience() -> None:
+    # +1% per step: every second step is 2.01% above the last recorded best
+    profile = Recorder(lambda c, f: 100.0 * 1.01 ** c["num_threads"])
+    result = Tuner(threads_space(20), profile, options(max_trials=12, patience=2, min_improvement=0.02)).run()
+    assert len(profile.calls) == 12
+    assert "trial budget" in result.stop_reason
+
+
+def test_patience_none_never_stops_early() -> None:
+    profile = Recorder(lambda c, f: 10.0)
+    result = Tuner(threads_space(20), profile, options(max_trials=9, patience=None)).run()
+    assert len(profile.calls) == 9
+    assert "trial budget" in result.stop_reason
+
+
+def test_steady_improvement_runs_until_the_budget() -> None:
+    profile = Recorder(lambda c, f: 100.0 * 1.5 ** c["num_threads"])
+    result = Tuner(threads_space(20), profile, options(max_trials=9, patience=2)).run()
+    assert len(profile.calls) == 9
+    assert "trial budget" in result.stop_reason
+
+
+def test_search_exhausted_ends_the_run() -> None:
+    profile = Recorder(by_threads)
+    result = Tuner(threads_space(4), profile, options(max_trials=50, search="random")).run()
+    assert sorted(c["num_threads"] for c in profile.configs()) == [1, 2, 3, 4]
+    assert "exhausted" in result.stop_reason
+
+
+def test_confirm_top_two_measures_the_two_best_at_f3_and_chooses_on_f3() -> None:
+    f2_values = {7: 150.0, 8: 200.0}  # 8 is a lucky F2 measurement
+    f3_values = {7: 140.0, 8: 100.0}
+
+    def noisy(config: dict[str, Any], fidelity: Fidelity) -> float:
+        n = config["num_threads"]
+        table = f3_values if fidelity == Fidelity.F3 else f2_values
+        return table.get(n, 10.0 * n)
+
+    profile = Recorder(noisy)
+    result = Tuner(threads_space(8), profile, options(max_trials=8, confirm_top=2)).run()
+    confirmed = f3(result)
+    assert len(confirmed) == 2
+    assert [t.config for t in confirmed] == [{"num_threads": 8}, {"num_threads": 7}]  # best F2 first
+    assert result.trials[-2:] == confirmed  # confirmation comes after exploration
+    assert result.confirmed() == confirmed
+    assert profile.configs(Fidelity.F3) == [{"num_threads": 8}, {"num_threads": 7}]
+    assert result.best_config == {"num_threads": 7}
+    assert result.best_value == pytest.approx(140.0)  # the confirmed number, not an F2 one
+
+
+def test_confirmation_takes_distinct_configs_and_skips_failures() -> None:
+    def objective(config: dict[str, Any], fidelity: Fidelity) -> Any:
+        n = config["num_threads"]
+        if n == 8:
+            return TrialOutcome(status="oom", error="too big")
+        return 10.0 * n
+
+    profile = Recorder(objective)
+    result = Tuner(threads_space(8), profile, options(max_trials=8, confirm_top=3)).run()
+    assert [t.config["num_threads"] for t in f3(result)] == [7, 6, 5]
+    assert result.best_config == {"num_threads": 7}
+
+
+def test_a_config_that_fails_its_confirmation_is_not_chosen() -> None:
+    def objective(config: dict[str, Any], fidelity: Fidelity) -> Any:
+        n = config["num_threads"]
+        if n == 8 and fidelity == Fidelity.F3:
+            raise MemoryError("the long run needs more memory")
+        return 10.0 * n
+
+    result = Tuner(threads_space(8), Recorder(objective), options(max_trials=8, confirm_top=2)).run()
+    assert [t.status for t in f3(result)] == ["oom", "ok"]
+    assert result.best_config == {"num_threads": 7}
+
+
+def test_baseline_is_measured_first_and_speedup_is_best_over_baseline() -> None:
+    profile = Recorder(by_threads)
+    baseline = {"num_threads": 2}
+    result = Tuner(threads_space(8), profile, options(max_trials=8, search="random", confirm_top=2),
+                   baseline=baseline).run()
+    assert profile.calls[0] == (baseline, Fidelity.F2)
+    assert result.trials[0].config == baseline and result.trials[0].number == 0
+    assert [c["num_threads"] for c in profile.configs()].count(2) == 1  # not asked again by the search
+    assert result.baseline_config == baseline
+    assert result.baseline_value == pytest.approx(20.0)
+    assert result.best_config == {"num_threads": 8}
+    assert result.speedup == pytest.approx(result.best_value / 20.0)
+    assert result.speedup == pytest.approx(4.0)
+    table = result.table()
+    assert "default: 20.00 samples/s" in table and "speed-up 4.00x" in table
+
+
+def test_baseline_is_canonicalised() -> None:
+    profile = Recorder(by_threads)
+    tuner = Tuner(threads_space(4), profile, options(max_trials=2), baseline={"num_threads": 3.0})
+    assert tuner.baseline == {"num_threads": 3} and isinstance(tuner.baseline["num_threads"], int)
+    tuner.run()
+    assert profile.calls[0][0] == {"num_threads": 3}
+
+
+# ------------------------------------------------------------------------------------------ faults
+class _Unstable(Exception):
+    pass
+
+
+def faulty(config: dict[str, Any], fidelity: Fidelity) -> Any:
+    n = config["num_threads"]
+    if n == 1:
+        raise MemoryError("cannot allocate 8 GiB")
+    if n == 2:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    if n == 3:
+        raise TimeoutError("the all-reduce did not finish")
+    if n == 4:
+        raise _Unstable("gloo collective mismatch")
+    if n == 5:
+        return TrialOutcome(value=math.nan, cost_s=1.0)
+    if n == 6:
+        return {"samples_per_s": 60.0}  # not a TrialOutcome
+    if n == 7:
+        return TrialOutcome(status="exploded", value=1.0)  # not a status
+    return {8: 80.0, 9: 95.0, 10: 60.0}[n]
+
+
+EXPECTED_FAULTS = {
+    1: ("oom", "MemoryError: cannot allocate 8 GiB"),
+    2: ("oom", "CUDA out of memory"),
+    3: ("timeout", "TimeoutError: the all-reduce did not finish"),
+    4: ("error", "_Unstable: gloo collective mismatch"),
+    5: ("nan", "nan"),
+    6: ("error", "dict"),
+    7: ("error", "exploded"),
+}
+
+
+@pytest.mark.parametrize("search", ["grid", "random"])
+def test_faults_are_recorded_and_the_run_goes_on(tmp_path: Path, search: str) -> None:
+    store_path = tmp_path / "trials.sqlite"
+    profile = Recorder(faulty)
+    result = Tuner(threads_space(10), profile,
+                   options(max_trials=10, search=search, confirm_top=2, store=str(store_path))).run()
+    by_n = {t.config["num_threads"]: t for t in f2(result)}
+    assert sorted(by_n) == list(range(1, 11))
+    for n, (status, text) in EXPECTED_FAULTS.items():
+        trial = by_n[n]
+        assert trial.status == status, (n, trial)
+        assert trial.value is None
+        assert trial.error is not None and text in trial.error, (n, trial.error)
+    assert all(by_n[n].ok for n in (8, 9, 10))
+    assert result.best_config == {"num_threads": 9}
+    assert result.best_value == pytest.approx(95.0)
+    # failed configs are neither asked again nor confirmed
+    f2_counts = [c["num_threads"] for c in profile.configs()]
+    assert sorted(f2_counts) == list(range(1, 11))
+    assert [c["num_threads"] for c in profile.configs(Fidelity.F3)] == [9, 8]
+    # and the store holds the failures with their errors
+    with SQLiteStore(store_path) as store:
+        stored = store.trials(store.open_study(result.fingerprint or "", workload={}, hardware={}, space={}))
+    assert [(t.status, t.error) for t in stored] == [(t.status, t.error) for t in result.trials]
+
+
+def test_every_trial_failing_leaves_no_winner(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+
+    def broken(config: dict[str, Any], fidelity: Fidelity) -> Any:
+        raise RuntimeError("segfault in the data loader")
+
+    profile = Recorder(broken)
+    result = Tuner(threads_space(), profile, options(max_trials=4, confirm_top=2, store=store_path),
+                   baseline={"num_threads": 1}).run()
+    assert [t.status for t in result.trials] == ["error"] * 4
+    assert all("segfault in the data loader" in (t.error or "") for t in result.trials)
+    assert result.best_config is None and result.best_value is None
+    assert result.baseline_value is None and result.speedup is None
+    assert f3(result) == []
+    assert "no trial succeeded" in result.table()
+    # nothing was stored as a winner: the next run tunes instead of "reusing" nothing
+    again = Recorder(by_threads)
+    second = Tuner(threads_space(), again, options(max_trials=6, store=store_path)).run()
+    assert not second.reused
+    assert len(again.calls) == 2
+    assert second.best_config is not None
+
+
+def test_failed_configs_are_not_asked_again() -> None:
+    profile = Recorder(lambda c, f: 10.0 * c["num_threads"] if c["num_threads"] > 5 else math.nan)
+    result = Tuner(threads_space(8), profile, options(max_trials=50, search="random")).run()
+    asked = [c["num_threads"] for c in profile.configs()]
+    assert sorted(asked) == list(range(1, 9))  # each config once, the five failures included
+    assert "exhausted" in result.stop_reason
+    assert result.best_config == {"num_threads": 8}
+
+
+def test_keyboard_interrupt_is_not_swallowed() -> None:
+    def interrupted(config: dict[str, Any], fidelity: Fidelity) -> Any:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Tuner(threads_space(), interrupted, options(max_trials=3)).run()
+
+
+# ------------------------------------------------------------------------------------------- store
+def resume_objective(config: dict[str, Any], fidelity: Fidelity) -> Any:
+    """Grid order 1, 2, 3, ...: 2 runs out of memory, 3 is the best of all."""
+    n = config["num_threads"]
+    if n == 2:
+        raise MemoryError("too big")
+    return 500.0 if n == 3 else 10.0 * n
+
+
+def resume_tuner(store_path: str, profile: Any, **kwargs: Any) -> Tuner:
+    """The study of the resume test; the child process builds it through this function too."""
+    return Tuner(threads_space(10), profile, options(max_trials=6, store=store_path), **kwargs)
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+sys.path.insert(0, {tests_dir!r})
+import test_tuner as t
+
+calls = 0
+def profile(config, fidelity):
+    global calls
+    calls += 1
+    if calls == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return t.Recorder(t.resume_objective)(config, fidelity)
+
+t.resume_tuner(sys.argv[1], profile).run()
+"""
+
+
+def test_resume_after_a_killed_process(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_CHILD.format(tests_dir=str(TESTS_DIR))), store_path],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with SQLiteStore(store_path) as store:
+        fp = resume_tuner(store_path, Recorder(resume_objective)).fingerprint
+        done = store.trials(store.open_study(fp, workload={}, hardware={}, space={}))
+    assert [(t.number, t.config["num_threads"], t.status) for t in done] == [
+        (0, 1, "ok"), (1, 2, "oom"), (2, 3, "ok")]
+
+    seen: list[Trial] = []
+    profile = Recorder(resume_objective)
+    result = resume_tuner(store_path, profile, on_trial=lambda trial, tuner: seen.append(trial)).run()
+    assert [c["num_threads"] for c in profile.configs()] == [4, 5, 6]  # nothing re-profiled, the oom included
+    assert [t.number for t in seen] == [3, 4, 5]  # numbering continues
+    assert [t.number for t in result.trials] == list(range(6))
+    assert [t.config["num_threads"] for t in result.trials[:3]] == [1, 2, 3]
+    assert len(f2(result)) == 6  # the budget counts the trials of the killed run
+    assert result.best_config == {"num_threads": 3}  # found by the killed run
+
+
+def test_zero_trial_reuse_of_a_solved_study(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    w = workload()
+
+    def tuner(profile: Recorder, **kwargs: Any) -> Tuner:
+        opts = options(max_trials=6, search="random", confirm_top=1, store=store_path, **kwargs)
+        return Tuner(training_space(), profile, opts, workload=w, hardware=HARDWARE)
+
+    first = tuner(Recorder(cost_model_objective(w))).run()
+    assert not first.reused and first.best_config is not None
+
+    profile = Recorder(cost_model_objective(w))
+    second = tuner(profile, reuse=True).run()
+    assert second.reused
+    assert profile.calls == []
+    assert second.trials == []
+    assert second.best_config == first.best_config
+    assert second.best_value == pytest.approx(first.best_value)
+    assert second.fingerprint == first.fingerprint
+    assert "reused the stored winner" in second.table()
+
+    profile = Recorder(cost_model_objective(w))
+    third = tuner(profile, reuse=False).run()
+    assert not third.reused
+    assert len(profile.configs()) >= 1
+    assert third.trials and third.trials[0].number == first.n_trials  # appended to the same study
+
+
+def test_reuse_needs_the_same_space(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    Tuner(threads_space(4), Recorder(by_threads), options(max_trials=4, store=store_path)).run()
+    profile = Recorder(by_threads)
+    result = Tuner(threads_space(6), profile, options(max_trials=2, store=store_path)).run()
+    assert not result.reused
+    assert len(profile.calls) == 2
+
+
+def _past_study(store_path: str, w: Workload, seed: int = 3) -> TuneResult:
+    opts = options(max_trials=6, search="random", seed=seed, confirm_top=1, store=store_path)
+    return Tuner(training_space(w.global_batch or 32), Recorder(cost_model_objective(w)), opts,
+                 workload=w, hardware=HARDWARE).run()
+
+
+def _first_configs(store_path: str, w: Workload, n_trials: int = 2, baseline: dict[str, Any] | None = None,
+                   **kwargs: Any) -> list[dict[str, Any]]:
+    profile = Recorder(cost_model_objective(w))
+    opts = options(max_trials=n_trials, search="random", seed=3, store=store_path, **kwargs)
+    Tuner(training_space(w.global_batch or 32), profile, opts, workload=w, hardware=HARDWARE,
+          baseline=baseline).run()
+    return profile.configs()
+
+
+def test_warm_start_tries_the_winner_of_a_similar_study_first(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    small, large = workload(global_batch=32), workload(global_batch=64)
+    past = _past_study(store_path, small)
+    winner = past.best_config
+    assert winner is not None
+    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)  # the same study without a past
+    assert cold[0] != winner, "pick another seed: the cold start already begins with the winner"
+
+    profile = Recorder(cost_model_objective(large))
+    opts = options(max_trials=4, search="random", seed=3, store=store_path)
+    result = Tuner(training_space(64), profile, opts, workload=large, hardware=HARDWARE).run()
+    assert not result.reused  # another global batch is another problem ...
+    assert result.fingerprint != past.fingerprint
+    assert profile.configs()[0] == winner  # ... but a similar one
+    assert result.trials[0].config == winner
+    assert winner in profile.configs()[:1] and profile.configs().count(winner) == 1
+
+
+def test_warm_start_comes_after_the_baseline(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    past = _past_study(store_path, workload(global_batch=32))
+    baseline = {"strategy": "single", "num_processes": 1, "precision": "32-true",
+                "activation_checkpointing": True, "micro_batch_size": 4, "num_threads": 1}
+    assert past.best_config != baseline
+    first = _first_configs(store_path, workload(global_batch=64), n_trials=3, baseline=baseline)
+    assert first[:2] == [baseline, past.best_config]
+
+
+def test_warm_start_can_be_turned_off(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    past = _past_study(store_path, workload(global_batch=32))
+    large = workload(global_batch=64)
+    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
+    assert past.best_config != cold[0]
+    assert _first_configs(store_path, large, warm_start=False) == cold
+
+
+def test_no_warm_start_from_a_different_family(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    past = _past_study(store_path, workload(family="cnn"))
+    large = workload(global_batch=64)
+    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
+    assert past.best_config != cold[0]
+    assert _first_configs(store_path, large) == cold
+
+
+# ----------------------------------------------------------------------------------------- options
+@pytest.mark.parametrize(
+    ("kwargs", "needles"),
+    [
+        ({"max_trials": 0}, ["max_trials", "0"]),
+        ({"max_trials": -3}, ["max_trials", "-3"]),
+        ({"max_trials": 2.5}, ["max_trials", "2.5"]),
+        ({"max_seconds": -5.0}, ["max_seconds", "-5.0"]),
+        ({"max_seconds": math.nan}, ["max_seconds", "nan"]),
+        ({"max_fraction": 0.1}, ["max_fraction", "0.1", "planned_run_s"]),
+        ({"max_fraction": -0.1, "planned_run_s": 100.0}, ["max_fraction", "-0.1"]),
+        ({"max_fraction": 0.1, "planned_run_s": 0}, ["planned_run_s", "0"]),
+        ({"max_trials": None}, ["max_trials", "max_seconds", "max_fraction", "None"]),
+        ({"confirm_top": -1}, ["confirm_top", "-1"]),
+        ({"confirm_top": 1.5}, ["confirm_top", "1.5"]),
+        ({"patience": 0}, ["patience", "0"]),
+        ({"min_improvement": -0.5}, ["min_improvement", "-0.5"]),
+    ],
+)
+def test_invalid_options_name_the_option_and_the_value(kwargs: dict[str, Any], needles: list[str]) -> None:
+    with pytest.raises(ValueError) as info:
+        TuneOptions(**kwargs)
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_valid_budgets_are_accepted() -> None:
+    assert TuneOptions(max_trials=None, max_seconds=30).seconds_budget == 30
+    assert TuneOptions(max_trials=1).seconds_budget == math.inf
+    assert TuneOptions(confirm_top=0).confirm_top == 0
+
+
+def test_unknown_search_fails_when_the_tuner_is_built() -> None:
+    profile = Recorder(by_threads)
+    with pytest.raises(ValueError, match="'simulated_annealing'") as info:
+        Tuner(threads_space(), profile, TuneOptions(search="simulated_annealing"))
+    assert "random" in str(info.value) and "autoscout" in str(info.value)  # says what to use instead
+    assert profile.calls == []
+
+
+@pytest.mark.parametrize(
+    ("baseline", "needle"),
+    [
+        ({"num_threads": 2, "num_thraeds": 2}, "num_thraeds"),
+        ({"num_threads": 99}, "99"),
+        ({}, "num_threads"),
+    ],
+)
+def test_bad_baseline_raises_before_any_trial(tmp_path: Path, baseline: dict[str, Any], needle: str) -> None:
+    profile = Recorder(by_threads)
+    with pytest.raises(SpaceError, match=needle):
+        Tuner(threads_space(), profile, options(max_trials=3, store=str(tmp_path / "t.sqlite")),
+              baseline=baseline).run()
+    assert profile.calls == []
+
+
+def test_baseline_breaking_a_constraint_raises_before_any_trial() -> None:
+    profile = Recorder(by_threads)
+    baseline = {"strategy": "single", "num_processes": 2, "precision": "32-true",
+                "activation_checkpointing": False, "micro_batch_size": 4, "num_threads": 1}
+    with pytest.raises(SpaceError, match="num_processes"):
+        Tuner(training_space(), profile, options(max_trials=3), baseline=baseline).run()
+    assert profile.calls == []
+
+
+# -------------------------------------------------------------------------------- callback, report
+def test_on_trial_sees_every_trial_in_order() -> None:
+    seen: list[tuple[int, Fidelity, dict[str, Any], str]] = []
+    tuners: list[Tuner] = []
+
+    def on_trial(trial: Trial, tuner: Tuner) -> None:
+        seen.append((trial.number, trial.fidelity, dict(trial.config), trial.status))
+        tuners.append(tuner)
+        assert tuner.trials[-1] is trial  # already recorded when the callback runs
+
+    tuner = Tuner(threads_space(10), Recorder(faulty), options(max_trials=10, search="random", confirm_top=2),
+                  on_trial=on_trial)
+    result = tuner.run()
+    assert seen == [(t.number, t.fidelity, t.config, t.status) for t in result.trials]
+    assert [n for n, *_ in seen] == list(range(12))
+    assert [f for _, f, *_ in seen] == [Fidelity.F2] * 10 + [Fidelity.F3] * 2
+    assert all(t is tuner for t in tuners)
+
+
+def test_save_writes_json_that_round_trips(tmp_path: Path) -> None:
+    result = Tuner(threads_space(10), Recorder(faulty), options(max_trials=10, confirm_top=2),
+                   baseline={"num_threads": 8}).run()
+    path = result.save(tmp_path / "reports" / "result.json")
+    assert path == tmp_path / "reports" / "result.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["best_config"] == result.best_config == {"num_threads": 9}
+    assert data["best_value"] == pytest.approx(95.0)
+    assert data["baseline_config"] == {"num_threads": 8}
+    assert data["speedup"] == pytest.approx(95.0 / 80.0)
+    assert data["stop_reason"] == result.stop_reason
+    assert len(data["trials"]) == result.n_trials == 12
+    assert [Trial.from_json(t) for t in data["trials"]] == result.trials
+    assert {t["status"] for t in data["trials"]} == {"ok", "oom", "timeout", "error", "nan"}
+    assert [t["fidelity"] for t in data["trials"]][-2:] == ["F3", "F3"]
+
+
+def test_table_lists_every_trial_and_the_choice() -> None:
+    result = Tuner(threads_space(10), Recorder(faulty), options(max_trials=10, confirm_top=1)).run()
+    table = result.table()
+    lines = table.splitlines()
+    assert len([line for line in lines if line.strip().split(" ")[0].isdigit()]) == 11
+    assert "chosen:  95.00 samples/s  num_threads=9" in table
+    assert "oom" in table and "timeout" in table
+    assert f"stopped: {result.stop_reason}" in table
+
+
+def test_default_search_runs_the_loop() -> None:
+    """The default `autoscout` strategy behind the same loop (a tiny budget: it is the slow one)."""
+    w = workload()
+    profile = Recorder(cost_model_objective(w))
+    result = Tuner(training_space(), profile, TuneOptions(max_trials=2, confirm_top=1),
+                   workload=w, hardware=HARDWARE).run()
+    assert len(f2(result)) == 2 and len(f3(result)) == 1
+    assert result.best_config is not None
+    assert training_space().canonical(result.best_config) == result.best_config
+
