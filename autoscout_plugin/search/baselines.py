@@ -12,7 +12,8 @@
 Candidates come from `space.candidates(random.Random(seed))`: the whole feasible grid when it is
 small, a feasible random sample otherwise. Proposals of the model-based optimizers that are
 infeasible, invalid or already taken are fed back to the optimizer as failures and never returned;
-after `max_retries` of them a random untried candidate is returned instead.
+when all of the `max_proposals` proposals of one `ask` are rejected, a random untried candidate is
+returned instead.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ __all__ = ["DSModelBased", "GridSearch", "OptunaTPE", "RandomSearch", "SkoptGP"]
 #: `Space.candidates` enumerates the whole grid up to this many grid points, and samples above it.
 _CANDIDATES_ENUMERATE_UP_TO = 20_000
 
-#: Optimizer proposals rejected (infeasible or taken) per `ask` before a random candidate is used.
-DEFAULT_MAX_RETRIES = 5
-
 
 def _grid_is_whole_range(knob: Knob) -> bool:
     """True when `knob.grid()` lists every value the knob can take."""
@@ -47,6 +45,13 @@ def _grid_is_whole_range(knob: Knob) -> bool:
     if isinstance(knob, Int):
         return len(knob.grid()) == (knob.high - knob.low) // knob.step + 1
     return knob.low == knob.high
+
+
+def _log_value(trial: Trial) -> float | None:
+    """`log(value)` of an ok trial (throughputs span orders of magnitude); None for a failure."""
+    if not trial.ok or trial.value is None:
+        return None
+    return math.log(max(trial.value, 1e-300))
 
 
 class _PoolStrategy(SearchStrategy):
@@ -71,17 +76,21 @@ class _PoolStrategy(SearchStrategy):
         return key in self._seen or key in self._asked
 
     def _untried_indices(self) -> list[int]:
-        return [i for i, key in enumerate(self._candidate_keys) if key not in self._seen and key not in self._asked]
+        taken = self._seen | self._asked
+        return [i for i, key in enumerate(self._candidate_keys) if key not in taken]
+
+    def _exhausted(self) -> SearchExhausted:
+        return SearchExhausted(f"{self.name}: all {len(self._candidates)} candidate configs have been tried")
 
     def _random_untried(self) -> Config:
         untried = self._untried_indices()
         if not untried:
-            raise SearchExhausted(f"{self.name}: all {len(self._candidates)} candidate configs have been tried")
+            raise self._exhausted()
         return self._candidates[self._rng.choice(untried)]
 
     def _raise_if_space_exhausted(self) -> None:
         if self._pool_is_space and not self._untried_indices():
-            raise SearchExhausted(f"{self.name}: all {len(self._candidates)} feasible configs have been tried")
+            raise self._exhausted()
 
     def _hand_out(self, config: Config) -> Config:
         self._asked.add(self._key(config))
@@ -123,7 +132,7 @@ class RandomSearch(_PoolStrategy):
             self._next += 1
             if not self._taken(config):
                 return self._hand_out(config)
-        raise SearchExhausted(f"random: all {len(self._order)} candidate configs have been tried")
+        raise self._exhausted()
 
 
 class GridSearch(_PoolStrategy):
@@ -150,7 +159,7 @@ class GridSearch(_PoolStrategy):
             self._next += 1
             if not self._taken(config):
                 return self._hand_out(config)
-        raise SearchExhausted(f"grid: all {len(self._candidates)} grid configs have been tried")
+        raise self._exhausted()
 
 
 class SkoptGP(_PoolStrategy):
@@ -158,6 +167,10 @@ class SkoptGP(_PoolStrategy):
 
     skopt minimises `-log(value)`. Rejected proposals (invalid, infeasible or taken) and failed
     trials are told as a penalty: the worst `-log(value)` seen so far, or 0 before any success.
+    Every tell refits the GP, so an `ask` tries few proposals (`max_proposals`, default 3).
+    The acquisition is maximised over `n_points` random points (skopt's `sampling`): the spaces
+    are discrete, where L-BFGS on skopt's relaxed one-hot space finds nothing better and costs
+    twice as much.
 
     Example:
         >>> from autoscout_plugin.space import Int, Space
@@ -168,14 +181,15 @@ class SkoptGP(_PoolStrategy):
 
     name = "skopt_gp"
 
-    def __init__(self, space: Space, *, seed: int = 0, n_initial_points: int = 5,
-                 max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+    def __init__(self, space: Space, *, seed: int = 0, n_initial_points: int = 5, max_proposals: int = 3,
+                 n_points: int = 1000) -> None:
         from .skopt_adapter import SkoptAdapter
 
         super().__init__(space, seed=seed)
-        self.max_retries = max_retries
+        self.max_proposals = max_proposals
         self._adapter = SkoptAdapter(space.knobs, seed=seed, base_estimator="GP",
-                                     n_initial_points=n_initial_points, acq_func="EI")
+                                     n_initial_points=n_initial_points, acq_func="EI",
+                                     acq_optimizer="sampling", n_points=n_points)
         self._proposals: dict[str, dict[str, Any]] = {}
         self._worst_y: float | None = None
 
@@ -184,7 +198,7 @@ class SkoptGP(_PoolStrategy):
 
     def ask(self) -> Config:
         self._raise_if_space_exhausted()
-        for _ in range(self.max_retries):
+        for _ in range(self.max_proposals):
             proposal = self._adapter.ask()
             config = self._valid_config(proposal)
             if config is not None and not self._taken(config):
@@ -197,9 +211,9 @@ class SkoptGP(_PoolStrategy):
         point = self._proposals.pop(self._key(trial.config), None)
         if point is None:  # a random fallback, or a config told without being asked (warm start)
             point = self._flattened(trial.config)
-        if trial.ok:
-            assert trial.value is not None
-            y = -math.log(max(trial.value, 1e-300))
+        value = _log_value(trial)
+        if value is not None:
+            y = -value
             self._worst_y = y if self._worst_y is None else max(self._worst_y, y)
         else:
             y = self._penalty()
@@ -214,7 +228,9 @@ class SkoptGP(_PoolStrategy):
 class OptunaTPE(_PoolStrategy):
     """Optuna's TPE sampler, define-by-run: inactive knobs are never suggested.
 
-    Rejected proposals (invalid, infeasible or taken) and failed trials are told as `FAIL`.
+    Rejected proposals (invalid, infeasible or taken) and failed trials are told as `FAIL`; TPE
+    learns nothing from those, so an `ask` tries more proposals (`max_proposals`, default 10): they
+    cost milliseconds.
 
     Example:
         >>> from autoscout_plugin.space import Int, Space
@@ -225,11 +241,11 @@ class OptunaTPE(_PoolStrategy):
 
     name = "optuna_tpe"
 
-    def __init__(self, space: Space, *, seed: int = 0, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+    def __init__(self, space: Space, *, seed: int = 0, max_proposals: int = 10) -> None:
         import optuna  # lazy: `import autoscout_plugin.search` must stay light
 
         super().__init__(space, seed=seed)
-        self.max_retries = max_retries
+        self.max_proposals = max_proposals
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
         self._study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
@@ -238,7 +254,7 @@ class OptunaTPE(_PoolStrategy):
     def ask(self) -> Config:
         self._raise_if_space_exhausted()
         fail = self._optuna.trial.TrialState.FAIL
-        for _ in range(self.max_retries):
+        for _ in range(self.max_proposals):
             otrial = self._study.ask()
             config = self._valid_config(self._suggest(otrial))
             if config is not None and not self._taken(config):
@@ -339,11 +355,11 @@ class DSModelBased(_PoolStrategy):
 
     def ask(self) -> Config:
         if self.stopped:
-            raise SearchExhausted(f"ds_model_based: stopped early, {self._since_best} trials without improvement"
-                                  f" on the best value {self._best_value}")
+            raise SearchExhausted(f"{self.name}: stopped early, {self._since_best} trials without"
+                                  f" improvement on the best value {self._best_value}")
         untried = self._untried_indices()
         if not untried:
-            raise SearchExhausted(f"ds_model_based: all {len(self._candidates)} candidate configs have been tried")
+            raise self._exhausted()
         if self._model is None or self._rng.random() < self.exploration:
             return self._hand_out(self._candidates[self._rng.choice(untried)])
         self._rng.shuffle(untried)  # random tie-break among equal predictions
@@ -353,7 +369,7 @@ class DSModelBased(_PoolStrategy):
 
     def _observe(self, trial: Trial) -> None:
         self._xs.append(self.space.encode(trial.config))
-        self._log_values.append(math.log(max(trial.value, 1e-300)) if trial.ok and trial.value is not None else None)
+        self._log_values.append(_log_value(trial))
         self._update_early_stop(trial)
         if len(self._xs) >= self.n_initial:
             self._fit()

@@ -82,14 +82,27 @@ class SkoptAdapter:
         return on_transformed
 
     @staticmethod
-    def _dimension(knob: Knob) -> Any:
+    def _ordinal(knob: Knob) -> tuple[Any, ...] | None:
+        """The ordered values of a discrete numeric knob shown to skopt as an index, else None."""
+        if isinstance(knob, Categorical):
+            return None
+        if knob.choices is not None:
+            return tuple(knob.choices)
+        if isinstance(knob, Int) and knob.step > 1:
+            assert knob.low is not None and knob.high is not None
+            return tuple(range(knob.low, knob.high + 1, knob.step))
+        return None
+
+    @classmethod
+    def _dimension(cls, knob: Knob) -> Any:
         from skopt.space import Categorical as SkCategorical
         from skopt.space import Integer, Real
 
         if isinstance(knob, Categorical):
             return SkCategorical(list(knob.choices), name=knob.name)
-        if knob.choices is not None:
-            return Integer(0, len(knob.choices) - 1, name=knob.name)
+        ordinal = cls._ordinal(knob)
+        if ordinal is not None:
+            return Integer(0, len(ordinal) - 1, name=knob.name)
         if isinstance(knob, Int):
             assert knob.low is not None and knob.high is not None
             return Integer(knob.low, knob.high, prior="log-uniform" if knob.log else "uniform", name=knob.name)
@@ -101,8 +114,9 @@ class SkoptAdapter:
         out = dict(self.constant)
         for knob, raw in zip(self.knobs, point):
             value = raw.item() if isinstance(raw, np.generic) else raw
-            if not isinstance(knob, Categorical) and knob.choices is not None:
-                value = knob.choices[int(value)]
+            ordinal = self._ordinal(knob)
+            if ordinal is not None:
+                value = ordinal[int(value)]
             elif isinstance(knob, Int):
                 value = int(value)
             elif isinstance(knob, Float):
@@ -114,8 +128,9 @@ class SkoptAdapter:
         point: list[Any] = []
         for knob in self.knobs:
             value = config[knob.name]
-            if not isinstance(knob, Categorical) and knob.choices is not None:
-                value = min(range(len(knob.choices)), key=lambda i: abs(knob.choices[i] - value))  # type: ignore[index]
+            ordinal = self._ordinal(knob)
+            if ordinal is not None:
+                value = min(range(len(ordinal)), key=lambda i: abs(ordinal[i] - value))
             point.append(value)
         return point
 

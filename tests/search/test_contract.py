@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 from autoscout_plugin.search import SearchExhausted, SearchStrategy, make_strategy, strategy_names
 from autoscout_plugin.space import (
@@ -49,12 +51,13 @@ SEED = 7
 
 
 # ------------------------------------------------------------------------------------------ spaces
-def _conditional_knobs(precisions: tuple[str, ...]) -> list[Any]:
+def _conditional_knobs(precisions: tuple[str, ...] = ()) -> list[Any]:
+    precision = [Categorical(name="precision", choices=precisions, structural=True)] if precisions else []
     return [
         Categorical(name="strategy", choices=("single", "ddp", "fsdp"), structural=True),
         Int(name="num_processes", choices=(1, 2), structural=True),
         Bool("fsdp_reshard_after_forward", when=(Condition("strategy", ("fsdp",)),)),
-        Categorical(name="precision", choices=precisions, structural=True),
+        *precision,
         Int(name="micro_batch_size", choices=(4, 8, 16, 32), log=True),
         Int(name="num_threads", choices=(1, 2)),
     ]
@@ -67,8 +70,9 @@ _CONSTRAINTS = (
     MaxProduct(("num_threads", "num_processes"), 2, "cores"),
 )
 
-#: Conditional knob, implications, global batch and a cores cap: 34 feasible configs.
-CONDITIONAL = Space(_conditional_knobs(("32-true", "bf16-mixed")), _CONSTRAINTS)
+#: A conditional knob, implications, a global batch and a cores cap: 17 feasible configs of 96 flattened
+#: points (small, so that a run until exhaustion stays fast for the GP baseline).
+CONDITIONAL = Space(_conditional_knobs(), _CONSTRAINTS)
 
 #: Three configs.
 TINY = Space([Categorical(name="precision", choices=("32-true", "bf16-mixed", "16-mixed"))])
@@ -88,7 +92,7 @@ _FACTORS: dict[str, dict[Any, float]] = {
 
 
 def throughput(config: Config) -> float:
-    """Synthetic samples/s (max 100): per-knob factors, a parallelism term and a compile x precision interaction.
+    """Synthetic samples/s (at most 100): per-knob factors, parallelism, a compile x precision interaction.
 
     The best configs (within 5%) are exactly: strategy ddp or fsdp without resharding, a mixed precision,
     compile on, micro batch 8 or 16 (pin_memory free). Everything else is at least 10% worse.
@@ -106,10 +110,18 @@ def throughput(config: Config) -> float:
     return value
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread() -> Iterator[None]:
+    """The GP's small matrices gain nothing from threads; on shared cores they only slow it down."""
+    with threadpool_limits(limits=1):
+        yield
+
+
 # -------------------------------------------------------------------------------------------- runs
-def _drive(strategy: SearchStrategy, objective: Any, n_trials: int,
-           fail: Any = None) -> tuple[list[Config], bool]:
-    """Ask/tell up to `n_trials` times; returns the configs asked and whether SearchExhausted ended it."""
+def _drive(strategy: SearchStrategy, objective: Any, n_trials: int, fail: Any = None,
+           until: Any = None) -> tuple[list[Config], bool]:
+    """Ask/tell up to `n_trials` times (or `until(config)` holds); returns the configs asked and whether
+    SearchExhausted ended the run."""
     asked: list[Config] = []
     for number in range(n_trials):
         try:
@@ -120,10 +132,12 @@ def _drive(strategy: SearchStrategy, objective: Any, n_trials: int,
         status = fail(number) if fail is not None else "ok"
         value = objective(config) if status == "ok" else None
         strategy.tell(Trial(config=dict(config), status=status, value=value, number=number))
+        if until is not None and until(config):
+            break
     return asked, False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _whole_run(name: str) -> tuple[tuple[Config, ...], bool]:
     """Every strategy over CONDITIONAL until SearchExhausted (shared by several tests)."""
     asked, exhausted = _drive(make_strategy(name, CONDITIONAL, seed=SEED), throughput,
@@ -171,7 +185,7 @@ class TestSearchStrategyContract:
     def test_failed_trials_are_accepted_and_not_asked_again(self, name: str) -> None:
         strategy = make_strategy(name, CONDITIONAL, seed=SEED)
         statuses = ("ok", "error", "oom")
-        asked, _ = _drive(strategy, throughput, 15, fail=lambda n: statuses[n % 3])
+        asked, _ = _drive(strategy, throughput, 9, fail=lambda n: statuses[n % 3])
         assert len(asked) >= 6
         keys = [_key(c) for c in asked]
         assert len(set(keys)) == len(keys)
@@ -184,21 +198,22 @@ class TestSearchStrategyContract:
         warm = CONDITIONAL.enumerate()[::7]
         for config in warm:
             strategy.tell(Trial(config=dict(config), value=throughput(config)))
-        asked, _ = _drive(strategy, throughput, 8)
+        asked, _ = _drive(strategy, throughput, 6)
         assert asked
         assert not {_key(c) for c in asked} & {_key(c) for c in warm}
 
     def test_same_seed_same_sequence(self, name: str) -> None:
         whole, _ = _whole_run(name)
-        again, _ = _drive(make_strategy(name, CONDITIONAL, seed=SEED), throughput, 12)
+        again, _ = _drive(make_strategy(name, CONDITIONAL, seed=SEED), throughput, 8)
         assert again == list(whole[:len(again)])
         assert len(again) >= min(6, len(whole))
 
     def test_finds_a_config_within_5_percent_of_the_optimum_in_40_trials(self, name: str) -> None:
         optimum = max(throughput(c) for c in OPTIMISE.enumerate())
-        asked, _ = _drive(make_strategy(name, OPTIMISE, seed=0), throughput, 40)
+        asked, _ = _drive(make_strategy(name, OPTIMISE, seed=0), throughput, 40,
+                          until=lambda c: throughput(c) >= 0.95 * optimum)  # stop early: the GP is slow
         ratio = max(throughput(c) for c in asked) / optimum
-        if name == "grid":  # grid order is no optimizer: the check below is not trivially passed
+        if name == "grid":  # grid order is no optimizer, and the check below is not passed by just any order
             assert ratio < 0.95
             assert asked == OPTIMISE.enumerate()[:40]
         else:
