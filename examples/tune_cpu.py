@@ -23,7 +23,7 @@ from autoscout_plugin.costmodel import Workload, detect_cpu
 from autoscout_plugin.profiling import TrialOutcome
 from autoscout_plugin.space.builder import build_space
 from autoscout_plugin.trial import Fidelity, Trial
-from autoscout_plugin.tuner import Tuner, TuneOptions
+from autoscout_plugin.tuner import TuneOptions, Tuner
 from benchmarks.measure import TrialConfig, run_trial
 from benchmarks.workloads import SPECS
 

@@ -1,0 +1,1 @@
+"""Framework adapters (Lightning, Hugging Face, accelerate), installed as `autoscout_plugin.integrations`."""

@@ -98,13 +98,13 @@ class Calibration:
 
     def log_std(self, configs: Sequence[dict[str, Any]], step: float = 0.05) -> np.ndarray:
         u0 = np.array([_to_u(getattr(self.model.eff, name), how) for name, how, _ in _TIME_PARAMS])
-        base = np.log([max(self.model.estimate(c).samples_per_s, 1e-12) for c in configs])
+        base = np.log([max(self.model.samples_per_s(c), 1e-12) for c in configs])
         grads = np.empty((len(configs), len(u0)))
         for j in range(len(u0)):
             u = u0.copy()
             u[j] += step
             shifted = self.model.with_efficiency(_eff_of(self.model.eff, _TIME_PARAMS, u))
-            grads[:, j] = (np.log([max(shifted.estimate(c).samples_per_s, 1e-12) for c in configs]) - base) / step
+            grads[:, j] = (np.log([max(shifted.samples_per_s(c), 1e-12) for c in configs]) - base) / step
         var = np.einsum("ij,jk,ik->i", grads, self.time_cov, grads)
         return np.sqrt(np.maximum(var, 0.0))
 
@@ -119,7 +119,7 @@ def calibrate(model: CostModel, measurements: Sequence[Measurement]) -> Calibrat
         log_y = np.log([m.samples_per_s for m in timed])
 
         def time_res(candidate: CostModel) -> np.ndarray:
-            pred = [candidate.estimate(m.config).samples_per_s for m in timed]
+            pred = [candidate.samples_per_s(m.config) for m in timed]
             return log_y - np.log(np.maximum(pred, 1e-12))
 
         eff, cov = _fit(model, _TIME_PARAMS, time_res)

@@ -69,6 +69,16 @@ class Efficiency:
     """Multiplier on the activation-memory formula."""
 
 
+def default_efficiency(hardware: Hardware) -> Efficiency:
+    """Prior factors for a machine kind: a CPU core, or one GPU (dense bf16-class peak, NVLink-class
+    links; calibration refines both)."""
+    if hardware.kind == "gpu":
+        return Efficiency(flops_per_core=100e12, thread_exponent=1.0, matmul_fraction=0.8, op_overhead_s=8e-6,
+                          gemm_half_rows=1024.0, mem_bytes_per_s=1.5e12, link_bytes_per_s=100e9,
+                          link_latency_s=20e-6, process_overhead_mb=1500.0, compile_overhead_mb=500.0)
+    return Efficiency()
+
+
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """F0's answer for one config."""
@@ -98,15 +108,37 @@ class CostModel:
 
     workload: Workload
     hardware: Hardware
-    eff: Efficiency = Efficiency()
+    eff: Efficiency | None = None
+    """The efficiency factors; None takes `default_efficiency(hardware)`."""
+
+    def __post_init__(self) -> None:
+        if self.eff is None:
+            object.__setattr__(self, "eff", default_efficiency(self.hardware))
 
     def with_efficiency(self, eff: Efficiency) -> CostModel:
         return replace(self, eff=eff)
 
     # ------------------------------------------------------------------ time
     def estimate(self, config: dict[str, Any]) -> Estimate:
+        step_s, breakdown = self.step_time(config)
+        gb = self._global_batch(config)
+        return Estimate(samples_per_s=gb / step_s if step_s > 0 else 0.0, step_s=step_s,
+                        peak_mem_mb=self.peak_mem_mb(config), breakdown=breakdown)
+
+    def samples_per_s(self, config: dict[str, Any]) -> float:
+        """Throughput alone (no memory estimate): what calibration evaluates thousands of times."""
+        step_s, _ = self.step_time(config)
+        return self._global_batch(config) / step_s if step_s > 0 else 0.0
+
+    def _global_batch(self, config: dict[str, Any]) -> int:
+        if self.workload.global_batch:
+            return self.workload.global_batch
+        return int(config.get("micro_batch_size", 1)) * max(data_parallel_degree(config), 1)
+
+    def step_time(self, config: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        """Seconds per optimizer step and their breakdown by term."""
         w, e = self.workload, self.eff
-        gb = w.global_batch or int(config.get("micro_batch_size", 1)) * max(data_parallel_degree(config), 1)
+        gb = self._global_batch(config)
         dp = max(data_parallel_degree(config), 1)
         mbs = int(config.get("micro_batch_size", max(gb // dp, 1)))
         accum = max(gb / (mbs * dp), 1.0)
@@ -136,8 +168,7 @@ class CostModel:
 
         step_s = compute_s + overhead_s + optimizer_s + comm_s
         breakdown = {"compute_s": compute_s, "overhead_s": overhead_s, "optimizer_s": optimizer_s, "comm_s": comm_s}
-        return Estimate(samples_per_s=gb / step_s if step_s > 0 else 0.0, step_s=step_s,
-                        peak_mem_mb=self.peak_mem_mb(config), breakdown=breakdown)
+        return step_s, breakdown
 
     def _precision_factors(self, precision: str) -> tuple[float, float]:
         """(GEMM speed-up, elementwise time factor) of a precision on this hardware."""
@@ -151,6 +182,8 @@ class CostModel:
         return 1.0, 1.0
 
     def _thread_speed(self, config: dict[str, Any]) -> float:
+        if self.hardware.kind == "gpu":
+            return 1.0  # one device per process; host threads do not set the compute rate
         cores = self.hardware.cores
         world = max(world_size(config), 1)
         threads = int(config.get("num_threads", max(cores // world, 1)))

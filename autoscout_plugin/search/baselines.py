@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..space import Categorical, Config, Float, Int, Knob, Space, SpaceError
+from ..space.space import CANDIDATES_ENUMERATE_UP_TO
 from ..trial import Trial
 from .base import SearchExhausted, SearchStrategy
 
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DSModelBased", "GridSearch", "OptunaTPE", "RandomSearch", "SkoptGP"]
 
-#: `Space.candidates` enumerates the whole grid up to this many grid points, and samples above it.
-_CANDIDATES_ENUMERATE_UP_TO = 20_000
 
 
 def _grid_is_whole_range(knob: Knob) -> bool:
@@ -65,7 +64,7 @@ class _PoolStrategy(SearchStrategy):
         self._asked: set[str] = set()
         # When the pool is the whole space, an exhausted pool means an exhausted space.
         self._pool_is_space = (all(_grid_is_whole_range(k) for k in space.knobs)
-                               and space.grid_size() <= _CANDIDATES_ENUMERATE_UP_TO)
+                               and space.grid_size() <= CANDIDATES_ENUMERATE_UP_TO)
 
     def _make_pool(self) -> list[Config]:
         return self.space.candidates(random.Random(self.seed))

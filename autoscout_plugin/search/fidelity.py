@@ -104,23 +104,28 @@ class AnalyticalSource:
 class SurrogateSource:
     """F1: the ensemble fitted to what F0 (if any) gets wrong, on the encoded configs.
 
-    Without F0 the prior mean is the mean observed log value and the spread is wide (`no_prior_std`).
-    A spread for what neither F0 nor the data explain grows with a config's distance from everything
-    measured (share of knobs that differ), so an unexplored corner is never predicted with false
-    confidence: `misfit_std` with F0, `no_prior_std` without.
+    Without F0 the prior mean is the mean observed log value. A spread for what neither F0 nor the
+    data explain grows with a config's distance from everything measured: each knob in which it
+    differs from the nearest measured config adds variance, little for a knob F0 models
+    (`misfit_std` shared among them), much for one it cannot see (`unmodeled_std` each, as every
+    knob without F0), capped at `max_std`. So an unexplored corner is never predicted with false
+    confidence, and a knob the cost model ignores is not mistaken for one that does not matter.
     """
 
     fidelity = Fidelity.F1
 
     def __init__(self, space: Space, prior: FidelitySource | None = None, *, seed: int = 0,
-                 min_points: int = 3, no_prior_std: float = 0.5, misfit_std: float = 0.12) -> None:
+                 min_points: int = 3, modeled: set[str] | None = None, misfit_std: float = 0.12,
+                 unmodeled_std: float = 0.25, max_std: float = 0.5) -> None:
         from .ensemble import SurrogateEnsemble
 
         self.space = space
         self.prior = prior
         self.min_points = min_points
-        self.no_prior_std = no_prior_std
-        self.misfit_std = misfit_std
+        modeled = set(modeled or ()) if prior is not None else set()
+        per_modeled = misfit_std**2 * 2.0 / max(len(space.names), 1)
+        self.knob_var = {n: per_modeled if n in modeled else unmodeled_std**2 for n in space.names}
+        self.max_var = max_std**2
         self.ensemble = SurrogateEnsemble(seed=seed)
         self._fitted = False
         self._observed: list[Config] = []
@@ -147,20 +152,19 @@ class SurrogateSource:
         self.ensemble.fit(X, ys - prior_mean)
         self._fitted = True
 
-    def novelty(self, configs: Sequence[Config]) -> np.ndarray:
-        """For each config, the smallest share of knobs in which it differs from a measured config."""
+    def unexplained_var(self, configs: Sequence[Config]) -> np.ndarray:
+        """Variance from the knobs in which each config differs from its nearest measured config."""
         if not self._observed:
-            return np.ones(len(configs))
-        names = self.space.names
+            return np.full(len(configs), min(sum(self.knob_var.values()), self.max_var))
         out = np.empty(len(configs))
         for i, config in enumerate(configs):
-            out[i] = min(sum(config.get(n) != seen.get(n) for n in names) for seen in self._observed) / len(names)
-        return out
+            out[i] = min(sum(w for n, w in self.knob_var.items() if config.get(n) != seen.get(n))
+                         for seen in self._observed)
+        return np.minimum(out, self.max_var)
 
     def predict_arrays(self, configs: Sequence[Config]) -> tuple[np.ndarray, np.ndarray]:
         mean, prior_std = self._prior(configs)
-        unexplained = self.no_prior_std if self.prior is None else self.misfit_std
-        var = prior_std**2 + unexplained**2 * np.minimum(1.0, 2.0 * self.novelty(configs))
+        var = prior_std**2 + self.unexplained_var(configs)
         if self._fitted:
             X = np.stack([self.space.encode(c) for c in configs])
             resid, resid_std = self.ensemble.predict(X, return_std=True)

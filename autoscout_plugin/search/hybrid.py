@@ -105,16 +105,17 @@ class HybridSearch(SearchStrategy):
         super().__init__(space, seed=seed)
         self.rng = random.Random(seed)
         self.f0 = AnalyticalSource(cost_model, space) if cost_model is not None else None
-        self.f1 = SurrogateSource(space, self.f0, seed=seed)
+        all_candidates = space.candidates(self.rng)
+        if len(all_candidates) > max_candidates:
+            all_candidates = self.rng.sample(all_candidates, max_candidates)
+        self.candidates: list[Config] = all_candidates
+        self.modeled = self._modeled_knobs() if self.f0 is not None else set()
+        self.f1 = SurrogateSource(space, self.f0, seed=seed, modeled=self.modeled)
         self.memory_limit_mb = memory_limit_mb
         self.prioritise = prioritise
         self.hold_threshold = hold_threshold
         self.cost_power = cost_power
         self.trial_cost = TrialCostModel(steps_per_trial)
-        all_candidates = space.candidates(self.rng)
-        if len(all_candidates) > max_candidates:
-            all_candidates = self.rng.sample(all_candidates, max_candidates)
-        self.candidates: list[Config] = all_candidates
         self._arm_optimizers: dict[str, Any] = {}
         self._importances: dict[str, float] = {}
         self.held: list[str] = []
@@ -122,6 +123,27 @@ class HybridSearch(SearchStrategy):
         self._refine_base: Config = {}
 
     # ------------------------------------------------------------------ model
+    def _modeled_knobs(self, probes: int = 12) -> set[str]:
+        """Knobs whose value changes F0's prediction somewhere (the cost model reads them)."""
+        assert self.f0 is not None
+        model, out = self.f0.model, set()
+        sample = self.rng.sample(self.candidates, min(probes, len(self.candidates)))
+        for knob in self.space.knobs:
+            for config in sample:
+                if knob.name not in config:
+                    continue
+                values = {model.samples_per_s(config | {knob.name: v}) for v in knob.grid()}
+                if max(values) > min(values) * (1 + 1e-9):
+                    out.add(knob.name)
+                    break
+        return out
+
+    def _holdable(self) -> set[str]:
+        """Knobs whose small effect is known: modeled by F0, or seen at two values in ok trials."""
+        varied = {k for k in self.space.names
+                  if len({repr(t.config.get(k)) for t in self.trials if t.ok and k in t.config}) >= 2}
+        return self.modeled | varied
+
     def _open_candidates(self) -> list[Config]:
         open_ = [c for c in self.candidates if not self.seen(c)]
         if self.f0 is not None and self.memory_limit_mb is not None:
@@ -166,7 +188,8 @@ class HybridSearch(SearchStrategy):
         scores = self._acquisition(configs, mean, std)
         pool = list(range(len(configs)))
         if self.prioritise:
-            self.held = held_knobs(self._importances, self.hold_threshold)
+            holdable = self._holdable()
+            self.held = [k for k in held_knobs(self._importances, self.hold_threshold) if k in holdable]
             kept = restrict(configs, self._incumbent(configs, mean), self.held)
             # Release the holds once the restricted set has little left to gain.
             if kept and scores[kept].max() >= 0.1 * scores.max():
@@ -227,9 +250,9 @@ class HybridSearch(SearchStrategy):
                 full = [self.space.canonical(self._refine_base | c, allow_inactive=True) for c in configs]
                 return -self.f1.predict_arrays(full)[0]
 
-            self._arm_optimizers[key] = SkoptAdapter(dense, seed=self.seed, base_estimator=SurrogateEnsemble(seed=self.seed),
-                                                     n_initial_points=0, acq_optimizer="sampling", prior=prior,
-                                                     n_points=200)
+            self._arm_optimizers[key] = SkoptAdapter(
+                dense, seed=self.seed, base_estimator=SurrogateEnsemble(seed=self.seed), n_initial_points=0,
+                acq_optimizer="sampling", prior=prior, n_points=200)
         adapter = self._arm_optimizers[key]
         if adapter.optimizer is None:
             return None

@@ -23,6 +23,8 @@ Config = dict[str, Any]
 
 #: Above this many grid points `enumerate` refuses and callers sample instead.
 MAX_ENUMERATION = 200_000
+#: `candidates` lists the whole grid up to this many grid points and samples above it.
+CANDIDATES_ENUMERATE_UP_TO = 20_000
 #: `grid_size` walks the condition tree only when the parents' grids have at most this many combinations.
 _MAX_PARENT_COMBINATIONS = 100_000
 
@@ -283,7 +285,7 @@ class Space:
 
     def candidates(self, rng: random.Random, n_samples: int = 2000) -> list[Config]:
         """The whole feasible grid when it is small enough, else a feasible random sample."""
-        if self.grid_size() <= 20_000:
+        if self.grid_size() <= CANDIDATES_ENUMERATE_UP_TO:
             return self.enumerate()
         seen: dict[str, Config] = {}
         for _ in range(n_samples):

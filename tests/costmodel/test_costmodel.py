@@ -40,8 +40,8 @@ def test_encoder_has_no_lm_head_and_checkpointing_adds_a_forward():
 
 
 def test_cnn_flops_and_params_from_layers():
-    cnn = Workload(family="cnn", layers=(Layer(type="conv2d", in_features=3, out_features=16, kernel=3, out_hw=(32, 32)),
-                                         Layer(type="linear", in_features=16, out_features=10)))
+    conv = Layer(type="conv2d", in_features=3, out_features=16, kernel=3, out_hw=(32, 32))
+    cnn = Workload(family="cnn", layers=(conv, Layer(type="linear", in_features=16, out_features=10)))
     assert fwd_flops_per_sample(cnn) == 2 * 9 * 3 * 16 * 32 * 32 + 2 * 16 * 10
     assert param_count(cnn) == (9 * 3 * 16 + 16) + (16 * 10 + 10)
 
