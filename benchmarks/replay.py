@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import time
@@ -206,25 +207,38 @@ def _metrics(run: Run, oracle: float, budget: int) -> dict[str, Any]:
         n = max(len(run.values), 1)
         trials, seconds = budget, sum(run.costs) * budget / n
     ratio = {str(k): (best_at[min(k, len(best_at)) - 1] if best_at else 0.0) / oracle for k in RATIO_AT}
-    return {"trials": trials, "seconds": seconds, "ratio": ratio}
+    return {"trials": trials, "seconds": seconds, "ratio": ratio, "reached": reached is not None}
 
 
-def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int) -> dict[str, Any]:
+def _replay_seed(args: tuple[Table, str, int, int]) -> dict[str, Any]:
+    table, optimizer, seed, budget = args
+    return _metrics(replay_one(table, optimizer, seed, budget), table.oracle, budget)
+
+
+def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, jobs: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for optimizer in optimizers:
-        start = time.perf_counter()
-        runs = [_metrics(replay_one(table, optimizer, seed, budget), table.oracle, budget) for seed in range(seeds)]
-        out[optimizer] = {
-            "median_trials_to_95": statistics.median(r["trials"] for r in runs),
-            "median_seconds_to_95": round(statistics.median(r["seconds"] for r in runs), 1),
-            "median_ratio_at": {str(k): round(statistics.median(r["ratio"][str(k)] for r in runs), 4)
-                                for k in RATIO_AT},
-            "reached_95_share": sum(r["trials"] < budget or r["ratio"][str(RATIO_AT[-1])] >= 0.95
-                                    for r in runs) / len(runs),
-            "table": table.name, "seeds": seeds, "budget": budget,
-            "wall_s": round(time.perf_counter() - start, 1),
-        }
+    pool = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else None
+    try:
+        for optimizer in optimizers:
+            start = time.perf_counter()
+            work = [(table, optimizer, seed, budget) for seed in range(seeds)]
+            runs = pool.map(_replay_seed, work) if pool else [_replay_seed(w) for w in work]
+            out[optimizer] = _summary(runs, table, seeds, budget, time.perf_counter() - start)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     return out
+
+
+def _summary(runs: list[dict[str, Any]], table: Table, seeds: int, budget: int, wall_s: float) -> dict[str, Any]:
+    return {
+        "median_trials_to_95": statistics.median(r["trials"] for r in runs),
+        "median_seconds_to_95": round(statistics.median(r["seconds"] for r in runs), 1),
+        "median_ratio_at": {str(k): round(statistics.median(r["ratio"][str(k)] for r in runs), 4) for k in RATIO_AT},
+        "reached_95_share": sum(r["reached"] for r in runs) / len(runs),
+        "table": table.name, "seeds": seeds, "budget": budget, "wall_s": round(wall_s, 1),
+    }
 
 
 def format_results(table: Table, results: dict[str, Any]) -> str:
@@ -245,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=20)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds replayed in parallel processes")
     parser.add_argument("--optimizers", default=",".join(names), help=f"comma-separated subset of {names}")
     args = parser.parse_args(argv)
     chosen = [o.strip() for o in args.optimizers.split(",") if o.strip()]
@@ -256,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = load_table(args.table)
     if table.cost_model() is None and "autoscout" in chosen:
         print(f"note: {args.table} has no JSON workload description; autoscout runs without F0", file=sys.stderr)
-    results = replay(table, chosen, args.seeds, args.budget)
+    results = replay(table, chosen, args.seeds, args.budget, max(args.jobs, 1))
     print(format_results(table, results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", choices=sorted(SPECS), default="gpt2")
     parser.add_argument("--trials", type=int, default=8, help="F2 trials, the baseline included")
+    parser.add_argument("--confirm", type=int, default=2, help="best configs re-measured (F3) before choosing")
     parser.add_argument("--store", help="SQLite trial store (default: a temporary one)")
     parser.add_argument("--report", help="write the result as JSON here")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds before a trial is killed")
@@ -78,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 "compile": "off", "micro_batch_size": workload.global_batch, "num_threads": hardware.cores}
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or str(Path(tmp) / "trials.sqlite")
-        options = TuneOptions(max_trials=args.trials, confirm_top=2, store=store)
+        options = TuneOptions(max_trials=args.trials, confirm_top=args.confirm, store=store)
         print(f"[autoscout] tuning {args.workload} on {hardware.name} ({hardware.cores} cores): "
-              f"{len(space.enumerate())} feasible configs, budget {args.trials} trials + 2 confirmations", flush=True)
+              f"{len(space.enumerate())} feasible configs, budget {args.trials} trials + {args.confirm} confirmations",
+              flush=True)
         result = Tuner(space, make_profiler(args.workload, args.timeout), options, workload=workload,
                        hardware=hardware, baseline=baseline, on_trial=progress).run()
     print(result.table())

@@ -1,0 +1,250 @@
+"""Synthetic training workloads for the ground-truth tables.
+
+Every workload has random weights (seed 0) and synthetic data, so nothing is downloaded. A workload
+bundles the model, a seeded micro-batch maker, a loss function, the blocks that activation
+checkpointing and FSDP wrap, and a ``describe()`` dict for the table's sidecar JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What the measurement grid needs to know about a workload without building it."""
+
+    name: str
+    global_batch: int
+    micro_batch_sizes: tuple[int, int]
+
+
+@dataclass
+class Workload:
+    """A built workload: model, data, loss, and the blocks to checkpoint or shard."""
+
+    spec: WorkloadSpec
+    model: nn.Module
+    make_batch: Callable[[int, int], Batch]
+    loss_fn: LossFn
+    blocks: list[nn.Module]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """Workload description for the sidecar JSON, with parameter count and forward FLOPs."""
+        out: dict[str, Any] = {"task": "train", **self.info, "global_batch": self.spec.global_batch}
+        out["n_params"] = sum(p.numel() for p in self.model.parameters())
+        out["fwd_flops_per_sample"] = forward_flops_per_sample(self)
+        return out
+
+
+# Global batches are sized so that an uncompiled trial takes about 5-15 s on the 2-core CPU here.
+SPECS: dict[str, WorkloadSpec] = {
+    "gpt2": WorkloadSpec("gpt2", global_batch=8, micro_batch_sizes=(2, 4)),
+    "cnn": WorkloadSpec("cnn", global_batch=64, micro_batch_sizes=(8, 32)),
+    "encoder": WorkloadSpec("encoder", global_batch=64, micro_batch_sizes=(8, 32)),
+}
+
+SEQ_LEN = 128
+
+
+def _generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def forward_flops_per_sample(workload: Workload) -> int:
+    """FLOPs of one sample's forward pass (loss included) in fp32, counted by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = workload.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            workload.loss_fn(model, workload.make_batch(1, 0))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+# --------------------------------------------------------------------------- gpt2
+
+
+def build_gpt2() -> Workload:
+    """GPT-2 decoder, 2 layers, d_model 128, 50k vocabulary, sequence length 128."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=2, n_embd=128, n_head=2, n_positions=SEQ_LEN, vocab_size=50257)
+    config.use_cache = False
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config)
+
+    def make_batch(batch_size: int, seed: int) -> Batch:
+        ids = torch.randint(0, config.vocab_size, (batch_size, SEQ_LEN), generator=_generator(seed))
+        return {"input_ids": ids}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        return m(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+
+    info = {
+        "family": "transformer",
+        "arch": "decoder",
+        "n_layer": config.n_layer,
+        "d_model": config.n_embd,
+        "n_head": config.n_head,
+        "d_ff": config.n_inner or 4 * config.n_embd,
+        "vocab": config.vocab_size,
+        "seq_len": SEQ_LEN,
+    }
+    return Workload(SPECS["gpt2"], model, make_batch, loss_fn, list(model.transformer.h), info)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+def build_encoder() -> Workload:
+    """BERT encoder for sequence classification, 2 layers, hidden 128, 8k vocabulary."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        vocab_size=8192,
+        max_position_embeddings=SEQ_LEN,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+
+    def make_batch(batch_size: int, seed: int) -> Batch:
+        gen = _generator(seed)
+        ids = torch.randint(0, config.vocab_size, (batch_size, SEQ_LEN), generator=gen)
+        labels = torch.randint(0, config.num_labels, (batch_size,), generator=gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        return m(**batch).loss
+
+    info = {
+        "family": "transformer",
+        "arch": "encoder",
+        "n_layer": config.num_hidden_layers,
+        "d_model": config.hidden_size,
+        "n_head": config.num_attention_heads,
+        "d_ff": config.intermediate_size,
+        "vocab": config.vocab_size,
+        "seq_len": SEQ_LEN,
+    }
+    return Workload(SPECS["encoder"], model, make_batch, loss_fn, list(model.bert.encoder.layer), info)
+
+
+# --------------------------------------------------------------------------- cnn
+
+CNN_INPUT = (3, 32, 32)
+CNN_CLASSES = 10
+# (out_channels, max-pool after the block)
+CNN_BLOCKS: tuple[tuple[int, bool], ...] = ((32, False), (64, True), (128, True), (128, True))
+
+
+class SmallCNN(nn.Module):
+    """Four Conv-BN-ReLU(-MaxPool) blocks, global average pooling and a linear classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        in_ch = CNN_INPUT[0]
+        for out_ch, pool in CNN_BLOCKS:
+            layers: list[nn.Module] = [
+                nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=1, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            blocks.append(nn.Sequential(*layers))
+            in_ch = out_ch
+        self.features = nn.ModuleList(blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(in_ch, CNN_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.features:
+            x = block(x)
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+def cnn_layers(model: nn.Module) -> list[dict[str, Any]]:
+    """Conv2d and Linear layers in execution order, with output sizes found by a probe forward."""
+    layers: list[dict[str, Any]] = []
+
+    def hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            layers.append(
+                {
+                    "type": "conv2d",
+                    "in": module.in_channels,
+                    "out": module.out_channels,
+                    "kernel": module.kernel_size[0],
+                    "stride": module.stride[0],
+                    "out_hw": list(output.shape[-2:]),
+                }
+            )
+        elif isinstance(module, nn.Linear):
+            layers.append({"type": "linear", "in": module.in_features, "out": module.out_features})
+
+    probed = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in probed]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *CNN_INPUT))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return layers
+
+
+def build_cnn() -> Workload:
+    """Small plain-torch CNN on 32x32x3 inputs, 10 classes, cross-entropy."""
+    torch.manual_seed(0)
+    model = SmallCNN()
+
+    def make_batch(batch_size: int, seed: int) -> Batch:
+        gen = _generator(seed)
+        images = torch.randn(batch_size, *CNN_INPUT, generator=gen)
+        labels = torch.randint(0, CNN_CLASSES, (batch_size,), generator=gen)
+        return {"images": images, "labels": labels}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        return nn.functional.cross_entropy(m(batch["images"]), batch["labels"])
+
+    info = {"family": "cnn", "input_shape": list(CNN_INPUT), "layers": cnn_layers(model)}
+    return Workload(SPECS["cnn"], model, make_batch, loss_fn, list(model.features), info)
+
+
+BUILDERS: dict[str, Callable[[], Workload]] = {
+    "gpt2": build_gpt2,
+    "cnn": build_cnn,
+    "encoder": build_encoder,
+}
+
+
+def build(name: str) -> Workload:
+    """Build the workload called ``name`` (one of ``BUILDERS``)."""
+    try:
+        return BUILDERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown workload {name!r}; choose from {sorted(BUILDERS)}") from None
