@@ -21,6 +21,7 @@ from .model import CostModel, Efficiency
 _TIME_PARAMS: tuple[tuple[str, str, float], ...] = (
     ("flops_per_core", "log", 1.0),
     ("thread_exponent", "linear", 0.2),
+    ("memory_exponent", "linear", 0.25),
     ("matmul_fraction", "logit", 0.8),
     ("bf16_matmul_speedup", "log", 0.4),
     ("bf16_emulated_speedup", "log", 0.5),

@@ -39,6 +39,8 @@ class Efficiency:
     """Sustained fp32 GEMM FLOP/s of one core."""
     thread_exponent: float = 0.85
     """Speed-up from t threads is t**thread_exponent (memory-bound phases scale sub-linearly)."""
+    memory_exponent: float = 0.5
+    """Speed-up of memory-bound work from c active cores of a node is c**memory_exponent."""
     matmul_fraction: float = 0.7
     """Share of eager fp32 compute time spent in GEMMs/convolutions."""
     bf16_matmul_speedup: float = 1.8
@@ -47,8 +49,8 @@ class Efficiency:
     """GEMM speed-up of bf16 on CPUs without native bf16 (conversions around fp32 kernels)."""
     bf16_elementwise_factor: float = 1.15
     """Elementwise time multiplier under autocast (dtype casts)."""
-    compile_elementwise_speedup: float = 2.0
-    """Elementwise speed-up from inductor fusion."""
+    compile_elementwise_speedup: float = 1.25
+    """Elementwise speed-up from inductor fusion (compile alone measured 0.9-1.25x end to end here)."""
     op_overhead_s: float = 15e-6
     """Eager dispatch cost per operator call."""
     ops_per_layer: float = 40.0
@@ -57,8 +59,9 @@ class Efficiency:
     """GEMM rows at which efficiency is half its peak (small micro-batches run slower)."""
     mem_bytes_per_s: float = 8e9
     """Memory bandwidth seen by the optimizer step."""
-    link_bytes_per_s: float = 1.5e9
-    """Collective bandwidth between processes (shared memory through gloo on CPU)."""
+    link_bytes_per_s: float = 0.3e9
+    """Collective bandwidth between processes: gloo on CPU shares the cores with compute, so it is far
+    below memory bandwidth (two-process DDP measured ~0.65x of one process here)."""
     link_latency_s: float = 100e-6
     """Latency per collective call."""
     process_overhead_mb: float = 450.0
@@ -152,9 +155,13 @@ class CostModel:
             elt_factor /= e.compile_elementwise_speedup
         rows = mbs * (w.seq_len or 64)
         gemm_eff = rows / (rows + e.gemm_half_rows)
-        rate = e.flops_per_core * self._thread_speed(config) * gemm_eff
         f_mm = e.matmul_fraction
-        compute_s = flops_local / rate * (f_mm / mm_speed + (1 - f_mm) * elt_factor) if rate > 0 else 0.0
+        gemm_s = f_mm * flops_local / (e.flops_per_core * self._thread_speed(config) * gemm_eff * mm_speed)
+        # The memory-bound share: on a CPU node every process streams through the same memory, so
+        # it speeds up only with the node's active cores, sub-linearly, whatever the process split.
+        sharing = self._node_processes(config)
+        memory_s = (1 - f_mm) * elt_factor * flops_local * sharing / (e.flops_per_core * self._memory_speed(config))
+        compute_s = gemm_s + memory_s
 
         n_layers = w.n_layer or max(len(w.layers), 4)
         passes = 3.0 + (1.0 if ckpt else 0.0)
@@ -163,7 +170,7 @@ class CostModel:
         n_params = param_count(w)
         strategy = str(config.get("strategy", "single"))
         sharded = strategy in ("fsdp", "deepspeed") and dp > 1
-        optimizer_s = 28.0 * n_params / (dp if sharded else 1) / e.mem_bytes_per_s
+        optimizer_s = 28.0 * n_params / (dp if sharded else 1) * self._node_processes(config) / e.mem_bytes_per_s
         comm_s = self._comm_s(config, strategy, dp, accum, n_params, n_layers)
 
         step_s = compute_s + overhead_s + optimizer_s + comm_s
@@ -180,6 +187,18 @@ class CostModel:
             # fp16 GEMMs have no fast path on CPUs; on GPUs they run like bf16.
             return (e.bf16_matmul_speedup if self.hardware.kind == "gpu" else 0.3), e.bf16_elementwise_factor
         return 1.0, 1.0
+
+    def _node_processes(self, config: dict[str, Any]) -> int:
+        """Processes that share one memory system: all of them on a CPU node, one per GPU."""
+        return max(world_size(config), 1) if self.hardware.kind == "cpu" else 1
+
+    def _memory_speed(self, config: dict[str, Any]) -> float:
+        if self.hardware.kind == "gpu":
+            return 1.0
+        cores = self.hardware.cores
+        world = max(world_size(config), 1)
+        threads = int(config.get("num_threads", max(cores // world, 1)))
+        return float(min(threads * world, cores)) ** self.eff.memory_exponent
 
     def _thread_speed(self, config: dict[str, Any]) -> float:
         if self.hardware.kind == "gpu":

@@ -106,16 +106,16 @@ class SurrogateSource:
 
     Without F0 the prior mean is the mean observed log value. A spread for what neither F0 nor the
     data explain grows with a config's distance from everything measured: each knob in which it
-    differs from the nearest measured config adds variance, little for a knob F0 models
-    (`misfit_std` shared among them), much for one it cannot see (`unmodeled_std` each, as every
-    knob without F0), capped at `max_std`. So an unexplored corner is never predicted with false
+    differs from the nearest measured config adds variance, less for a knob F0 models (`misfit_std`:
+    F0 knows the direction, not the size on this machine), more for one it cannot see
+    (`unmodeled_std`, as every knob without F0), capped at `max_std`. So an unexplored corner is never predicted with false
     confidence, and a knob the cost model ignores is not mistaken for one that does not matter.
     """
 
     fidelity = Fidelity.F1
 
     def __init__(self, space: Space, prior: FidelitySource | None = None, *, seed: int = 0,
-                 min_points: int = 3, modeled: set[str] | None = None, misfit_std: float = 0.12,
+                 min_points: int = 3, modeled: set[str] | None = None, misfit_std: float = 0.1,
                  unmodeled_std: float = 0.25, max_std: float = 0.5) -> None:
         from .ensemble import SurrogateEnsemble
 
@@ -123,8 +123,7 @@ class SurrogateSource:
         self.prior = prior
         self.min_points = min_points
         modeled = set(modeled or ()) if prior is not None else set()
-        per_modeled = misfit_std**2 * 2.0 / max(len(space.names), 1)
-        self.knob_var = {n: per_modeled if n in modeled else unmodeled_std**2 for n in space.names}
+        self.knob_var = {n: misfit_std**2 if n in modeled else unmodeled_std**2 for n in space.names}
         self.max_var = max_std**2
         self.ensemble = SurrogateEnsemble(seed=seed)
         self._fitted = False

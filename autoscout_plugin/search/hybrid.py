@@ -5,11 +5,13 @@ One `ask`:
 1. candidates: the feasible grid (or a sample), minus what was tried, minus predicted out-of-memory;
 2. the model: F0 (calibrated cost model, when there is one) plus F1 (ensemble on F0's residuals)
    gives a mean and a spread of log samples/s for each candidate;
-3. prioritisation: knobs with a negligible main effect are held at the incumbent's value;
-4. acquisition: expected improvement over the best measured value, times the probability the
-   config runs at all (learned from failures), divided by the square root of its expected trial
-   seconds (Snoek et al. 2012, "EI per second", softened so cheap-but-useless trials do not win);
-5. the winning candidate's arm (its structural knobs) is refined by that arm's skopt optimizer over
+3. a trust region: only candidates within a few knob changes of the best measured config, the
+   radius widening while the search stalls;
+4. prioritisation: knobs whose measured main effect is negligible are held at the incumbent's value;
+5. acquisition: expected improvement over the best measured value, times the probability the
+   config runs at all (learned from failures), per expected trial second (Snoek et al. 2012,
+   "EI per second"; a compile trial costs several plain ones);
+6. the winning candidate's arm (its structural knobs) is refined by that arm's skopt optimizer over
    the dense knobs once the arm has measurements; its proposal is kept when it scores at least as well.
 """
 
@@ -49,11 +51,12 @@ def _items(config: Config) -> set[tuple[str, str]]:
 def failure_regions(configs: Sequence[Config], failed: Sequence[Trial], succeeded: Sequence[Trial]) -> np.ndarray:
     """P(runs) for each config, from the knob values and pairs of knob values that only ever failed.
 
-    A failed config is explained by the singletons and pairs of its knob values that no successful
-    trial contains ("suspects"); each suspect carries an equal share of the blame. A candidate that
-    contains a share s of a failure's suspects keeps `1 - 0.9 s` of its chance, per failure. So one
-    failure of (fsdp, compile) first casts a wide, weak shadow, which narrows to exactly that pair as
-    successes clear the other suspects.
+    A failed config is explained by the simplest causes no successful trial rules out ("suspects"):
+    its knob values never seen in a success if it has any, else its pairs of knob values never seen
+    together in a success. Each suspect carries an equal share of the blame; a candidate containing a
+    share s of a failure's suspects keeps `1 - 0.9 s` of its chance, per failure. So a crash with a
+    never-tried `compile` mode blames that mode; a failure of (fsdp, compile) after both ran fine
+    apart first casts a wide, weak shadow over its pairs, which narrows as successes clear them.
     """
     seen_ok: set[frozenset[tuple[str, str]]] = set()
     for trial in succeeded:
@@ -64,8 +67,9 @@ def failure_regions(configs: Sequence[Config], failed: Sequence[Trial], succeede
     candidate_items = [_items(c) for c in configs]
     for trial in failed:
         items = sorted(_items(trial.config))
-        groups = [frozenset([i]) for i in items] + [frozenset(p) for p in itertools.combinations(items, 2)]
-        suspects = [g for g in groups if g not in seen_ok]
+        suspects = [g for g in (frozenset([i]) for i in items) if g not in seen_ok]
+        if not suspects:
+            suspects = [g for g in (frozenset(p) for p in itertools.combinations(items, 2)) if g not in seen_ok]
         if not suspects:
             continue
         for i, have in enumerate(candidate_items):
@@ -84,6 +88,10 @@ class HybridSearch(SearchStrategy):
         memory_limit_mb: configs whose predicted peak memory exceeds this are never proposed.
         prioritise: hold low-impact knobs (knob prioritisation).
         hold_threshold: a knob whose main-effect share is below this is held.
+        competitive_log: importances are measured among candidates predicted within this log-distance
+            of the best (0.4: about 1.5x).
+        trust_region: search within a radius of knob changes around the best config (see
+            `_trust_region`); `min_radius` and `patience_per_radius` set its schedule.
         cost_power: exponent on the trial-cost penalty (0 ignores trial cost).
         steps_per_trial: profiled steps per trial, for the trial-cost model.
 
@@ -101,7 +109,9 @@ class HybridSearch(SearchStrategy):
 
     def __init__(self, space: Space, *, seed: int = 0, cost_model: CostModel | None = None,
                  memory_limit_mb: float | None = None, prioritise: bool = True, hold_threshold: float = 0.02,
-                 cost_power: float = 0.5, steps_per_trial: int = 5, max_candidates: int = 4000) -> None:
+                 cost_power: float = 1.0, steps_per_trial: int = 5, max_candidates: int = 4000,
+                 competitive_log: float = 0.4, trust_region: bool = True, min_radius: int = 2,
+                 patience_per_radius: int = 2) -> None:
         super().__init__(space, seed=seed)
         self.rng = random.Random(seed)
         self.f0 = AnalyticalSource(cost_model, space) if cost_model is not None else None
@@ -114,6 +124,12 @@ class HybridSearch(SearchStrategy):
         self.memory_limit_mb = memory_limit_mb
         self.prioritise = prioritise
         self.hold_threshold = hold_threshold
+        self.competitive_log = competitive_log
+        self.trust_region = trust_region
+        self.min_radius = min_radius
+        self.patience_per_radius = patience_per_radius
+        self._radius = min_radius
+        self._stalled = 0
         self.cost_power = cost_power
         self.trial_cost = TrialCostModel(steps_per_trial)
         self._arm_optimizers: dict[str, Any] = {}
@@ -139,10 +155,16 @@ class HybridSearch(SearchStrategy):
         return out
 
     def _holdable(self) -> set[str]:
-        """Knobs whose small effect is known: modeled by F0, or seen at two values in ok trials."""
-        varied = {k for k in self.space.names
-                  if len({repr(t.config.get(k)) for t in self.trials if t.ok and k in t.config}) >= 2}
-        return self.modeled | varied
+        """Knobs whose impact the data has measured: two ok trials that differ in that knob alone.
+        A knob is never held on the cost model's word, nor on comparisons where other knobs changed
+        too: F0 can be wrong about a machine, and confounded pairs can hide an effect."""
+        ok = [t.config for t in self.trials if t.ok]
+        out: set[str] = set()
+        for a, b in itertools.combinations(ok, 2):
+            differ = [k for k in self.space.names if a.get(k) != b.get(k)]
+            if len(differ) == 1:
+                out.add(differ[0])
+        return out
 
     def _open_candidates(self) -> list[Config]:
         open_ = [c for c in self.candidates if not self.seen(c)]
@@ -184,13 +206,14 @@ class HybridSearch(SearchStrategy):
             if default is not None:
                 return default
         mean, std = self.f1.predict_arrays(configs)
-        self._importances = main_effects(configs, mean, self.space.names)
+        self._importances = self._competitive_importances(configs, mean)
         scores = self._acquisition(configs, mean, std)
-        pool = list(range(len(configs)))
+        pool = self._trust_region(configs)
         if self.prioritise:
             holdable = self._holdable()
             self.held = [k for k in held_knobs(self._importances, self.hold_threshold) if k in holdable]
-            kept = restrict(configs, self._incumbent(configs, mean), self.held)
+            in_pool = set(pool)
+            kept = [i for i in restrict(configs, self._incumbent(configs, mean), self.held) if i in in_pool]
             # Release the holds once the restricted set has little left to gain.
             if kept and scores[kept].max() >= 0.1 * scores.max():
                 pool = kept
@@ -199,6 +222,34 @@ class HybridSearch(SearchStrategy):
         choice = configs[max(pool, key=lambda i: scores[i])]
         self.last_scores = {"acquisition": float(scores[configs.index(choice)])}
         return self._refine_dense(choice, float(scores[configs.index(choice)]))
+
+    def _trust_region(self, configs: list[Config]) -> list[int]:
+        """Candidates within `radius` knob changes of the best measured config (all before the first
+        success). The radius starts at `min_radius`, grows by one after every `patience_per_radius`
+        trials without improvement and resets on improvement (a discrete TuRBO, Eriksson et al. 2019):
+        early trials refine around what is known to work instead of chasing the cost model's
+        optimism about far-away arms, and a stalled search widens its reach."""
+        best = self.best
+        everything = list(range(len(configs)))
+        if best is None or not self.trust_region:
+            return everything
+        names = self.space.names
+        radius = self._radius
+        while True:
+            inside = [i for i, c in enumerate(configs)
+                      if sum(c.get(n) != best.config.get(n) for n in names) <= radius]
+            if inside or radius >= len(names):
+                return inside or everything
+            radius += 1
+
+    def _competitive_importances(self, configs: list[Config], mean: np.ndarray) -> dict[str, float]:
+        """Main effects among the candidates within `competitive_log` of the best prediction: a knob
+        that only separates hopeless configs (bf16 without native bf16, say) must not drown out the
+        knobs that decide among the good ones."""
+        keep = [i for i in range(len(configs)) if mean[i] >= mean.max() - self.competitive_log]
+        if len(keep) < 4:
+            keep = list(np.argsort(-mean)[: min(len(configs), 8)])
+        return main_effects([configs[i] for i in keep], mean[keep], self.space.names)
 
     def _default_or_none(self, configs: list[Config]) -> Config | None:
         default = self.space.default()
@@ -266,6 +317,13 @@ class HybridSearch(SearchStrategy):
 
     # ------------------------------------------------------------------- tell
     def _observe(self, trial: Trial) -> None:
+        previous = [t.value or 0.0 for t in self.trials[:-1] if t.ok]
+        if trial.ok and (not previous or (trial.value or 0.0) > max(previous)):
+            self._radius, self._stalled = self.min_radius, 0
+        elif previous:
+            self._stalled += 1
+            if self._stalled >= self.patience_per_radius:
+                self._radius, self._stalled = self._radius + 1, 0
         self.f1.observe(self.trials)
         steps = ([p.step_s for p in self.f0.predict([t.config for t in self.trials])] if self.f0 is not None
                  else [None] * len(self.trials))
@@ -273,12 +331,11 @@ class HybridSearch(SearchStrategy):
 
     # ---------------------------------------------------------------- reports
     def importances(self) -> dict[str, float]:
-        if not self._importances:
-            configs = self._open_candidates() or self.candidates
-            mean, _ = self.f1.predict_arrays(configs)
-            self._importances = main_effects(configs, mean, self.space.names)
-        total = sum(self._importances.values()) or 1.0
-        return {k: v / total for k, v in self._importances.items()}
+        """Each knob's share of the predicted variance over the whole space, normalised to sum 1."""
+        mean, _ = self.f1.predict_arrays(self.candidates)
+        effects = main_effects(self.candidates, mean, self.space.names)
+        total = sum(effects.values()) or 1.0
+        return {k: v / total for k, v in effects.items()}
 
     def predict(self, config: Config) -> float | None:
         mean, _ = self.f1.predict_arrays([self.space.canonical(config)])
