@@ -108,8 +108,9 @@ class SurrogateSource:
     data explain grows with a config's distance from everything measured: each knob in which it
     differs from the nearest measured config adds variance, less for a knob F0 models (`misfit_std`:
     F0 knows the direction, not the size on this machine), more for one it cannot see
-    (`unmodeled_std`, as every knob without F0), capped at `max_std`. So an unexplored corner is never predicted with false
-    confidence, and a knob the cost model ignores is not mistaken for one that does not matter.
+    (`unmodeled_std`, as every knob without F0), capped at `max_std`. So an unexplored corner is never
+    predicted with false confidence, and a knob the cost model ignores is not mistaken for one that
+    does not matter.
     """
 
     fidelity = Fidelity.F1

@@ -133,6 +133,7 @@ class HybridSearch(SearchStrategy):
         self.cost_power = cost_power
         self.trial_cost = TrialCostModel(steps_per_trial)
         self._arm_optimizers: dict[str, Any] = {}
+        self._arm_told: dict[str, int] = {}  # trials of each arm already told to its optimizer
         self._importances: dict[str, float] = {}
         self.held: list[str] = []
         self.last_scores: dict[str, float] = {}
@@ -308,11 +309,11 @@ class HybridSearch(SearchStrategy):
         if adapter.optimizer is None:
             return None
         names = {k.name for k in adapter.knobs}
-        told = getattr(adapter, "_told", 0)
+        told = self._arm_told.get(key, 0)
         fresh = [t for t in self.trials if t.ok and self.space.arm_of(t.config) == arm][told:]
         usable = [t for t in fresh if names <= set(t.config)]
         adapter.tell([t.config for t in usable], [-math.log(t.value or 1e-12) for t in usable])
-        adapter._told = told + len(fresh)
+        self._arm_told[key] = told + len(fresh)
         return adapter
 
     # ------------------------------------------------------------------- tell
