@@ -136,7 +136,6 @@ class HybridSearch(SearchStrategy):
         self._arm_told: dict[str, int] = {}  # trials of each arm already told to its optimizer
         self._importances: dict[str, float] = {}
         self.held: list[str] = []
-        self.last_scores: dict[str, float] = {}
         self._refine_base: Config = {}
 
     # ------------------------------------------------------------------ model
@@ -220,9 +219,8 @@ class HybridSearch(SearchStrategy):
                 pool = kept
             else:
                 self.held = []
-        choice = configs[max(pool, key=lambda i: scores[i])]
-        self.last_scores = {"acquisition": float(scores[configs.index(choice)])}
-        return self._refine_dense(choice, float(scores[configs.index(choice)]))
+        best_index = max(pool, key=lambda i: scores[i])
+        return self._refine_dense(configs[best_index], float(scores[best_index]))
 
     def _trust_region(self, configs: list[Config]) -> list[int]:
         """Candidates within `radius` knob changes of the best measured config (all before the first

@@ -359,7 +359,7 @@ class Space:
         if not self.structural:
             return [{}]
         out, seen = [], set()
-        for config in self._feasible_grid_or_sample():
+        for config in self.candidates(random.Random(0)):
             arm = self.arm_of(config)
             key = json.dumps(arm, sort_keys=True)
             if key not in seen:
@@ -367,8 +367,6 @@ class Space:
                 out.append(arm)
         return out
 
-    def _feasible_grid_or_sample(self) -> list[Config]:
-        return self.candidates(random.Random(0))
 
     # ---------------------------------------------------------------- encoding
     def _slots(self) -> list[tuple[Knob, int]]:
