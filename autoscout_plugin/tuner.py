@@ -38,6 +38,9 @@ class TuneOptions:
     """Tuning may take at most this fraction of `planned_run_s`."""
     planned_run_s: float | None = None
     """Expected duration of the main run, for `max_fraction`."""
+    planned_samples: float | None = None
+    """Samples the main run will process: with `max_fraction` and no `planned_run_s`, the planned run's
+    duration is taken from the best speed measured so far (the baseline first)."""
     patience: int | None = 6
     """Stop after this many F2 trials without an improvement of at least `min_improvement`;
     None never stops early."""
@@ -60,14 +63,14 @@ class TuneOptions:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be >= 1 (got {value!r}); give a positive number of trials"
                                  " or None for no limit")
-        for name in ("max_seconds", "max_fraction", "planned_run_s"):
+        for name in ("max_seconds", "max_fraction", "planned_run_s", "planned_samples"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
                                           and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds/fraction (got {value!r})")
-        if self.max_fraction is not None and self.planned_run_s is None:
+        if self.max_fraction is not None and self.planned_run_s is None and self.planned_samples is None:
             raise ValueError(f"max_fraction={self.max_fraction!r} needs planned_run_s (how long the main run"
-                             " is expected to take, in seconds)")
+                             " is expected to take, in seconds) or planned_samples")
         if self.max_trials is None and self.max_seconds is None and self.max_fraction is None:
             raise ValueError("no budget: max_trials, max_seconds and max_fraction are all None;"
                              " set at least one")
@@ -78,11 +81,14 @@ class TuneOptions:
                 and self.min_improvement >= 0):
             raise ValueError(f"min_improvement must be a number >= 0 (got {self.min_improvement!r})")
 
-    @property
-    def seconds_budget(self) -> float:
+    def seconds_budget(self, samples_per_s: float | None = None) -> float:
+        """Profiling seconds allowed; `samples_per_s` (the best speed so far) sizes a run given in samples."""
         limits = [self.max_seconds or math.inf]
-        if self.max_fraction is not None and self.planned_run_s is not None:
-            limits.append(self.max_fraction * self.planned_run_s)
+        planned = self.planned_run_s
+        if planned is None and self.planned_samples is not None and samples_per_s:
+            planned = self.planned_samples / samples_per_s
+        if self.max_fraction is not None and planned is not None:
+            limits.append(self.max_fraction * planned)
         return min(limits)
 
 
@@ -229,8 +235,9 @@ class Tuner:
         while True:
             if self.options.max_trials is not None and len(self._f2_trials()) >= self.options.max_trials:
                 return f"trial budget of {self.options.max_trials} reached"
-            if self._spent_s() >= self.options.seconds_budget:
-                return f"time budget of {self.options.seconds_budget:.0f} s reached"
+            budget_s = self.options.seconds_budget(self._best_value())
+            if self._spent_s() >= budget_s:
+                return f"time budget of {budget_s:.0f} s reached"
             if self.options.patience is not None and since_best >= self.options.patience:
                 return f"no improvement in {self.options.patience} trials"
             config = None

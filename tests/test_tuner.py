@@ -149,7 +149,7 @@ def test_max_seconds_reached_exactly_stops() -> None:
 
 def test_max_fraction_of_the_planned_run() -> None:
     opts = options(max_trials=None, max_fraction=0.05, planned_run_s=100.0)
-    assert opts.seconds_budget == pytest.approx(5.0)
+    assert opts.seconds_budget() == pytest.approx(5.0)
     profile = Recorder(by_threads, cost_s=1.0)
     result = Tuner(threads_space(20), profile, opts).run()
     assert len(profile.calls) == 5
@@ -157,9 +157,21 @@ def test_max_fraction_of_the_planned_run() -> None:
     assert "time budget of 5 s" in result.stop_reason
 
 
+def test_max_fraction_of_a_run_given_in_samples() -> None:
+    # 1000 samples at the best speed so far: grid order gives 10, 20, 30 samples/s, so the planned run
+    # shrinks from 100 s to 33 s as faster configs are found, and the 10% budget with it.
+    opts = options(max_trials=None, max_fraction=0.1, planned_samples=1000.0)
+    assert opts.seconds_budget() == math.inf
+    assert opts.seconds_budget(10.0) == pytest.approx(10.0)
+    profile = Recorder(by_threads, cost_s=1.0)
+    result = Tuner(threads_space(20), profile, opts).run()
+    assert len(profile.calls) == 4  # after trial 4 (40 samples/s) the budget is 2.5 s, already spent
+    assert "time budget" in result.stop_reason
+
+
 def test_the_tightest_budget_wins() -> None:
     opts = options(max_trials=10, max_seconds=3.0, max_fraction=0.5, planned_run_s=100.0)
-    assert opts.seconds_budget == pytest.approx(3.0)
+    assert opts.seconds_budget() == pytest.approx(3.0)
     profile = Recorder(by_threads, cost_s=1.0)
     Tuner(threads_space(20), profile, opts).run()
     assert len(profile.calls) == 3
@@ -579,8 +591,8 @@ def test_invalid_options_name_the_option_and_the_value(kwargs: dict[str, Any], n
 
 
 def test_valid_budgets_are_accepted() -> None:
-    assert TuneOptions(max_trials=None, max_seconds=30).seconds_budget == 30
-    assert TuneOptions(max_trials=1).seconds_budget == math.inf
+    assert TuneOptions(max_trials=None, max_seconds=30).seconds_budget() == 30
+    assert TuneOptions(max_trials=1).seconds_budget() == math.inf
     assert TuneOptions(confirm_top=0).confirm_top == 0
 
 

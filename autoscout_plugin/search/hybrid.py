@@ -223,7 +223,7 @@ class HybridSearch(SearchStrategy):
         return self._refine_dense(configs[best_index], float(scores[best_index]))
 
     def _trust_region(self, configs: list[Config]) -> list[int]:
-        """Candidates within `radius` knob changes of the best measured config (all before the first
+        """Candidates within `radius` moves (`Space.moves`) of the best measured config (all before the first
         success). The radius starts at `min_radius`, grows by one after every `patience_per_radius`
         trials without improvement and resets on improvement (a discrete TuRBO, Eriksson et al. 2019):
         early trials refine around what is known to work instead of chasing the cost model's
@@ -232,12 +232,11 @@ class HybridSearch(SearchStrategy):
         everything = list(range(len(configs)))
         if best is None or not self.trust_region:
             return everything
-        names = self.space.names
+        distance = [self.space.moves(best.config, c) for c in configs]
         radius = self._radius
         while True:
-            inside = [i for i, c in enumerate(configs)
-                      if sum(c.get(n) != best.config.get(n) for n in names) <= radius]
-            if inside or radius >= len(names):
+            inside = [i for i, d in enumerate(distance) if d <= radius]
+            if inside or radius >= len(self.space.names):
                 return inside or everything
             radius += 1
 

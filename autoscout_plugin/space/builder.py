@@ -60,7 +60,7 @@ def _values(workload: dict[str, Any], hardware: dict[str, Any], strategies: list
 
 def build_space(workload: dict[str, Any], hardware: dict[str, Any], *, include: Iterable[str] | None = None,
                 pin: dict[str, Any] | None = None, strategies: Iterable[str] = ("single", "ddp"),
-                memory_limit_mb: float | None = None) -> Space:
+                memory_limit_mb: float | None = None, current: dict[str, Any] | None = None) -> Space:
     """The space of system configurations for `workload` on `hardware`.
 
     Args:
@@ -70,6 +70,8 @@ def build_space(workload: dict[str, Any], hardware: dict[str, Any], *, include: 
         pin: knob -> value, fixed (what the user set explicitly).
         strategies: strategies the caller can execute (e.g. `fsdp` only where the model supports it).
         memory_limit_mb: a memory cap, checked with the cost model's estimate.
+        current: the values the user runs today, added to the candidates where the catalogue's
+            grid lacks them (a batch size of 12, say), so their own config can be measured first.
 
     Example:
         >>> s = build_space({"global_batch": 32}, {"kind": "cpu", "cores": 2, "bf16": True})
@@ -95,6 +97,10 @@ def build_space(workload: dict[str, Any], hardware: dict[str, Any], *, include: 
     if cpu and int(hardware.get("cores", 1)) < 2:
         strategies = [s for s in strategies if s == "single"]
     values = _values(workload, hardware, strategies)
+    for name, value in (current or {}).items():
+        grid = values.get(name)
+        if grid is not None and value not in grid and all(type(v) is type(value) for v in grid):
+            values[name] = sorted([*grid, value]) if isinstance(value, (int, float)) else [*grid, value]
     default_include = ["strategy", "num_processes", "precision", "activation_checkpointing", "compile",
                        "micro_batch_size", "num_threads", "ddp_bucket_cap_mb", "fsdp_reshard_after_forward"]
     names = list(include) if include is not None else default_include

@@ -193,6 +193,48 @@ class Space:
         accum = gb.grad_accum(config)
         return {} if accum is None else {"grad_accum": accum}
 
+    def moves(self, a: Config, b: Config) -> int:
+        """How many independent moves turn config `a` into `b`: the changed knobs, where changes that a
+        constraint ties together count as one move. Two changed knobs are tied when reverting one of
+        them alone breaks a constraint that reverting both repairs: going from one process to DDP
+        changes `strategy`, `num_processes` and, under threads x processes <= cores, `num_threads`,
+        and that is one move, not three.
+
+        Example:
+            >>> from autoscout_plugin.space import Categorical, Implies, Int, MaxProduct
+            >>> s = Space([Categorical(name="strategy", choices=("single", "ddp")),
+            ...            Int(name="num_processes", low=1, high=2), Int(name="num_threads", low=1, high=2),
+            ...            Int(name="micro_batch_size", low=1, high=8, log=True)],
+            ...           [Implies("strategy", ("single",), "num_processes", (1,)),
+            ...            Implies("strategy", ("ddp",), "num_processes", (2,)),
+            ...            MaxProduct(("num_threads", "num_processes"), 2, "cores")])
+            >>> one = {"strategy": "single", "num_processes": 1, "num_threads": 2, "micro_batch_size": 4}
+            >>> s.moves(one, {**one, "strategy": "ddp", "num_processes": 2, "num_threads": 1})
+            1
+            >>> s.moves(one, {"strategy": "ddp", "num_processes": 2, "num_threads": 1, "micro_batch_size": 8})
+            2
+        """
+        changed = [n for n in self.names if a.get(n) != b.get(n)]
+        if len(changed) < 2:
+            return len(changed)
+        checks = [c for c in self.constraints if not isinstance(c, MemoryCap) and c.violation(b) is None]
+        parent = {n: n for n in changed}
+
+        def root(n: str) -> str:
+            while parent[n] != n:
+                n = parent[n]
+            return n
+
+        for n in changed:
+            reverted = {**b, n: a.get(n)}
+            for constraint in checks:
+                if constraint.violation(reverted) is None:
+                    continue
+                for m in changed:
+                    if m != n and constraint.violation({**reverted, m: a.get(m)}) is None:
+                        parent[root(m)] = root(n)
+        return len({root(n) for n in changed})
+
     def default(self) -> Config:
         """Every active knob at its default (or its first/lowest value)."""
         out: Config = {}

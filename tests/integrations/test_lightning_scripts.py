@@ -1,0 +1,74 @@
+"""The subprocess tier, relaunch and two-process DDP: the example script runs as a real command,
+as a user would run it, with AutoScout re-running it for trials and for the winner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--layers", "2", "--embd", "32", "--vocab", "128", "--seq-len", "16", "--warmup-steps", "1",
+        "--measure-steps", "2"]
+
+
+def run_example(tmp_path: Path, *args: str, timeout: float = 400) -> tuple[subprocess.CompletedProcess[str], dict]:
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+           "AUTOSCOUT_STORE": str(tmp_path / "store.sqlite")}
+    proc = subprocess.run([sys.executable, "-m", "examples.lightning_gpt2", *TINY, "--summary-out", str(summary),
+                           "--report", str(tmp_path / "report"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(summary.read_text())
+
+
+@pytest.mark.timeout(600)
+def test_a_ddp_winner_relaunches_the_script_with_the_global_batch_kept(tmp_path: Path) -> None:
+    # The single-process runs crash (`world=1`), so only DDP trials (subprocess tier) succeed: the
+    # winner needs two processes and the script is re-run with it, in the same command.
+    proc, summary = run_example(tmp_path, "--steps", "3", "--trials", "3", "--fail-if", "world=1",
+                                "--include", "strategy,num_processes,micro_batch_size")
+    report = json.loads((tmp_path / "report.json").read_text())
+    tiers = {t["metrics"].get("tier") for t in report["trials"] if t["status"] == "ok"}
+    assert tiers == {2}
+    assert report["best_config"]["strategy"] == "ddp" and report["notes"]["relaunched"] is True
+    assert "relaunched with the tuned config" in proc.stderr
+    assert summary["world_size"] == 2 and summary["global_step"] == 3
+    # micro-batch x accumulation x processes is still the user's global batch of 8
+    assert summary["batch_size"] * summary["accumulate_grad_batches"] * 2 == 8
+    assert summary["report"]["relaunched"] is True
+    # no lightning_logs or checkpoints from the trials
+    assert not (ROOT / "lightning_logs").exists() or not any((ROOT / "lightning_logs").iterdir())
+
+
+@pytest.mark.timeout(600)
+def test_relaunch_off_recommends_the_trainer_arguments(tmp_path: Path) -> None:
+    # Single-process trials crash (in trials only), so the winner is DDP; the main fit stays single.
+    proc, summary = run_example(tmp_path, "--steps", "2", "--trials", "4", "--fail-if", "trial_world=1",
+                                "--include", "strategy,num_processes,micro_batch_size", "--no-relaunch")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["notes"]["recommended"]["strategy"] == "ddp"
+    assert report["notes"]["recommended_trainer_args"].startswith('Trainer(strategy="ddp", devices=2')
+    assert "recommended (relaunch is off)" in proc.stderr
+    assert summary["world_size"] == 1  # no relaunch; the main fit ran here with the user's settings
+    assert summary["global_step"] == 2
+
+
+@pytest.mark.timeout(600)
+def test_under_ddp_rank_zero_decides_and_every_rank_applies_the_same_winner(tmp_path: Path) -> None:
+    proc, summary = run_example(tmp_path, "--steps", "2", "--trials", "2", "--devices", "2",
+                                "--include", "micro_batch_size,num_threads")
+    rank1 = json.loads((tmp_path / "summary.json.rank1").read_text())
+    report = json.loads((tmp_path / "report.json").read_text())
+    best = report["best_config"]
+    assert report["notes"]["pinned"]["strategy"].startswith("Trainer(strategy='ddp'")
+    assert summary["world_size"] == 2
+    for rank in (summary, rank1):
+        assert rank["batch_size"] == best["micro_batch_size"] and rank["num_threads"] == best["num_threads"]
+        assert rank["batch_size"] * rank["accumulate_grad_batches"] * 2 == 16  # the user's 8 per rank x 2
+    assert all(t["metrics"].get("tier") == 2 for t in report["trials"] if t["status"] == "ok")
