@@ -295,7 +295,8 @@ class Tuner:
                      error=outcome.error, metrics=dict(outcome.metrics))
 
     def _confirm(self) -> None:
-        """F3: re-measure the best few distinct configs; the winner is chosen on these numbers."""
+        """F3: re-measure the best few distinct configs, and the baseline beside them, so the winner is
+        chosen on these numbers and never over the user's own config on the strength of one lucky F2."""
         if self.options.confirm_top == 0:
             return
         done = {json.dumps(t.config, sort_keys=True) for t in self.trials if t.fidelity == Fidelity.F3}
@@ -303,9 +304,13 @@ class Tuner:
         for t in sorted((t for t in self._f2_trials() if t.ok), key=lambda t: -(t.value or 0.0)):
             if all(t.config != r.config for r in ranked):
                 ranked.append(t)
-        for t in ranked[: self.options.confirm_top]:
-            if json.dumps(t.config, sort_keys=True) not in done:
-                self._measure(t.config, Fidelity.F3)
+        configs = [t.config for t in ranked[: self.options.confirm_top]]
+        baseline_ok = any(t.ok and t.config == self.baseline for t in self._f2_trials())
+        if baseline_ok and self.baseline not in configs and configs:
+            configs.append(self.baseline)
+        for config in configs:
+            if json.dumps(config, sort_keys=True) not in done:
+                self._measure(config, Fidelity.F3)
 
     def _scores(self) -> dict[str, tuple[Config, list[float]]]:
         """Each config's measured values at the fidelity it is judged on: its F3 values once confirmed,

@@ -283,6 +283,22 @@ def test_a_config_that_fails_its_confirmation_is_not_chosen() -> None:
     assert result.best_config == {"num_threads": 7}
 
 
+def test_the_baseline_is_confirmed_beside_the_best_and_wins_when_the_best_was_luck() -> None:
+    # F2 says 4 threads beat the user's 2; the long F3 runs say otherwise: keep the user's config.
+    def lucky(config: dict[str, Any], fidelity: Fidelity) -> float:
+        n = config["num_threads"]
+        if fidelity == Fidelity.F3:
+            return {2: 20.0, 4: 18.0}[n]
+        return {2: 20.0, 4: 25.0}.get(n, 5.0)
+
+    profile = Recorder(lucky)
+    result = Tuner(threads_space(4), profile, options(max_trials=4, confirm_top=1),
+                   baseline={"num_threads": 2}).run()
+    assert profile.configs(Fidelity.F3) == [{"num_threads": 4}, {"num_threads": 2}]
+    assert result.best_config == {"num_threads": 2}
+    assert result.speedup == pytest.approx(1.0)
+
+
 def test_baseline_is_measured_first_and_speedup_is_best_over_baseline() -> None:
     profile = Recorder(by_threads)
     baseline = {"num_threads": 2}
