@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import random
 import resource
 import signal
@@ -80,11 +79,6 @@ def compile_children(module: nn.Module, mode: str) -> int:
         module.compile(**options)
         count = 1
     return count
-
-
-def is_compiled(module: nn.Module) -> bool:
-    return getattr(module, "_compiled_call_impl", None) is not None or any(
-        getattr(c, "_compiled_call_impl", None) is not None for c in module.children())
 
 
 # ---------------------------------------------------------------- workload description
@@ -254,7 +248,3 @@ def wall_clock_limit(seconds: float, what: str) -> Iterator[None]:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
