@@ -317,9 +317,8 @@ def test_knobs_set_in_the_trainer_stay_pinned_and_the_rest_is_tuned(tmp_path: Pa
 
 
 def test_there_is_no_script_to_rerun_under_pytest_and_strategies_get_catalogue_names() -> None:
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-
     from autoscout_plugin.integrations.lightning import _strategy_name, script_command
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
     assert script_command() is None
     assert _strategy_name(DDPStrategy()) == "ddp"
