@@ -1,4 +1,4 @@
-"""The main job: a real AutoScout tuning run on this CPU.
+"""The engine without a framework: a real AutoScout tuning run on this CPU through `Tuner` directly.
 
     python -m examples.tune_cpu [--workload gpt2] [--trials 8] [--store PATH] [--report OUT.json]
 
