@@ -1,6 +1,10 @@
 """`autoscout` console entry point.
 
     autoscout space [--global-batch N] [--workload FILE.json]   the space for this machine
+    autoscout cpu [--refresh] [--json]                          this CPU's measured speeds (cached)
+    autoscout plan --model PRESET --gpu GPU --gpus N --global-batch B [--seq-len S]
+                   [--precision bf16|fp8] [--layout tp=4,pp=4,...] [--json OUT] [--top K]
+                                                                rank parallel layouts on a GPU cluster
 """
 
 from __future__ import annotations
@@ -34,6 +38,33 @@ def _space(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cpu(args: argparse.Namespace) -> int:
+    from .costmodel.cpu_bench import cpu_speeds
+
+    speeds = cpu_speeds(refresh=args.refresh)
+    if args.json:
+        print(json.dumps(speeds.to_json(), indent=2))
+        return 0
+    print(f"cpu {speeds.fingerprint}: {speeds.backend} kernels, measured in {speeds.measured_s:.1f} s")
+    for threads, rate in sorted(speeds.gemm_flops_per_s.items()):
+        print(f"  fp32 GEMM, {threads:3d} thread{'s' if threads > 1 else ' '}  {rate / 1e9:9.1f} GFLOP/s")
+    bf16 = "not measured" if speeds.bf16_gemm_speedup is None else f"{speeds.bf16_gemm_speedup:.3g}x fp32"
+    print(f"  bf16 GEMM                {bf16}")
+    print(f"  memory copy              {speeds.mem_bytes_per_s / 1e9:9.1f} GB/s")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .costmodel.plan import format_plan, plan, write_plan_json
+
+    result = plan(args.model, args.gpu, args.gpus, global_batch=args.global_batch, seq_len=args.seq_len,
+                  precision=args.precision, layout=args.layout)
+    print(format_plan(result, top=args.top))
+    if args.json:
+        print(f"wrote {write_plan_json(result, args.json)} ({len(result.ranked)} layouts)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoscout", description="AutoScout: tune a PyTorch job's system config")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +72,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     space.add_argument("--global-batch", type=int, default=32)
     space.add_argument("--workload", help="a JSON file with a workload description (a table's sidecar works)")
     space.set_defaults(func=_space)
+    cpu = sub.add_parser("cpu", help="measure this CPU's GEMM and memory speeds (cached per machine)")
+    cpu.add_argument("--refresh", action="store_true", help="measure again even if cached")
+    cpu.add_argument("--json", action="store_true", help="print the speeds as JSON")
+    cpu.set_defaults(func=_cpu)
+    from .costmodel.catalogue import GPUS
+    from .costmodel.presets import PRESETS
+
+    planner = sub.add_parser("plan", help="rank parallel layouts of a model on a GPU cluster (no GPU needed)",
+                             description="Enumerate tp/pp/cp/vp/dp/micro-batch/sharding/recomputation layouts and "
+                             "rank them by predicted tokens/s per GPU.")
+    planner.add_argument("--model", required=True, help="a preset: " + ", ".join(PRESETS))
+    planner.add_argument("--gpu", required=True, help="a GPU: " + ", ".join(GPUS))
+    planner.add_argument("--gpus", type=int, required=True, help="number of GPUs")
+    planner.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
+    planner.add_argument("--seq-len", type=int, help="tokens per sequence (default: the preset's)")
+    planner.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp8", "fp32", "tf32"))
+    planner.add_argument("--layout", help="evaluate one layout, e.g. tp=4,pp=4,cp=1,vp=20,mbs=1")
+    planner.add_argument("--json", metavar="OUT", help="write every ranked layout to this JSON file")
+    planner.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    planner.set_defaults(func=_plan)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .costmodel import CostModel, Hardware, Workload
+from .costmodel import CostModel, Efficiency, Hardware, Workload
 from .profiling import ProfileFn, TrialOutcome, classify_exception, describe_exception
 from .report.result import TuneResult
 from .search import SearchExhausted, SearchStrategy, make_strategy
@@ -118,6 +118,8 @@ class Tuner:
     """The user's own config: measured first, the reference for the speed-up."""
     on_trial: TrialCallback | None = None
     store: TrialStore | None = None
+    efficiency: Efficiency | None = None
+    """The cost model's machine factors when measured (`costmodel.efficiency_from_speeds`); else priors."""
 
     def __post_init__(self) -> None:
         self.space.check_satisfiable()
@@ -141,7 +143,7 @@ class Tuner:
         options: dict[str, Any] = {}
         if self.options.search == "autoscout":
             if self.workload is not None and self.hardware is not None:
-                options["cost_model"] = CostModel(self.workload, self.hardware)
+                options["cost_model"] = CostModel(self.workload, self.hardware, self.efficiency)
             options["memory_limit_mb"] = self.options.memory_limit_mb
         return make_strategy(self.options.search, self.space, seed=self.options.seed, **options)
 

@@ -11,12 +11,14 @@ import resource
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoscout_plugin.costmodel import Workload
+from autoscout_plugin.costmodel import Layer, Workload
+from autoscout_plugin.costmodel.presets import workload_from_hf_config
 
 
 # ---------------------------------------------------------------- module knobs
@@ -82,14 +84,6 @@ def compile_children(module: nn.Module, mode: str) -> int:
 
 
 # ---------------------------------------------------------------- workload description
-def _config_value(config: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
 def find_hf_config(module: nn.Module) -> Any:
     """The Hugging Face `PretrainedConfig` of a model or of a submodule, if any."""
     for sub in module.modules():
@@ -100,25 +94,80 @@ def find_hf_config(module: nn.Module) -> Any:
 
 
 def workload_from_module(module: nn.Module, *, global_batch: int, seq_len: int | None = None,
-                         task: str = "train") -> Workload:
+                         task: str = "train", example: Any = None) -> Workload:
     """Describe `module` for the cost model: a transformer from its Hugging Face config when it has
-    one, else its parameter count only (the cost model then falls back to generic facts)."""
+    one; else its convolution and linear layer shapes, seen in one forward pass on `example` (a batch
+    the module accepts), when given; else its parameter count only (the cost model then falls back to
+    generic facts)."""
     n_params = sum(p.numel() for p in module.parameters())
     config = find_hf_config(module)
     if config is not None:
-        n_layer = _config_value(config, "n_layer", "num_hidden_layers")
-        d_model = _config_value(config, "n_embd", "hidden_size", "d_model")
-        n_head = _config_value(config, "n_head", "num_attention_heads")
-        vocab = _config_value(config, "vocab_size")
-        if None not in (n_layer, d_model, n_head, vocab):
-            d_ff = _config_value(config, "n_inner", "intermediate_size", "ffn_dim")
-            decoder = bool(getattr(config, "is_decoder", False)) or "lm_head" in dict(module.named_modules()) or any(
+        try:
+            described = workload_from_hf_config(config, seq_len=seq_len, global_batch=global_batch)
+        except ValueError:
+            described = None
+        if described is not None and described.n_head and described.vocab:
+            decoder = bool(getattr(config, "is_decoder", False)) or any(
                 name.endswith("lm_head") for name, _ in module.named_modules())
-            return Workload(task=task, family="transformer", arch="decoder" if decoder else "encoder",
-                            n_layer=n_layer, d_model=d_model, n_head=n_head, d_ff=d_ff, vocab=vocab,
-                            seq_len=seq_len or _config_value(config, "n_positions", "max_position_embeddings"),
-                            global_batch=global_batch, n_params=n_params)
+            return replace(described, task=task, arch="decoder" if decoder else "encoder", n_params=n_params)
+    layers = layers_from_module(module, example) if example is not None else ()
+    if layers:
+        family = "cnn" if any(layer.type == "conv2d" for layer in layers) else "mlp"
+        return Workload(task=task, family=family, global_batch=global_batch, n_params=n_params, seq_len=seq_len,
+                        layers=layers)
     return Workload(task=task, family="unknown", global_batch=global_batch, n_params=n_params, seq_len=seq_len)
+
+
+def layers_from_module(module: nn.Module, example: Any) -> tuple[Layer, ...]:
+    """The `Conv2d` and `Linear` layers `module` runs on `example`, with their output shapes per sample,
+    from forward hooks during one pass in eval mode under `torch.no_grad`; the module's state, modes
+    and the RNGs are left as they were. Empty when the module does not accept `example` as input."""
+    found: list[Layer] = []
+
+    def hook(mod: nn.Module, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or output.dim() < 2:
+            return
+        batch = output.shape[0]
+        if isinstance(mod, nn.Conv2d) and output.dim() == 4:
+            kh, kw = mod.kernel_size
+            found.append(Layer(type="conv2d", in_features=mod.in_channels // mod.groups,
+                               out_features=mod.out_channels, kernel=max(round((kh * kw) ** 0.5), 1),
+                               out_hw=(int(output.shape[2]), int(output.shape[3]))))
+        elif isinstance(mod, nn.Linear):
+            rows = output.numel() // max(batch * mod.out_features, 1)  # positions per sample (sequences)
+            found.append(Layer(type="linear", in_features=mod.in_features, out_features=mod.out_features,
+                               out_hw=(max(rows, 1), 1)))
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    modes = {m: m.training for m in module.modules()}
+    try:
+        with no_trace(), torch.no_grad():  # eval mode and no_grad: weights and buffers stay put
+            module.eval()
+            for candidate in _inputs_of(example):
+                found.clear()
+                try:
+                    module(candidate)
+                except Exception:  # noqa: BLE001 - not an input this module takes; try the next reading
+                    continue
+                break
+            else:
+                found.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes.items():
+            m.train(training)
+    return tuple(found)
+
+
+def _inputs_of(batch: Any) -> list[Any]:
+    """Readings of a batch as a model input: the batch, its first item (`(x, y)`), its `input_ids`/`x`."""
+    candidates = [batch]
+    if isinstance(batch, (list, tuple)) and batch:
+        candidates.append(batch[0])
+    if isinstance(batch, dict):
+        candidates += [batch[k] for k in ("input_ids", "x", "inputs", "pixel_values") if k in batch]
+    return candidates
 
 
 def sequence_length(batch: Any) -> int | None:

@@ -43,7 +43,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu
+from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu, measured_efficiency
 from autoscout_plugin.options import AutoScoutOptions, default_store
 from autoscout_plugin.profiling import TrialOutcome, run_subprocess_trial, write_result
 from autoscout_plugin.report.html import write_report
@@ -184,8 +184,10 @@ class AutoScoutCallback(Callback):
             return
         # Every rank checks the options and builds the space: a bad option fails on all ranks at once.
         plan = self._plan(trainer, pl_module)
+        sample = self._sample_batch(trainer, pl_module)
         workload = workload_from_module(pl_module, global_batch=plan.global_batch,
-                                        seq_len=self._seq_len(trainer, pl_module))
+                                        seq_len=sequence_length(sample) if sample is not None else None,
+                                        example=sample)
         hardware = detect_cpu()
         space = self._space(plan, workload.to_json(), hardware.to_json())
         decision = None
@@ -306,7 +308,7 @@ class AutoScoutCallback(Callback):
         try:
             tuner = Tuner(space, lambda config, fidelity: self._profile(trainer, pl_module, plan, config, fidelity),
                           tune_options, workload=workload, hardware=hardware, baseline=baseline,
-                          on_trial=progress.trial, store=store)
+                          on_trial=progress.trial, store=store, efficiency=measured_efficiency(hardware))
             with no_trace():  # RNG and threads, whatever a trial does
                 result = tuner.run()
         finally:
@@ -379,13 +381,13 @@ class AutoScoutCallback(Callback):
                      + (" (relaunching the script)" if report.get("relaunched") else ""))
         return "\n".join(lines)
 
-    def _seq_len(self, trainer: Trainer, pl_module: LightningModule) -> int | None:
+    def _sample_batch(self, trainer: Trainer, pl_module: LightningModule) -> Any:
         try:
             source = trainer.datamodule if trainer.datamodule is not None else pl_module
             loader = source.train_dataloader()
             with no_trace():
-                return sequence_length(next(iter(loader)))
-        except Exception:  # noqa: BLE001 - the sequence length only sharpens the cost model
+                return next(iter(loader))
+        except Exception:  # noqa: BLE001 - a sample only sharpens the cost model
             return None
 
     # ------------------------------------------------------------ trials

@@ -7,6 +7,8 @@ Time per optimizer step, per process, is a sum of terms (the "roofline" split of
 
 - compute_s: training FLOPs / (per-core FLOP/s x thread scaling x GEMM efficiency), with the
   matmul share sped up by the precision and the elementwise share by `torch.compile` fusion;
+  activation checkpointing recomputes the forward of the checkpointed blocks only (the transformer
+  layers, not an LM head: on a small-d, large-vocab decoder the head is most of the FLOPs);
 - overhead_s: per-operator dispatch cost, paid per micro-batch (fewer ops after compile);
 - optimizer_s: AdamW streams 28 bytes per local parameter (read p, g, m, v; write p, m, v);
 - comm_s: alpha-beta collectives (Hockney 1994; ring all-reduce moves 2(p-1)/p of the bytes,
@@ -45,8 +47,10 @@ class Efficiency:
     """Share of eager fp32 compute time spent in GEMMs/convolutions."""
     bf16_matmul_speedup: float = 1.8
     """GEMM speed-up of bf16 over fp32 with native bf16 (avx512_bf16); emulated bf16 is slower."""
-    bf16_emulated_speedup: float = 0.6
-    """GEMM speed-up of bf16 on CPUs without native bf16 (conversions around fp32 kernels)."""
+    bf16_emulated_speedup: float = 0.1
+    """GEMM speed-up of bf16 on CPUs without native bf16 (avx512_bf16/AMX): PyTorch then falls back to
+    a reference kernel that is both slow and serial (measured ~0.05x of one fp32 thread end to end on a
+    2-core EPYC without avx512_bf16, with no gain from a second thread); see `_gemm_threads`."""
     bf16_elementwise_factor: float = 1.15
     """Elementwise time multiplier under autocast (dtype casts)."""
     compile_elementwise_speedup: float = 1.25
@@ -55,19 +59,25 @@ class Efficiency:
     """Eager dispatch cost per operator call."""
     ops_per_layer: float = 40.0
     """Operator calls per layer and forward pass."""
-    gemm_half_rows: float = 48.0
-    """GEMM rows at which efficiency is half its peak (small micro-batches run slower)."""
+    gemm_half_rows: float = 24.0
+    """GEMM rows at which efficiency is half its peak (small micro-batches run slower). An AVX-512 SGEMM
+    kernel works on register tiles of 8-32 rows, so a few tiles of rows already run near peak; fits of
+    GPT-2, BERT and CNN training on a 2-core EPYC put the half point at 21-29 rows."""
     mem_bytes_per_s: float = 8e9
     """Memory bandwidth seen by the optimizer step."""
     link_bytes_per_s: float = 0.3e9
     """Collective bandwidth between processes: gloo on CPU shares the cores with compute, so it is far
     below memory bandwidth (two-process DDP measured ~0.65x of one process here)."""
-    link_latency_s: float = 100e-6
-    """Latency per collective call."""
+    link_latency_s: float = 1e-3
+    """Cost per collective call. On a CPU node whose cores all run compute threads it is far above gloo's
+    idle ~0.1 ms: the communication thread waits for a core (a scheduler slice) and every collective
+    waits for the slowest rank; FSDP adds its per-unit hook work (two-process FSDP here paid ~25 ms per
+    micro-batch over DDP on a 1 MB CNN and a 6 MB encoder alike, about 1-3 ms per collective)."""
     process_overhead_mb: float = 450.0
     """Resident memory of one process before the model (interpreter, torch, frameworks)."""
-    compile_overhead_mb: float = 350.0
-    """Extra resident memory of a process that compiles (inductor, generated code)."""
+    compile_overhead_mb: float = 100.0
+    """Extra resident memory of a process that compiles (inductor, generated code): 50-110 MB measured
+    on CPU for a GPT-2, a BERT encoder and a CNN alike."""
     activation_scale: float = 1.0
     """Multiplier on the activation-memory formula."""
 
@@ -156,7 +166,7 @@ class CostModel:
         rows = mbs * (w.seq_len or 64)
         gemm_eff = rows / (rows + e.gemm_half_rows)
         f_mm = e.matmul_fraction
-        gemm_s = f_mm * flops_local / (e.flops_per_core * self._thread_speed(config) * gemm_eff * mm_speed)
+        gemm_s = f_mm * flops_local / (e.flops_per_core * self._gemm_threads(config) * gemm_eff * mm_speed)
         # The memory-bound share: on a CPU node every process streams through the same memory, so
         # it speeds up only with the node's active cores, sub-linearly, whatever the process split.
         sharing = self._node_processes(config)
@@ -200,14 +210,26 @@ class CostModel:
         threads = int(config.get("num_threads", max(cores // world, 1)))
         return float(min(threads * world, cores)) ** self.eff.memory_exponent
 
+    def _gemm_threads(self, config: dict[str, Any]) -> float:
+        """Thread speed-up of the GEMMs: the emulated-bf16 fallback kernel runs on one thread."""
+        if (self.hardware.kind == "cpu" and not self.hardware.bf16
+                and str(config.get("precision", "32-true")).startswith("bf16")):
+            return 1.0 / self._oversubscription(config) ** 2
+        return self._thread_speed(config)
+
+    def _oversubscription(self, config: dict[str, Any]) -> float:
+        cores = self.hardware.cores
+        world = max(world_size(config), 1)
+        threads = int(config.get("num_threads", max(cores // world, 1)))
+        return max(threads * world / cores, 1.0)
+
     def _thread_speed(self, config: dict[str, Any]) -> float:
         if self.hardware.kind == "gpu":
             return 1.0  # one device per process; host threads do not set the compute rate
         cores = self.hardware.cores
         world = max(world_size(config), 1)
         threads = int(config.get("num_threads", max(cores // world, 1)))
-        oversubscription = max(threads * world / cores, 1.0)
-        return threads ** self.eff.thread_exponent / oversubscription ** 2
+        return threads ** self.eff.thread_exponent / self._oversubscription(config) ** 2
 
     def _comm_s(self, config: dict[str, Any], strategy: str, dp: int, accum: float, n_params: int,
                 n_layers: int) -> float:
@@ -220,7 +242,10 @@ class CostModel:
             param_bytes = (2.0 if str(config.get("precision", "")).startswith("bf16") else 4.0) * n_params
             gathers = 2 if config.get("fsdp_reshard_after_forward", True) else 1
             per_micro = (gathers * param_bytes + grad_bytes) * (dp - 1) / dp / e.link_bytes_per_s
-            return accum * (per_micro + 3 * n_layers * e.link_latency_s)
+            # Each layer is a unit, the root (embeddings, head) one more; each unit is gathered `gathers`
+            # times and its gradients reduce-scattered once per micro-batch.
+            collectives = (gathers + 1) * (n_layers + 1)
+            return accum * (per_micro + collectives * e.link_latency_s)
         bucket_mb = float(config.get("ddp_bucket_cap_mb", 25.0))
         n_buckets = max(math.ceil(grad_bytes / (bucket_mb * MB)), 1)
         return ring * grad_bytes / e.link_bytes_per_s + n_buckets * e.link_latency_s
@@ -267,3 +292,4 @@ class CostModel:
             return per_sample * mbs * width * (0.4 if ckpt else 1.0)
         # Unknown architecture: activations scale with forward work; ~1 byte per 4 FLOPs per sample.
         return fwd_flops_per_sample(w) / 4.0 * mbs * width / 4.0 * (0.4 if ckpt else 1.0)
+

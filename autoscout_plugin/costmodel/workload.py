@@ -56,6 +56,14 @@ class Workload:
     n_head: int | None = None
     d_ff: int | None = None
     """Feed-forward width; defaults to 4 * d_model."""
+    n_kv_head: int | None = None
+    """Key/value heads under grouped-query attention (Llama-2 70B, Llama-3); None means `n_head`."""
+    gated_mlp: bool = False
+    """A SwiGLU feed-forward (three `d x d_ff` matrices, Llama) instead of GELU (two, GPT)."""
+    tied_embeddings: bool = True
+    """Whether the LM head shares the token embedding (GPT-2/3) or has its own matrix (Llama)."""
+    learned_positions: bool = True
+    """Learned position embeddings (GPT) rather than rotary ones (Llama)."""
     vocab: int | None = None
     seq_len: int | None = None
     global_batch: int | None = None
@@ -77,6 +85,16 @@ class Workload:
                 raise ValueError(f"workload {name} must be >= 1, got {value}")
         if self.n_head and self.d_model and self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or (self.n_head and self.n_head % self.n_kv_head)):
+            raise ValueError(f"n_kv_head={self.n_kv_head} must be >= 1 and divide n_head={self.n_head}")
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key (or value) projection: `d_model * n_kv_head / n_head`."""
+        assert self.d_model
+        if self.n_kv_head and self.n_head:
+            return self.d_model * self.n_kv_head // self.n_head
+        return self.d_model
 
     @property
     def is_transformer(self) -> bool:

@@ -1,0 +1,40 @@
+"""Pipeline-parallel schedules: the bubble of 1F1B and of the interleaved schedule.
+
+Sources: Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters
+Using Megatron-LM", Sec. 2.2: with `p` stages and `m` micro-batches per step, 1F1B (PipeDream-Flush)
+idles for `(p - 1)` micro-batch times, a bubble fraction of `(p - 1) / m` of the ideal time; the
+interleaved schedule with `v` model chunks per device cuts it to `(p - 1) / (v m)` at the price of
+`v` times more point-to-point messages. GPipe has the same bubble as 1F1B but keeps all `m`
+micro-batches' activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def bubble_fraction(pp: int, micro_batches: int, vp: int = 1) -> float:
+    """Idle time over ideal compute time: `(p - 1) / (v m)`.
+
+    Example: 8 stages, 64 micro-batches, no interleaving, then 2 chunks per device:
+        >>> bubble_fraction(8, 64), bubble_fraction(8, 64, vp=2)
+        (0.109375, 0.0546875)
+    """
+    if pp < 1 or micro_batches < 1 or vp < 1:
+        raise ValueError(f"pipeline sizes must be >= 1, got pp={pp}, micro_batches={micro_batches}, vp={vp}")
+    return (pp - 1) / (vp * micro_batches)
+
+
+def pipeline_step_s(stage_s: Sequence[float], micro_batches: int, vp: int = 1) -> float:
+    """Time of one optimizer step through stages whose forward+backward of one micro-batch takes
+    `stage_s[i]`: the slowest stage paces the steady state, the others add the fill and drain,
+    shrunk by interleaving. Equal stages give `t (m + (p - 1) / v)`, i.e. `(1 + bubble) m t`.
+
+    Example:
+        >>> pipeline_step_s([1.0] * 4, 8), pipeline_step_s([1.0] * 4, 8, vp=3)
+        (11.0, 9.0)
+    """
+    if not stage_s:
+        raise ValueError("a pipeline needs at least one stage")
+    slowest = max(stage_s)
+    return micro_batches * slowest + (sum(stage_s) - slowest) / vp
