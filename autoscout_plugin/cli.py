@@ -5,6 +5,9 @@
     autoscout plan --model PRESET --gpu GPU --gpus N --global-batch B [--seq-len S]
                    [--precision bf16|fp8] [--layout tp=4,pp=4,...] [--json OUT] [--top K]
                                                                 rank parallel layouts on a GPU cluster
+    autoscout infer (--model PATH | --model-type TYPE [--set k=v ...]) [--objective throughput|...]
+                    [--slo-p99-ms MS] [--requests N --prompt-len A:B --output-len N] [--report PATH]
+                                                                tune a causal LM's serving settings here
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infer(args: argparse.Namespace) -> int:
+    from .integrations.inference import main as infer_main  # imports torch and transformers
+
+    return infer_main(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoscout", description="AutoScout: tune a PyTorch job's system config")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +101,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     planner.add_argument("--json", metavar="OUT", help="write every ranked layout to this JSON file")
     planner.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
     planner.set_defaults(func=_plan)
+    infer = sub.add_parser("infer", help="tune a causal LM's serving settings on this machine",
+                           description="Tune batch size, KV cache, attention implementation, precision, compile "
+                           "and threads of a Hugging Face causal LM for a synthetic request mix.")
+    infer.add_argument("--model", help="a local checkpoint directory or config.json (nothing is downloaded)")
+    infer.add_argument("--model-type", help="build from a config with random weights: gpt2, llama, ...")
+    infer.add_argument("--set", action="append", metavar="KEY=VALUE", help="config overrides, e.g. n_layer=2")
+    infer.add_argument("--objective", default="throughput", help="throughput, latency_p50, latency_p99, cost, pareto")
+    infer.add_argument("--slo-p99-ms", type=float, help="p99 latency SLO per request, milliseconds")
+    infer.add_argument("--memory-cap-mb", type=float)
+    infer.add_argument("--price-per-hour", type=float, help="machine price, for --objective cost")
+    infer.add_argument("--max-trials", type=int, default=12)
+    infer.add_argument("--max-seconds", type=float)
+    infer.add_argument("--include", help="comma-separated knobs to tune (default: all that apply)")
+    infer.add_argument("--requests", type=int, default=64)
+    infer.add_argument("--prompt-len", default="16:64", help="N, LOW:HIGH or A,B,C tokens")
+    infer.add_argument("--output-len", default="32", help="N, LOW:HIGH or A,B,C tokens")
+    infer.add_argument("--seed", type=int, default=0)
+    infer.add_argument("--report", help="write PATH.json and PATH.html")
+    infer.set_defaults(func=_infer)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

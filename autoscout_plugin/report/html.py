@@ -140,3 +140,52 @@ def write_report(result: TuneResult, path: str | Path, *, notes: dict[str, Any] 
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     html_path.write_text(render_html(result, notes=notes), encoding="utf-8")
     return json_path, html_path
+
+
+def front_plot(title: str, points: Sequence[tuple[float, float, str]]) -> str:
+    """p99 latency (x) against throughput (y): grey measured configs, the front joined in blue, the
+    default as a black square and the choice as a red ring; `points` are (x, y, kind) with kind
+    `trial`, `front`, `default` or `chosen`."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    out = _axes(title, "p99 latency per request (ms)", "tokens/s", xs, ys)
+    if points:
+        px, py = _scale(xs, _PAD, _W - 10), _scale(ys, _H - _PAD, 24)
+        front = sorted((x, y) for x, y, (_, _, kind) in zip(px, py, points) if kind == "front")
+        if front:
+            line = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
+            out.append(f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{line}"/>')
+        for x, y, (_, _, kind) in zip(px, py, points):
+            if kind == "default":
+                out.append(f'<rect x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="black"/>')
+            elif kind == "chosen":
+                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="none" stroke="#d62728" stroke-width="2"/>')
+            else:
+                color = "#1f77b4" if kind == "front" else "#999"
+                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}"/>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def write_inference_report(result: Any, path: str | Path) -> tuple[Path, Path]:
+    """`PATH.json` and `PATH.html` for a `serving.InferenceResult`: the table and the latency/throughput
+    front."""
+    base = Path(path)
+    if base.suffix in (".json", ".html"):
+        base = base.with_suffix("")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    front_ids = {id(t) for t in result.front}
+    points = []
+    for t in result.ok_trials:
+        kind = "front" if id(t) in front_ids else "trial"
+        points.append((t["metrics"]["latency_p99_s"] * 1e3, t["metrics"]["tokens_per_s"], kind))
+    for t, kind in ((result.default, "default"), (result.selection.trial, "chosen")):
+        if t is not None and t.get("status") == "ok":
+            points.append((t["metrics"]["latency_p99_s"] * 1e3, t["metrics"]["tokens_per_s"], kind))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>AutoScout inference report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}svg{margin:6px;border:1px solid #eee}</style></head><body>"
+            f"<h1>AutoScout inference report</h1><pre>{html.escape(result.table())}</pre>"
+            f"<div>{front_plot('Latency / throughput front', points)}</div></body></html>")
+    json_path, html_path = base.with_suffix(".json"), base.with_suffix(".html")
+    json_path.write_text(json.dumps(result.to_json(), indent=2, default=str), encoding="utf-8")
+    html_path.write_text(page, encoding="utf-8")
+    return json_path, html_path

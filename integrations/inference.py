@@ -1,0 +1,453 @@
+"""`tune_inference`: tune serving settings of a Hugging Face causal LM (`generate`) or a plain module
+(`forward`) on this machine, for throughput, latency, cost, or under a p99 SLO and a memory cap.
+
+Each trial runs the request mix with one configuration: warm-up batches (and compilation) first,
+counted as the trial's cost but not measured; then every batch is timed, each request's latency being
+its batch's time. Where the change is exact (same precision, greedy decoding) the outputs are
+compared with the default configuration's, and a configuration that changes them is rejected. The
+user's model is restored after every trial (attention implementation, threads); precision and
+compile trials run on a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.report.html import write_inference_report
+from autoscout_plugin.serving import (
+    InferenceOptions,
+    InferenceResult,
+    RequestMix,
+    batches,
+    objective_value,
+    pareto_front,
+    percentile,
+    select,
+)
+from autoscout_plugin.space import Space
+from autoscout_plugin.space.catalogue import make_knob
+from autoscout_plugin.tuner import TuneOptions, Tuner
+
+from ._torch import no_trace, peak_rss_mb, wall_clock_limit
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _is_generator(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return hasattr(model, "generate") and config is not None and not getattr(config, "is_encoder_decoder", False)
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def _precision_of(model: nn.Module) -> str:
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    return {v: k for k, v in _DTYPES.items()}.get(dtype, "fp32")
+
+
+# ------------------------------------------------------------------ the space
+def inference_space(model: nn.Module, options: InferenceOptions, n_requests: int) -> Space:
+    """The knobs that apply to `model` here, with the user's current settings as defaults."""
+    generator = _is_generator(model)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    sizes = [b for b in (1, 2, 4, 8, 16, 32) if b <= max(n_requests, 1)]
+    values: dict[str, list[Any]] = {
+        "batch_size": sizes,
+        "precision": ["fp32", "bf16"] if not torch.cuda.is_available() else ["fp32", "bf16", "fp16"],
+        "compile": ["off", "default"],
+        "num_threads": sorted({1, max(cores // 2, 1), cores}),
+    }
+    if generator:
+        values["kv_cache"] = ["dynamic", "static"]
+        values["attn_implementation"] = ["eager", "sdpa"]
+    defaults: dict[str, Any] = {"batch_size": 1, "precision": _precision_of(model), "compile": "off",
+                                "num_threads": torch.get_num_threads(), "kv_cache": "dynamic",
+                                "attn_implementation": _attn_of(model) or "sdpa"}
+    if "max_batch_tokens" in (options.include or ()):
+        values["max_batch_tokens"] = [256, 512, 1024, 2048, 4096]
+        defaults["max_batch_tokens"] = 4096
+    chosen = list(options.include) if options.include is not None else list(values)
+    missing = [k for k in (*chosen, *options.pin) if k not in values]
+    if missing:
+        raise ValueError(f"inference knob {missing[0]!r} does not apply to this "
+                         f"{'generator' if generator else 'module'} on this machine; it has {', '.join(values)}")
+    knobs = []
+    for name in values:
+        if name in options.pin:
+            knobs.append(make_knob(name, [options.pin[name]], default=options.pin[name]))
+        elif name in chosen:
+            vals = list(values[name])
+            if defaults[name] not in vals:
+                vals.append(defaults[name])
+            knobs.append(make_knob(name, vals, default=defaults[name], structural=name != "batch_size"
+                                   and name != "num_threads" and name != "max_batch_tokens"))
+    return Space(knobs)
+
+
+def _attn_of(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) if config is not None else None
+
+
+# ------------------------------------------------------------------ applying a config
+@contextlib.contextmanager
+def _configured(model: nn.Module, config: dict[str, Any]) -> Iterator[nn.Module]:
+    """`model` set up as `config` says for the block, and put back after: threads and attention
+    implementation on the user's model; precision and compile on a copy."""
+    threads = torch.get_num_threads()
+    attn = _attn_of(model)
+    target = model
+    precision = config.get("precision", _precision_of(model))
+    compiled = config.get("compile", "off") not in ("off", None, False)
+    try:
+        if precision != _precision_of(model) or compiled:
+            target = copy.deepcopy(model).to(_DTYPES[precision])
+        if "attn_implementation" in config and hasattr(target, "set_attn_implementation"):
+            target.set_attn_implementation(config["attn_implementation"])
+        if compiled:
+            target.forward = torch.compile(target.forward, mode=None if config["compile"] == "default"
+                                           else config["compile"])
+        if "num_threads" in config:
+            torch.set_num_threads(int(config["num_threads"]))
+        yield target
+    finally:
+        torch.set_num_threads(threads)
+        if attn is not None and hasattr(model, "set_attn_implementation") and _attn_of(model) != attn:
+            model.set_attn_implementation(attn)
+
+
+def evidence(model: nn.Module, config: dict[str, Any], output: Any = None) -> dict[str, Any]:
+    """What is really in effect during a trial (the tests compare it with the config)."""
+    seen: dict[str, Any] = {"num_threads": torch.get_num_threads(), "precision": _precision_of(model),
+                            "compile": "default" if hasattr(model.forward, "_torchdynamo_orig_callable")
+                            or type(model.forward).__name__ == "OptimizedModule"
+                            or "compile" in type(getattr(model.forward, "__wrapped__", None)).__name__.lower()
+                            else "off"}
+    if _attn_of(model) is not None:
+        seen["attn_implementation"] = _attn_of(model)
+    cache = getattr(output, "cache", None)  # transformers 5 (`past_key_values` is its deprecated alias)
+    if cache is None and output is not None and "past_key_values" in getattr(output, "keys", lambda: ())():
+        cache = output["past_key_values"]
+    if cache is not None:
+        seen["kv_cache"] = "static" if "Static" in type(cache).__name__ else "dynamic"
+    return seen
+
+
+# ------------------------------------------------------------------ running requests
+class _Requests:
+    """Prompts (token ids, fixed per seed) and their output lengths, or a plain module's inputs."""
+
+    def __init__(self, model: nn.Module, mix: RequestMix | None, example_inputs: Any, generator: bool) -> None:
+        self.generator = generator
+        if generator:
+            vocab = int(getattr(model.config, "vocab_size", 1000))
+            if example_inputs is not None:
+                ids = example_inputs if isinstance(example_inputs, torch.Tensor) else torch.as_tensor(example_inputs)
+                if ids.dim() != 2 or ids.is_floating_point():
+                    raise ValueError(f"example_inputs for a generator must be a [requests, prompt] tensor of token "
+                                     f"ids, got shape {tuple(ids.shape)} and dtype {ids.dtype}")
+                out = mix.requests()[0][1] if mix is not None else 32
+                self.prompts = [row for row in ids]
+                self.lengths = [(int(row.numel()), out) for row in ids]
+            else:
+                mix = mix or RequestMix(n=64, prompt_len=(16, 64), output_len=32)
+                self.lengths = mix.requests()
+                gen = torch.Generator().manual_seed(mix.seed)
+                self.prompts = [torch.randint(3, vocab, (p,), generator=gen) for p, _ in self.lengths]
+            pad = getattr(model.config, "pad_token_id", None)
+            eos = getattr(model.config, "eos_token_id", None)
+            valid = [t for t in (pad, eos) if isinstance(t, int) and 0 <= t < vocab]
+            self.pad_id = valid[0] if valid else 0  # padded positions are masked out either way
+        else:
+            if example_inputs is None:
+                raise ValueError("a plain module needs example_inputs: a batch tensor (or tuple of tensors) "
+                                 "whose first dimension indexes requests")
+            self.inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+            if not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in self.inputs):
+                raise ValueError("example_inputs must be tensors whose first dimension indexes requests")
+            n = int(self.inputs[0].shape[0])
+            repeats = max(1, math.ceil((mix.n if mix else 64) / n))
+            self.inputs = tuple(t.repeat(repeats, *([1] * (t.dim() - 1)))[: max(n * repeats, n)] for t in self.inputs)
+            self.lengths = [(1, 1)] * int(self.inputs[0].shape[0])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def run(self, model: nn.Module, idx: list[int], config: dict[str, Any]) -> tuple[Any, int, Any]:
+        """Serve one batch; (outputs per request, units produced, the raw output)."""
+        if not self.generator:
+            batch = tuple(t[idx] for t in self.inputs)
+            dtype = next((p.dtype for p in model.parameters()), torch.float32)
+            batch = tuple(t.to(dtype) if t.is_floating_point() else t for t in batch)
+            with torch.inference_mode():
+                out = model(*batch)
+            tensor = out if isinstance(out, torch.Tensor) else (out[0] if isinstance(out, (tuple, list))
+                                                                 else getattr(out, "logits", out))
+            return [tensor[i].float() for i in range(len(idx))], len(idx), out
+        prompts = [self.prompts[i] for i in idx]
+        longest = max(p.numel() for p in prompts)
+        new = max(self.lengths[i][1] for i in idx)
+        ids = torch.full((len(idx), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), longest), dtype=torch.long)
+        for row, p in enumerate(prompts):  # left padding, as decoder-only generation needs
+            ids[row, longest - p.numel():] = p
+            mask[row, longest - p.numel():] = 1
+        kwargs: dict[str, Any] = {"attention_mask": mask, "max_new_tokens": new, "min_new_tokens": new,
+                                  "do_sample": False, "pad_token_id": self.pad_id, "return_dict_in_generate": True}
+        if config.get("kv_cache") == "static":
+            kwargs["cache_implementation"] = "static"
+        with torch.inference_mode():
+            out = model.generate(ids, **kwargs)
+        tokens = out.sequences[:, longest:]
+        per_request = [tokens[row, : self.lengths[i][1]] for row, i in enumerate(idx)]
+        return per_request, sum(self.lengths[i][1] for i in idx), out
+
+
+def _agreement(got: list[Any], reference: list[Any], generator: bool) -> float:
+    if generator:
+        same = sum(int((a == b).sum()) for a, b in zip(got, reference))
+        total = sum(int(b.numel()) for b in reference)
+        return same / max(total, 1)
+    close = sum(bool(torch.allclose(a, b, rtol=1e-3, atol=1e-4)) for a, b in zip(got, reference))
+    return close / max(len(reference), 1)
+
+
+# ------------------------------------------------------------------ trials
+class _Runner:
+    def __init__(self, model: nn.Module, requests: _Requests, options: InferenceOptions) -> None:
+        self.model, self.requests, self.options = model, requests, options
+        self.reference: list[Any] | None = None
+        self.reference_precision: str | None = None
+        self.baseline: dict[str, float] | None = None
+        self.log: list[dict[str, Any]] = []
+
+    def profile(self, config: dict[str, Any], _fidelity: Any) -> TrialOutcome:
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"config": dict(config), "evidence": {}}
+        self.log.append(entry)
+        opts, reqs = self.options, self.requests
+        groups = batches(reqs.lengths, int(config.get("batch_size", 1)), config.get("max_batch_tokens"))
+        latencies: list[float] = []
+        outputs: list[Any] = [None] * len(reqs)
+        units, busy, rss, raw = 0, 0.0, _rss_mb(), None
+        with wall_clock_limit(opts.trial_timeout_s, "inference trial"), no_trace(), \
+                _configured(self.model, config) as target:
+            for group in groups[: opts.warmup_batches]:  # compilation and first-call costs: not measured
+                reqs.run(target, group, config)
+            for group in groups:
+                t0 = time.perf_counter()
+                got, n, raw = reqs.run(target, group, config)
+                dt = time.perf_counter() - t0
+                busy += dt
+                units += n
+                latencies += [dt] * len(group)
+                rss = max(rss, _rss_mb())
+                for i, out in zip(group, got):
+                    outputs[i] = out
+            entry["evidence"] = evidence(target, config, raw)
+        metrics = {"tokens_per_s": units / busy, "latency_p50_s": percentile(latencies, 50),
+                   "latency_p99_s": percentile(latencies, 99), "peak_mem_mb": rss, "requests": float(len(latencies))}
+        cost = time.perf_counter() - started
+        if not reqs.generator and any(not bool(torch.isfinite(o).all()) for o in outputs):
+            return TrialOutcome(status="nan", error="non-finite outputs", cost_s=cost, metrics=metrics)
+        precision = str(config.get("precision"))
+        if self.reference is None:
+            self.reference, self.reference_precision = outputs, precision
+        elif opts.check_outputs and precision == self.reference_precision:
+            agreement = _agreement(outputs, self.reference, reqs.generator)
+            metrics["agreement"] = agreement
+            if agreement < opts.min_agreement:
+                return TrialOutcome(status="invalid", cost_s=cost, metrics=metrics,
+                                    error=f"outputs changed: {agreement:.1%} agree with the default config's "
+                                          f"(< {opts.min_agreement:.0%})")
+        if self.baseline is None:
+            self.baseline = metrics
+        value = objective_value(metrics, opts.objective, baseline=self.baseline, slo_p99_s=opts.slo_p99_s,
+                                memory_cap_mb=opts.memory_cap_mb)
+        return TrialOutcome(value=value, cost_s=cost, peak_mem_mb=rss, metrics=metrics)
+
+    def evidence_for(self, config: dict[str, Any]) -> dict[str, Any]:
+        for i, entry in enumerate(self.log):
+            if entry["config"] == config:
+                return self.log.pop(i)["evidence"]
+        return {}
+
+
+def tune_inference(model: nn.Module, example_inputs: Any = None, *, requests: RequestMix | None = None,
+                   options: InferenceOptions | None = None, **option_values: Any) -> InferenceResult:
+    """Tune how `model` serves requests on this machine and return the trials, the choice and the
+    latency/throughput front.
+
+    Args:
+        model: a Hugging Face causal LM (tuned through `generate`, greedy) or any `nn.Module` (`forward`).
+        example_inputs: for a module, a batch (tensor or tuple of tensors; dim 0 indexes requests); for
+            a causal LM, optional prompts as a `[requests, prompt_len]` tensor of token ids.
+        requests: a `RequestMix` (synthetic prompt/output lengths); default 64 requests, prompts of
+            16-64 tokens, 32 new tokens.
+        options: `InferenceOptions`, or its fields as keyword arguments (`objective="latency_p99"`,
+            `slo_p99_s=0.5`, `memory_cap_mb=...`, `price_per_hour=...`, `max_trials=...`, `include=`,
+            `pin=`, `report=`).
+
+    Bad input raises before any trial; a trial that fails (an exception, a timeout, NaN outputs,
+    changed outputs) is recorded and skipped. When no configuration meets the SLO, the result says
+    so (`result.selection.trial is None`, `result.selection.reason`, `result.selection.closest`).
+    """
+    if options is None:
+        options = InferenceOptions(**option_values)
+    elif option_values:
+        options = replace(options, **option_values)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"tune_inference needs a torch.nn.Module, got {type(model).__name__}")
+    if requests is not None and not isinstance(requests, RequestMix):
+        raise TypeError(f"requests must be a RequestMix, got {type(requests).__name__}")
+    generator = _is_generator(model)
+    reqs = _Requests(model, requests, example_inputs, generator)
+    space = inference_space(model, options, len(reqs))
+    runner = _Runner(model, reqs, options)
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+
+    def report(trial: Any, _tuner: Any) -> None:
+        if options.progress:
+            m = trial.metrics or {}
+            figures = (f"{m.get('tokens_per_s', 0):.1f}/s p99 {m.get('latency_p99_s', 0) * 1e3:.1f} ms"
+                       if trial.status == "ok" else trial.error or "")
+            print(f"AutoScout inference trial {trial.number}: {trial.config} {trial.status} {figures}",
+                  file=sys.stderr)
+
+    try:
+        tuner = Tuner(space, runner.profile, TuneOptions(max_trials=options.max_trials, max_seconds=options.max_seconds,
+                                                         confirm_top=0, seed=options.seed, patience=None),
+                      baseline=space.default(), on_trial=report)
+        tuned = tuner.run()
+    finally:
+        model.train(was_training)
+    trials = [{"number": t.number, "config": dict(t.config), "status": t.status, "metrics": dict(t.metrics or {}),
+               "cost_s": t.cost_s, "error": t.error, "evidence": runner.evidence_for(dict(t.config))}
+              for t in tuned.trials]
+    ok = [t for t in trials if t["status"] == "ok"]
+    selection = select(ok, options.objective, slo_p99_s=options.slo_p99_s, memory_cap_mb=options.memory_cap_mb,
+                       price_per_hour=options.price_per_hour)
+    result = InferenceResult(objective=options.objective, trials=trials, default=trials[0] if trials else None,
+                             selection=selection, front=pareto_front(ok), options=options.to_json(),
+                             tuning_s=time.perf_counter() - started, kind="generate" if generator else "forward")
+    if options.report:
+        write_inference_report(result, options.report)
+    if options.progress:
+        print(result.table(), file=sys.stderr)
+    return result
+
+
+class TunedModel:
+    """The model set up with a tuned configuration: call it like `model.generate` (causal LMs; the
+    tuned KV-cache kind is passed unless overridden) or like the module (`forward`)."""
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], generate_kwargs: dict[str, Any]) -> None:
+        self.model, self.config, self.generate_kwargs = model, dict(config), dict(generate_kwargs)
+        self.batch_size = int(config.get("batch_size", 1))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            if _is_generator(self.model):
+                return self.model.generate(*args, **{**self.generate_kwargs, **kwargs})
+            return self.model(*args, **kwargs)
+
+
+def apply_inference(model: nn.Module, result: InferenceResult | dict[str, Any]) -> TunedModel:
+    """Apply a tuned configuration to `model` in place (precision, attention implementation, compiled
+    forward, threads) and return a `TunedModel`; `result` is a `tune_inference` result or a config."""
+    config = result.best_config if isinstance(result, InferenceResult) else dict(result)
+    if config is None:
+        reason = result.selection.reason if isinstance(result, InferenceResult) else "no config"
+        raise ValueError(f"there is no tuned configuration to apply: {reason}")
+    if config.get("precision") in _DTYPES:
+        model.to(_DTYPES[config["precision"]])
+    if "attn_implementation" in config and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(config["attn_implementation"])
+    if config.get("compile", "off") not in ("off", None, False):
+        model.forward = torch.compile(model.forward, mode=None if config["compile"] == "default" else config["compile"])
+    if "num_threads" in config:
+        torch.set_num_threads(int(config["num_threads"]))
+    model.eval()
+    kwargs = {"cache_implementation": "static"} if config.get("kv_cache") == "static" else {}
+    return TunedModel(model, config, kwargs)
+
+
+# ------------------------------------------------------------------ command line
+def _lengths(text: str, name: str) -> Any:
+    try:
+        if ":" in text:
+            low, high = text.split(":", 1)
+            return (int(low), int(high))
+        if "," in text:
+            return [int(v) for v in text.split(",")]
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--{name} must be N, LOW:HIGH or A,B,C, got {text!r}") from None
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def build_model(model: str | None, model_type: str | None, overrides: list[str]) -> nn.Module:
+    """A causal LM from a local checkpoint directory (`model`), or built with random weights from a
+    config (`model_type` plus `key=value` overrides, or a local config.json): nothing is downloaded."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        settings[key.strip()] = _value(raw.strip())
+    if model and os.path.isdir(model) and any(n.endswith((".safetensors", ".bin")) for n in os.listdir(model)):
+        return AutoModelForCausalLM.from_pretrained(model, **settings)
+    if model:
+        config = AutoConfig.from_pretrained(model, **settings)
+    elif model_type:
+        config = AutoConfig.for_model(model_type, **settings)
+    else:
+        raise ValueError("give --model (a local checkpoint or config) or --model-type (e.g. gpt2, llama)")
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def main(args: Any) -> int:
+    """`autoscout infer ...` (see `autoscout infer --help`)."""
+    options = InferenceOptions(objective=args.objective, slo_p99_s=args.slo_p99_ms / 1e3 if args.slo_p99_ms else None,
+                               memory_cap_mb=args.memory_cap_mb, price_per_hour=args.price_per_hour,
+                               max_trials=args.max_trials, max_seconds=args.max_seconds,
+                               include=tuple(args.include.split(",")) if args.include else None, report=args.report)
+    mix = RequestMix(n=args.requests, prompt_len=_lengths(args.prompt_len, "prompt-len"),
+                     output_len=_lengths(args.output_len, "output-len"), seed=args.seed)
+    model = build_model(args.model, args.model_type, args.set or [])
+    result = tune_inference(model, requests=mix, options=options)
+    print(result.table())
+    if result.best_config is not None:
+        print(f"generate kwargs: {result.generate_kwargs()}; model settings: {result.best_config}")
+    return 0 if result.best_config is not None else 1
