@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -110,10 +111,17 @@ def test_tune_generate_end_to_end_and_apply(gpt2, tmp_path) -> None:
     assert result.front and all(t["status"] == "ok" for t in result.front)
     assert (tmp_path / "inf.html").exists() and (tmp_path / "inf.json").exists()
     assert all(torch.equal(before[k], v) for k, v in gpt2.state_dict().items())
-    tuned = apply_inference(gpt2, result)
-    assert isinstance(tuned, TunedModel) and tuned.batch_size == result.best_config["batch_size"]
-    out = tuned(torch.tensor([[5, 6, 7]]), max_new_tokens=3, do_sample=False, pad_token_id=0)
-    assert out.shape == (1, 6)
+    threads = torch.get_num_threads()
+    try:  # applying sets the process's threads: put them back for the other tests
+        served = copy.deepcopy(gpt2)
+        tuned = apply_inference(served, result)
+        assert isinstance(tuned, TunedModel) and tuned.batch_size == result.best_config["batch_size"]
+        assert torch.get_num_threads() == result.best_config["num_threads"]
+        assert tuned.generate_kwargs == result.generate_kwargs()
+        out = tuned(torch.tensor([[5, 6, 7]]), max_new_tokens=3, do_sample=False, pad_token_id=0)
+        assert out.shape == (1, 6)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_latency_and_throughput_choices_differ_on_a_module() -> None:
