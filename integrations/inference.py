@@ -264,7 +264,8 @@ class _Runner:
                     outputs[i] = out
             entry["evidence"] = evidence(target, config, raw)
         metrics = {"tokens_per_s": units / busy, "latency_p50_s": percentile(latencies, 50),
-                   "latency_p99_s": percentile(latencies, 99), "peak_mem_mb": rss, "requests": float(len(latencies))}
+                   "latency_p99_s": percentile(latencies, 99), "peak_mem_mb": rss, "requests": float(len(latencies)),
+                   "batches": float(len(groups))}
         cost = time.perf_counter() - started
         if not reqs.generator and any(not bool(torch.isfinite(o).all()) for o in outputs):
             return TrialOutcome(status="nan", error="non-finite outputs", cost_s=cost, metrics=metrics)

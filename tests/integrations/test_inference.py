@@ -75,6 +75,17 @@ def test_each_generate_knob_is_in_effect_during_its_trial(gpt2) -> None:
     assert runner.profile({"batch_size": 4, "num_threads": 1}, None).metrics["agreement"] == 1.0
 
 
+def test_given_prompts_and_the_token_cap_are_what_the_trial_serves(gpt2) -> None:
+    prompts = torch.randint(3, 1000, (6, 10))
+    reqs = _Requests(gpt2, RequestMix(n=1, output_len=5), prompts, generator=True)
+    assert len(reqs) == 6 and all(torch.equal(p, q) for p, q in zip(reqs.prompts, prompts))
+    runner = _Runner(gpt2, reqs, InferenceOptions(progress=False))
+    free = runner.profile({"batch_size": 4}, None)
+    capped = runner.profile({"batch_size": 4, "max_batch_tokens": 30}, None)  # 2 requests of 15 tokens
+    assert free.metrics["batches"] == 2 and capped.metrics["batches"] == 3
+    assert capped.metrics["agreement"] == 1.0
+
+
 def test_batching_of_requests_follows_batch_size_and_token_cap(gpt2) -> None:
     reqs = _Requests(gpt2, RequestMix(n=6, prompt_len=10, output_len=6), None, generator=True)
     got, units, out = reqs.run(gpt2, [0, 1, 2], {"batch_size": 3})
