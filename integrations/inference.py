@@ -185,7 +185,7 @@ class _Requests:
                 raise ValueError("example_inputs must be tensors whose first dimension indexes requests")
             n = int(self.inputs[0].shape[0])
             repeats = max(1, math.ceil((mix.n if mix else 64) / n))
-            self.inputs = tuple(t.repeat(repeats, *([1] * (t.dim() - 1)))[: max(n * repeats, n)] for t in self.inputs)
+            self.inputs = tuple(t.repeat(repeats, *([1] * (t.dim() - 1))) for t in self.inputs)
             self.lengths = [(1, 1)] * int(self.inputs[0].shape[0])
 
     def __len__(self) -> int:

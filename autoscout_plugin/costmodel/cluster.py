@@ -258,7 +258,7 @@ class ClusterModel:
     # ---------------------------------------------------------------- validity
     def check(self, layout: Layout) -> tuple[int, int]:
         """(dp, micro-batches per step) of a valid layout; a `LayoutError` naming the knob otherwise."""
-        w, lay = self.workload, self.layout_defaults(layout)
+        w, lay = self.workload, layout
         assert w.n_layer and w.n_head and w.seq_len
         model_par = lay.tp * lay.pp * lay.cp
         if self.n_gpus % model_par:
@@ -287,10 +287,6 @@ class ClusterModel:
         except ValueError as exc:
             raise LayoutError(f"precision={lay.precision}: {exc}") from None
         return dp, micro
-
-    @staticmethod
-    def layout_defaults(layout: Layout) -> Layout:
-        return layout
 
     # ---------------------------------------------------------------- links
     def _link(self, stride: int, size: int) -> Link:
