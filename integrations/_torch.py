@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import random
 import resource
 import signal
@@ -292,6 +293,15 @@ def wall_clock_limit(seconds: float, what: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (Linux `/proc/self/statm`), else the peak so far."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
 
 
 def peak_rss_mb() -> float:

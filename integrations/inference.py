@@ -40,7 +40,7 @@ from autoscout_plugin.space import Space
 from autoscout_plugin.space.catalogue import make_knob
 from autoscout_plugin.tuner import TuneOptions, Tuner
 
-from ._torch import no_trace, peak_rss_mb, wall_clock_limit
+from ._torch import current_rss_mb, no_trace, wall_clock_limit
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,14 +48,6 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _is_generator(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     return hasattr(model, "generate") and config is not None and not getattr(config, "is_encoder_decoder", False)
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return peak_rss_mb()
 
 
 def _precision_of(model: nn.Module) -> str:
@@ -136,11 +128,9 @@ def _configured(model: nn.Module, config: dict[str, Any]) -> Iterator[nn.Module]
 
 def evidence(model: nn.Module, config: dict[str, Any], output: Any = None) -> dict[str, Any]:
     """What is really in effect during a trial (the tests compare it with the config)."""
+    compiled = hasattr(model.forward, "_torchdynamo_orig_callable")  # what torch.compile(fn) returns
     seen: dict[str, Any] = {"num_threads": torch.get_num_threads(), "precision": _precision_of(model),
-                            "compile": "default" if hasattr(model.forward, "_torchdynamo_orig_callable")
-                            or type(model.forward).__name__ == "OptimizedModule"
-                            or "compile" in type(getattr(model.forward, "__wrapped__", None)).__name__.lower()
-                            else "off"}
+                            "compile": "default" if compiled else "off"}
     if _attn_of(model) is not None:
         seen["attn_implementation"] = _attn_of(model)
     cache = getattr(output, "cache", None)  # transformers 5 (`past_key_values` is its deprecated alias)
@@ -247,7 +237,7 @@ class _Runner:
         groups = batches(reqs.lengths, int(config.get("batch_size", 1)), config.get("max_batch_tokens"))
         latencies: list[float] = []
         outputs: list[Any] = [None] * len(reqs)
-        units, busy, rss, raw = 0, 0.0, _rss_mb(), None
+        units, busy, rss, raw = 0, 0.0, current_rss_mb(), None
         with wall_clock_limit(opts.trial_timeout_s, "inference trial"), no_trace(), \
                 _configured(self.model, config) as target:
             for group in groups[: opts.warmup_batches]:  # compilation and first-call costs: not measured
@@ -259,7 +249,7 @@ class _Runner:
                 busy += dt
                 units += n
                 latencies += [dt] * len(group)
-                rss = max(rss, _rss_mb())
+                rss = max(rss, current_rss_mb())
                 for i, out in zip(group, got):
                     outputs[i] = out
             entry["evidence"] = evidence(target, config, raw)
