@@ -8,6 +8,11 @@
     autoscout infer (--model PATH | --model-type TYPE [--set k=v ...]) [--objective throughput|...]
                     [--slo-p99-ms MS] [--requests N --prompt-len A:B --output-len N] [--report PATH]
                                                                 tune a causal LM's serving settings here
+    autoscout launch [--autoscout [--autoscout-trials N] [--autoscout-seconds S] [--autoscout-include K,K]
+                     [--autoscout-report PATH] [--autoscout-store PATH] [--autoscout-timeout S]
+                     [--autoscout-warmup N] [--autoscout-measure N] [--autoscout-confirm N]]
+                     [accelerate launch args] SCRIPT [ARGS]
+                                                                `accelerate launch`; with --autoscout, tuned first
 """
 
 from __future__ import annotations
@@ -74,9 +79,21 @@ def _infer(args: argparse.Namespace) -> int:
     return infer_main(args)
 
 
+def _launch(argv: Sequence[str]) -> int:
+    from .integrations.accelerate import main as launch_main  # imports accelerate and torch
+
+    return launch_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["launch"]:  # every later argument is accelerate's or ours: no argparse of our own here
+        return _launch(argv[1:])
     parser = argparse.ArgumentParser(prog="autoscout", description="AutoScout: tune a PyTorch job's system config")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("launch", add_help=False,
+                   help="`accelerate launch` (same arguments); with --autoscout, tune the launch and the script's"
+                        " knobs first ('autoscout launch --help' lists the options)")
     space = sub.add_parser("space", help="show the configuration space for this machine")
     space.add_argument("--global-batch", type=int, default=32)
     space.add_argument("--workload", help="a JSON file with a workload description (a table's sidecar works)")

@@ -14,10 +14,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from autoscout_plugin.profiling import TrialOutcome, write_result
-from autoscout_plugin.report.result import format_config
 from autoscout_plugin.space import Config
-from autoscout_plugin.trial import Fidelity, Trial
-from autoscout_plugin.tuner import Tuner
 
 from ._torch import peak_rss_mb
 
@@ -167,30 +164,3 @@ def report_and_exit(trainer: Trainer, outcome: TrialOutcome) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-class Progress:
-    """A tqdm bar over the trial budget with one line per finished trial."""
-
-    def __init__(self, total: int | None, *, enabled: bool) -> None:
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stderr.isatty():  # a log file gets the lines only, not the bar's redraws
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="AutoScout trials", unit="trial", file=sys.stderr)
-
-    def trial(self, trial: Trial, tuner: Tuner) -> None:
-        value = f"{trial.value:8.2f} samples/s" if trial.value is not None else f"{'-':>8} samples/s"
-        line = (f"  #{trial.number:<2} {trial.fidelity.value} {trial.status:7} {value}  {trial.cost_s:6.1f} s"
-                f"  {format_config(trial.config)}" + (f"  ({trial.error})" if trial.error else ""))
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-            if trial.fidelity == Fidelity.F2:
-                self.bar.update(1)
-        elif self.enabled:
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

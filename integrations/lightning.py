@@ -58,12 +58,12 @@ from ._lightning_trial import (
     APPLY_ENV,
     TRIAL_ENV,
     Probe,
-    Progress,
     child_env,
     report_and_exit,
     script_command,
     trial_tier,
 )
+from ._shared import Plan, Progress
 from ._torch import (
     compile_children,
     enable_activation_checkpointing,
@@ -119,15 +119,9 @@ def _precision_plugin(precision: str) -> Precision:
 
 # ---------------------------------------------------------------- the plan
 @dataclass
-class _Plan:
-    """What this run can tune, what is pinned and why, and the user's own config."""
+class _Plan(Plan):
+    """The shared plan, plus where the module's batch size and worker count live."""
 
-    current: Config
-    pinned: dict[str, str] = field(default_factory=dict)
-    """knob -> why it is pinned."""
-    tunable: list[str] = field(default_factory=list)
-    global_batch: int = 1
-    world: int = 1
     holders: dict[str, Any] = field(default_factory=dict)
 
 

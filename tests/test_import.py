@@ -29,7 +29,7 @@ def _loaded_after(modules: list[str]) -> list[str]:
 @pytest.mark.parametrize(
     "modules",
     [
-        ["autoscout_plugin", "autoscout_plugin.search", "autoscout_plugin.tuner"],
+        ["autoscout_plugin", "autoscout_plugin.search", "autoscout_plugin.tuner", "autoscout_plugin.loop"],
         ["autoscout_plugin.space", "autoscout_plugin.costmodel", "autoscout_plugin.profiling",
          "autoscout_plugin.store", "autoscout_plugin.report.result", "autoscout_plugin.trial"],
     ],

@@ -1,0 +1,364 @@
+"""The `autoscout launch` command line as data: parsing it (accelerate's parser plus ours), what the
+user pinned, the user's own configuration, the plan of what to tune, and the `accelerate launch`
+command of a config. Pure functions: nothing here starts a process.
+
+`accelerate launch` options are parsed by `accelerate.commands.launch.launch_command_parser()`, so a
+typo is reported the way accelerate reports it, and the user's tokens are passed on as written: a
+trial adds flags only for the knobs it tunes, which are never ones the user gave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelerate.commands.launch import launch_command_parser
+
+from autoscout_plugin.options import AutoScoutOptions
+from autoscout_plugin.space.catalogue import CATALOGUE
+
+LAUNCHER_KNOBS = ("strategy", "num_processes", "precision", "compile", "num_threads",
+                  "fsdp_reshard_after_forward", "cpu_offload")
+"""Knobs set through `accelerate launch` flags."""
+GPU_ONLY = ("fsdp_reshard_after_forward", "cpu_offload")
+"""FSDP options: tuned only where a GPU exists (FSDP through accelerate needs one)."""
+SCRIPT_KNOBS = {"micro_batch_size": int, "num_workers": int, "pin_memory": bool, "activation_checkpointing": bool,
+                "ddp_bucket_cap_mb": float, "ddp_static_graph": bool, "ddp_comm_hook": str}
+"""Knobs a script reads with `autoscout_plugin.knob()`, and the type of their value."""
+
+_PRECISION = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+_MIXED = {v: k for k, v in _PRECISION.items()}
+_OURS: dict[str, dict[str, Any]] = {
+    "autoscout": {"action": "store_true", "help": "tune the launch and the script's knobs before the real run"},
+    "trials": {"type": int, "default": 8, "help": "profiling runs, your own settings included (default 8)"},
+    "seconds": {"type": float, "help": "profiling seconds at most"},
+    "include": {"help": "comma-separated knobs to tune (default: every knob that applies)"},
+    "report": {"help": "write the result to PATH.json and PATH.html"},
+    "store": {"help": "SQLite trial store (default: $AUTOSCOUT_STORE or ~/.cache/autoscout/trials.sqlite)"},
+    "timeout": {"type": float, "default": 600.0, "help": "seconds before a trial is stopped (default 600)"},
+    "warmup": {"type": int, "default": 2, "help": "optimizer steps before timing (default 2)"},
+    "measure": {"type": int, "default": 4, "help": "optimizer steps timed per trial (default 4)"},
+    "confirm": {"type": int, "default": 1, "help": "best configs re-measured before choosing (default 1; 0 skips)"},
+}
+
+
+class LaunchError(ValueError):
+    """A launch that cannot go ahead as given; the message says what to change."""
+
+
+def _flags(name: str) -> list[str]:
+    """Both spellings of an option of ours (accelerate's actions add the `-` one to the `_` one)."""
+    return ["--autoscout"] if name == "autoscout" else [f"--autoscout-{name}", f"--autoscout_{name}"]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """accelerate's launch parser with AutoScout's options added."""
+    parser = launch_command_parser()
+    parser.prog = "autoscout launch"
+    group = parser.add_argument_group("AutoScout", "tune the launch first: replace `accelerate launch` with "
+                                                   "`autoscout launch --autoscout`")
+    for name, kwargs in _OURS.items():
+        group.add_argument(_flags(name)[-1], dest=f"autoscout_{name}" if name != "autoscout" else "autoscout", **kwargs)
+    return parser
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchRequest:
+    """One `autoscout launch` command line, parsed and checked."""
+
+    accelerate_args: tuple[str, ...]
+    """The user's `accelerate launch` options, as written, AutoScout's own removed."""
+    script: str
+    script_args: tuple[str, ...]
+    namespace: argparse.Namespace
+    """accelerate's reading of the command line (explicit values; defaults where not given)."""
+    given: frozenset[str]
+    """accelerate options (dest names) the user passed explicitly, in either spelling."""
+    autoscout: bool = False
+    options: AutoScoutOptions = field(default_factory=AutoScoutOptions)
+    include: tuple[str, ...] | None = None
+
+    def job_id(self) -> str:
+        """The identity of this job: the script (path and content), its arguments, the launch options."""
+        path = Path(self.script)
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        text = json.dumps({"script": str(path.resolve()) if path.is_file() else self.script, "content": content,
+                           "script_args": self.script_args, "accelerate_args": self.accelerate_args})
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def parse(argv: Sequence[str], *, gpu: bool = False) -> LaunchRequest:
+    """Read and check a command line; argparse exits (code 2) on what accelerate itself would refuse.
+
+    Raises:
+        LaunchError: an AutoScout option is wrong, the script is missing, or the launch cannot be tuned.
+    """
+    argv = list(argv)
+    ns = make_parser().parse_args(argv)
+    script_at = len(argv) - len(ns.training_script_args) - 1
+    if script_at < 0 or argv[script_at] != ns.training_script:
+        script_at = argv.index(ns.training_script)
+    ours, accelerate_args = _split(argv[:script_at])
+    # accelerate's actions record what was given; the script and AutoScout's options are not launch options
+    given = frozenset(d for d in getattr(ns, "nondefault", ()) if not d.startswith(("training_script", "autoscout")))
+    if not ns.autoscout:
+        if ours:
+            raise LaunchError(f"{ours[0]} has no effect without --autoscout; add --autoscout or drop it")
+        return LaunchRequest(accelerate_args=tuple(accelerate_args), script=ns.training_script,
+                             script_args=tuple(ns.training_script_args), namespace=ns, given=given)
+    if not (ns.module or ns.no_python) and not Path(ns.training_script).is_file():
+        raise LaunchError(f"script {ns.training_script!r} not found (from {os.getcwd()}); give the path of the"
+                          " training script after the launch options")
+    if ns.num_machines is not None and ns.num_machines > 1:
+        raise LaunchError(f"--num_machines {ns.num_machines}: AutoScout runs its trials on this machine only;"
+                          " drop --autoscout for a multi-node launch")
+    include = _include(ns.autoscout_include, pins=pinned(ns, given), gpu=gpu)
+    options = _options(ns)
+    return LaunchRequest(accelerate_args=tuple(accelerate_args), script=ns.training_script,
+                         script_args=tuple(ns.training_script_args), namespace=ns, given=given, autoscout=True,
+                         options=options, include=include)
+
+
+def _split(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """(AutoScout's tokens, the rest) of the options before the script; accelerate allows no
+    abbreviations, so ours are the exact spellings."""
+    takes_value = {flag: name != "autoscout" for name in _OURS for flag in _flags(name)}
+    ours, rest = [], []
+    skip = False
+    for token in tokens:
+        if skip:
+            ours.append(token)
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in takes_value:
+            ours.append(token)
+            skip = takes_value[name] and "=" not in token
+        else:
+            rest.append(token)
+    return ours, rest
+
+
+def _options(ns: argparse.Namespace) -> AutoScoutOptions:
+    checks = [("trials", ns.autoscout_trials, 1, "a positive number of profiling runs"),
+              ("seconds", ns.autoscout_seconds, 1e-9, "a positive number of seconds, or leave it out"),
+              ("timeout", ns.autoscout_timeout, 1e-9, "a positive number of seconds per trial"),
+              ("warmup", ns.autoscout_warmup, 0, "0 or more optimizer steps"),
+              ("measure", ns.autoscout_measure, 1, "1 or more optimizer steps"),
+              ("confirm", ns.autoscout_confirm, 0, "0 or more configs to re-measure")]
+    for name, value, low, what in checks:
+        if value is not None and not value >= low:  # also refuses NaN
+            raise LaunchError(f"--autoscout-{name} {value}: give {what}")
+    return AutoScoutOptions(max_trials=ns.autoscout_trials, max_seconds=ns.autoscout_seconds, include=None,
+                            store=ns.autoscout_store, report=ns.autoscout_report, warmup_steps=ns.autoscout_warmup,
+                            measure_steps=ns.autoscout_measure, trial_timeout_s=ns.autoscout_timeout,
+                            confirm_top=ns.autoscout_confirm)
+
+
+def _include(text: str | None, *, pins: dict[str, str], gpu: bool) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise LaunchError(f"--autoscout-include {text!r} names no knob; give knobs such as num_processes,precision")
+    tunable = [*LAUNCHER_KNOBS, *SCRIPT_KNOBS]
+    for name in names:
+        if name == "grad_accum":
+            raise LaunchError("--autoscout-include grad_accum: it follows from the global batch, never tuned; read"
+                              " it with knob('grad_accum', ...) and include micro_batch_size")
+        if name not in tunable:
+            raise LaunchError(f"unknown knob {name!r} in --autoscout-include; the launcher tunes: {', '.join(tunable)}")
+        if name in GPU_ONLY and not gpu:
+            raise LaunchError(f"--autoscout-include {name}: FSDP options need a GPU and this machine has none;"
+                              " drop it")
+        if name in pins:
+            raise LaunchError(f"knob {name!r} is listed in --autoscout-include but pinned by {pins[name]} on the"
+                              " command line; drop one of them")
+    return names
+
+
+# ---------------------------------------------------------------- the user's own settings
+
+
+def pinned(ns: argparse.Namespace, given: frozenset[str] | set[str]) -> dict[str, str]:
+    """Launcher knobs the user set on the command line -> the option that set them."""
+    out: dict[str, str] = {}
+    for dest in ("use_fsdp", "use_deepspeed", "use_megatron_lm", "tpu"):
+        if dest in given:
+            out["strategy"] = out["num_processes"] = f"--{dest}"
+            out.update({k: f"--{dest}" for k in GPU_ONLY})
+    if "num_processes" in given:
+        out.setdefault("strategy", f"--num_processes {ns.num_processes}")
+        out.setdefault("num_processes", f"--num_processes {ns.num_processes}")
+    if "multi_gpu" in given:
+        out.setdefault("strategy", "--multi_gpu")
+    for knob, dest in (("precision", "mixed_precision"), ("compile", "dynamo_backend"),
+                       ("num_threads", "num_cpu_threads_per_process"), ("cpu_offload", "fsdp_offload_params"),
+                       ("fsdp_reshard_after_forward", "fsdp_reshard_after_forward")):
+        if dest in given:
+            out.setdefault(knob, f"--{dest} {getattr(ns, dest)}")
+    return out
+
+
+def current_config(ns: argparse.Namespace, *, gpus: int = 0, physical_cores: int = 1,
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The launcher knobs as plain `accelerate launch` would run them (its defaults where not given);
+    a knob with no catalogue value (fp8, a non-inductor dynamo backend) is left out."""
+    env = dict(os.environ if env is None else env)
+    procs = ns.num_processes if ns.num_processes is not None else max(gpus, 2 if ns.multi_gpu else 1)
+    strategy = "single" if procs == 1 else "fsdp" if ns.use_fsdp else "deepspeed" if ns.use_deepspeed else "ddp"
+    config: dict[str, Any] = {"strategy": strategy, "num_processes": procs}
+    precision = _PRECISION.get(ns.mixed_precision or "no")
+    if precision is not None:
+        config["precision"] = precision
+    backend = ns.dynamo_backend or "no"
+    if backend in ("no", "inductor"):
+        config["compile"] = "off" if backend == "no" else (ns.dynamo_mode or "default")
+    threads = ns.num_cpu_threads_per_process
+    if threads is None:  # accelerate's own rule (`_validate_launch_command`)
+        threads = int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else 1
+        if ns.cpu and not env.get("OMP_NUM_THREADS") and physical_cores // procs > 1:
+            threads = physical_cores // procs
+    config["num_threads"] = max(int(threads), 1)
+    return config
+
+
+# ---------------------------------------------------------------- what to tune
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a launch tunes, what is pinned and why, and the user's own config."""
+
+    current: dict[str, Any]
+    """The user's config: launcher knobs and the script's declared defaults."""
+    tunable: tuple[str, ...]
+    pinned: dict[str, str]
+    """knob -> why it is not tuned."""
+    in_space_pins: dict[str, Any]
+    """Knobs held at one value inside the space (so constraints see them)."""
+    strategies: tuple[str, ...]
+    per_process_batch: int | None
+    """micro-batch x accumulation of one process (None: the script declares no micro-batch)."""
+    global_batch: int | None
+    """Samples per optimizer step across processes."""
+    declared: dict[str, Any]
+    ignored: dict[str, str] = field(default_factory=dict)
+    """Declared names that are not tuned -> why."""
+
+    def space_global_batch(self) -> int | None:
+        """The global batch the space's constraint keeps: per process when the process count is fixed."""
+        return self.global_batch if "num_processes" in self.tunable else self.per_process_batch
+
+
+def _valid(name: str, value: Any) -> bool:
+    """Whether a script's default for a catalogue knob has the knob's type and range."""
+    kind = SCRIPT_KNOBS[name]
+    if kind in (bool, str):
+        return isinstance(value, kind)
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        return False
+    if name == "micro_batch_size":
+        return value >= 1
+    return value > 0 if kind is float else value >= 0
+
+
+def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0, physical_cores: int = 1) -> Plan:
+    """The plan for `request` given the knobs the script declared (`{name: default}`)."""
+    ns = request.namespace
+    pins = pinned(ns, request.given)
+    current = current_config(ns, gpus=gpus, physical_cores=physical_cores)
+    ignored: dict[str, str] = {}
+    script_knobs: list[str] = []
+    for name, value in declared.items():
+        if name in SCRIPT_KNOBS and _valid(name, value):
+            script_knobs.append(name)
+            current[name] = value
+        elif name in SCRIPT_KNOBS:
+            ignored[name] = f"its default {value!r} is not a valid {name}"
+        elif name != "grad_accum" and name not in LAUNCHER_KNOBS:
+            ignored[name] = "not a catalogue knob: the script gets its default" if name not in CATALOGUE \
+                else "not tuned by the launcher"
+    accum = declared.get("grad_accum", 1)
+    accum = accum if isinstance(accum, int) and not isinstance(accum, bool) and accum >= 1 else 1
+    mbs = current.get("micro_batch_size")
+    per_process = int(mbs) * accum if "micro_batch_size" in script_knobs else None
+    if per_process is None:
+        for knob in ("strategy", "num_processes"):
+            pins.setdefault(knob, "the script reads no knob('micro_batch_size'), so the global batch would change"
+                                  " with the process count")
+    wanted = list(request.include) if request.include is not None else [*LAUNCHER_KNOBS, *SCRIPT_KNOBS]
+    for name in wanted:
+        if name in SCRIPT_KNOBS and name not in script_knobs:
+            ignored.setdefault(name, "the script does not read it with knob()")
+    strategies = ["single", "ddp"] + (["fsdp"] if gpus >= 2 else [])
+    if "strategy" in pins:
+        strategies = [current["strategy"]]
+    tunable = [k for k in wanted if k not in pins and (k in script_knobs or k in LAUNCHER_KNOBS)
+               and (gpus or k not in GPU_ONLY)]
+    if ("strategy" in tunable) != ("num_processes" in tunable) and not {"strategy", "num_processes"} & set(pins):
+        tunable += [k for k in ("strategy", "num_processes") if k not in tunable]  # one move, not two
+    if strategies == ["single"] or ("strategy" in pins and "num_processes" in pins):
+        tunable = [k for k in tunable if k not in ("strategy", "num_processes")]
+    in_space: dict[str, Any] = {}
+    if "num_processes" in tunable:
+        if "strategy" not in tunable:
+            in_space["strategy"] = current["strategy"]
+        if per_process is not None and "micro_batch_size" not in tunable:
+            in_space["micro_batch_size"] = mbs  # its constraint keeps the global batch as processes change
+    return Plan(current=current, tunable=tuple(tunable), pinned=pins, in_space_pins=in_space,
+                strategies=tuple(strategies), per_process_batch=per_process,
+                global_batch=per_process * int(current["num_processes"]) if per_process else None,
+                declared=dict(declared), ignored=ignored)
+
+
+# ---------------------------------------------------------------- the command of a config
+
+
+def launch_command(request: LaunchRequest, config: dict[str, Any], *, gpu: bool = False,
+                   port: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The `accelerate launch` command running `config`, and the environment it adds.
+
+    The user's tokens come first, unchanged, except `--cpu` where a CPU job runs several processes
+    (accelerate then starts only one: DESIGN.md); flags follow for the knobs in `config`, which are
+    never ones the user gave (those are pinned, so not in a trial's config).
+    """
+    ns = request.namespace
+    args = list(request.accelerate_args)
+    env: dict[str, str] = {}
+    procs = int(config.get("num_processes", ns.num_processes or 1))
+    strategy = config.get("strategy", "single" if procs == 1 else "ddp")
+    if "num_processes" in config:
+        args += ["--num_processes", str(procs)]
+    if procs > 1 and not gpu and not (ns.use_fsdp or ns.use_deepspeed):
+        env["ACCELERATE_USE_CPU"] = "1"
+        args = [a for a in args if a != "--cpu"]
+        if not ns.multi_gpu:
+            args.append("--multi_gpu")
+    elif gpu and "strategy" in config and strategy == "ddp" and not ns.multi_gpu:
+        args.append("--multi_gpu")
+    elif gpu and "strategy" in config and strategy == "fsdp":
+        args += ["--use_fsdp", "--fsdp_version", "2"]
+    if "fsdp_reshard_after_forward" in config:
+        args += ["--fsdp_reshard_after_forward", str(bool(config["fsdp_reshard_after_forward"])).lower()]
+    if "cpu_offload" in config:
+        args += ["--fsdp_offload_params", str(bool(config["cpu_offload"])).lower()]
+    if "precision" in config:
+        args += ["--mixed_precision", _MIXED[config["precision"]]]
+    if "compile" in config:
+        args += ["--dynamo_backend", "no" if config["compile"] == "off" else "inductor"]
+        if config["compile"] not in ("off", "default"):
+            args += ["--dynamo_mode", str(config["compile"])]
+    if "num_threads" in config:
+        args += ["--num_cpu_threads_per_process", str(config["num_threads"])]
+    if procs > 1 and port is not None and "main_process_port" not in request.given:
+        args += ["--main_process_port", str(port)]
+    script = [request.script, *request.script_args]
+    return [sys.executable, "-m", "accelerate.commands.launch", *args, *script], env

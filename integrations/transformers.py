@@ -1,0 +1,580 @@
+"""Hugging Face Trainer: `tune_trainer(trainer)` tunes the system configuration of an existing
+`transformers.Trainer` and applies the winner to it, so the `trainer.train()` that follows runs with it.
+
+    trainer = Trainer(model=model, args=TrainingArguments(...), train_dataset=data)
+    tune_trainer(trainer, max_trials=8)     # the one added line
+    trainer.train()
+
+Knobs, each mapped onto `TrainingArguments`: `micro_batch_size` (`per_device_train_batch_size`, with
+`gradient_accumulation_steps` keeping the global batch), `precision` (`bf16`/`fp16`), `compile`
+(`torch_compile`), `activation_checkpointing`, `num_workers` (`dataloader_num_workers`), `pin_memory`
+(on a GPU), `ddp_bucket_cap_mb` and `ddp_static_graph` (when launched distributed), and `num_threads`
+(`torch.set_num_threads`). What the user set away from the `TrainingArguments` default stays pinned:
+`bf16=True`, `torch_compile=True`, `activation_checkpointing=True`, `dataloader_num_workers=4`, a DDP
+bucket size. The batch size is always tunable because the global batch, not the split, is the math.
+
+A trial follows `Trainer.hyperparameter_search`: the arguments are re-applied (`dataclasses.replace`,
+so `__post_init__` derives the mixed precision and compile backend) and the Accelerator rebuilt.
+It runs on a shallow copy of the trainer with a deep copy of the model: the user's model, optimizer,
+scheduler, callbacks and state are never touched; reporting callbacks (loggers, savers) do not fire;
+RNG states, threads and environment variables are put back. The accelerate-prepared flag is cleared
+so a bf16 or compile trial really runs bf16 or compiled, and every trial checks the evidence of each
+knob it set (autocast dtype inside the forward, the compiled wrapper, rows per micro-batch, dataloader
+workers, threads) before its speed counts.
+
+Launched distributed (`accelerate launch`, `torchrun`), rank 0 runs the search and every rank runs each
+trial in lockstep; the winner reaches all ranks. Under `autoscout launch --autoscout` the launcher owns
+the search: `tune_trainer` then applies the launcher's config and times the steps for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
+
+from autoscout_plugin import loop
+from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu, measured_efficiency
+from autoscout_plugin.options import AutoScoutOptions, default_store
+from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.report.html import write_report
+from autoscout_plugin.report.result import TuneResult, format_config
+from autoscout_plugin.space import Config, Space, SpaceError
+from autoscout_plugin.space.builder import build_space
+from autoscout_plugin.store import SQLiteStore
+from autoscout_plugin.trial import Fidelity
+from autoscout_plugin.tuner import Tuner
+
+from ._shared import Plan, Progress
+from ._torch import no_trace, peak_rss_mb, sequence_length, wall_clock_limit, workload_from_module
+
+ARG_OF = {"micro_batch_size": "per_device_train_batch_size", "compile": "torch_compile",
+          "activation_checkpointing": "activation_checkpointing", "num_workers": "dataloader_num_workers",
+          "pin_memory": "dataloader_pin_memory", "ddp_bucket_cap_mb": "ddp_bucket_cap_mb",
+          "ddp_static_graph": "ddp_static_graph"}
+"""Catalogue knob -> the `TrainingArguments` field it sets (`precision` sets `bf16`/`fp16`)."""
+TUNABLE = ("precision", "compile", "activation_checkpointing", "micro_batch_size", "num_threads", "num_workers",
+           "pin_memory", "ddp_bucket_cap_mb", "ddp_static_graph")
+_QUIET = {"report_to": "none", "save_strategy": "no", "eval_strategy": "no", "logging_strategy": "no",
+          "push_to_hub": False, "load_best_model_at_end": False, "disable_tqdm": True}
+"""A trial writes nothing: no logger, no checkpoint, no evaluation, no progress bar, no upload."""
+
+
+# ---------------------------------------------------------------- arguments <-> configs
+def config_of(args: TrainingArguments) -> Config:
+    """The catalogue config a `TrainingArguments` runs (`num_threads` is the process's)."""
+    precision = "bf16-mixed" if args.bf16 else "16-mixed" if args.fp16 else "32-true"
+    world = int(args.world_size)
+    config: Config = {"strategy": "ddp" if world > 1 else "single", "num_processes": world,
+                      "precision": precision, "compile": "default" if args.torch_compile else "off",
+                      "activation_checkpointing": bool(args.activation_checkpointing),
+                      "micro_batch_size": int(args.per_device_train_batch_size),
+                      "num_threads": torch.get_num_threads(), "num_workers": int(args.dataloader_num_workers),
+                      "pin_memory": bool(args.dataloader_pin_memory)}
+    if world > 1:
+        config["ddp_bucket_cap_mb"] = float(args.ddp_bucket_cap_mb or 25.0)
+        config["ddp_static_graph"] = bool(args.ddp_static_graph)
+    return config
+
+
+def arguments_for(args: TrainingArguments, config: Config, global_batch: int, **extra: Any) -> TrainingArguments:
+    """`args` with `config` applied, the accumulation keeping `global_batch`, re-validated by
+    `TrainingArguments.__post_init__` (a new object; `args` is not changed)."""
+    changes: dict[str, Any] = dict(extra)
+    for knob, value in config.items():
+        if knob == "precision":
+            changes["bf16"], changes["fp16"] = value.startswith("bf16"), value.startswith("16")
+        elif knob == "compile":
+            changes["torch_compile"] = value != "off"
+            if value not in ("off", "default"):
+                changes["torch_compile_mode"] = value
+        elif knob in ARG_OF and getattr(args, ARG_OF[knob]) != value:
+            changes[ARG_OF[knob]] = value
+    if "micro_batch_size" in config:
+        per_step = int(config["micro_batch_size"]) * args.world_size
+        if global_batch % per_step:
+            raise ValueError(f"micro_batch_size={config['micro_batch_size']} x {args.world_size} processes does"
+                             f" not divide the global batch of {global_batch}")
+        changes["gradient_accumulation_steps"] = global_batch // per_step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dataclasses.replace(args, **changes)
+
+
+def _rebuild_accelerator(trainer: Trainer) -> None:
+    """Re-create the trainer's Accelerator from its arguments, as `hyperparameter_search` does; the
+    prepared flag is cleared so the next `prepare` really applies precision and compile."""
+    for model in (trainer.model, getattr(trainer, "model_wrapped", None)):
+        if model is not None and getattr(model, "_is_accelerate_prepared", False):
+            model._is_accelerate_prepared = False
+    trainer._train_batch_size = trainer.args.train_batch_size
+    trainer.create_accelerator_and_postprocess()
+
+
+@contextlib.contextmanager
+def _isolated() -> Iterator[None]:
+    """RNG states, threads and environment variables as they were, whatever a trial did."""
+    environ = dict(os.environ)
+    with no_trace():
+        try:
+            yield
+        finally:
+            for key in [k for k in os.environ if k not in environ]:
+                del os.environ[key]
+            os.environ.update(environ)
+
+
+# ---------------------------------------------------------------- one trial
+class _Probe(TrainerCallback):
+    """Times optimizer steps `warmup` .. `warmup + measure` of a trial, ends it early when it is clearly
+    losing (`floor`, samples/s) or its loss is not finite, and gathers evidence of the knobs in effect."""
+
+    def __init__(self, warmup: int, measure: int, global_batch: int, floor: float | None, compiling: bool) -> None:
+        self.warmup, self.measure, self.global_batch = warmup, measure, global_batch
+        self.floor, self.compiling = floor, compiling
+        self.outcome: TrialOutcome | None = None
+        self.evidence: dict[str, Any] = {"rows": 0, "autocast": set(), "compiling": False, "threads": set()}
+        self.nan = False
+        self._start: float | None = None
+        self._last: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kw: Any) -> None:
+        if train_dataloader is not None:
+            self.evidence["num_workers"] = train_dataloader.num_workers
+            self.evidence["pin_memory"] = bool(train_dataloader.pin_memory)
+        self._last = time.perf_counter()
+        if self.warmup == 0:
+            self._start = self._last
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.outcome is not None:
+            return
+        step, now = state.global_step, time.perf_counter()
+        if self.nan:
+            self._finish(control, TrialOutcome(status="nan", error=f"non-finite loss at step {step}"))
+            return
+        last, self._last = self._last, now
+        if step <= self.warmup and self.floor and not self.compiling and last is not None:
+            rate = self.global_batch / max(now - last, 1e-9)
+            if rate < self.floor / 3:
+                self._finish(control, TrialOutcome(value=rate, peak_mem_mb=peak_rss_mb(), metrics={"cut_short": 1.0}))
+                return
+        if step == self.warmup:
+            self._start = now
+        elif self._start is not None:
+            seconds = now - self._start
+            value = self.global_batch * (step - self.warmup) / seconds
+            done = step >= self.warmup + self.measure
+            if done or (self.floor and value < self.floor):
+                metrics = {"step_s": seconds / (step - self.warmup)} | ({} if done else {"cut_short": 1.0})
+                self._finish(control, TrialOutcome(value=value, peak_mem_mb=peak_rss_mb(), metrics=metrics))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.outcome is None:
+            self.outcome = TrialOutcome(status="error", error=f"training ended after {state.global_step} optimizer"
+                                        f" steps, before the {self.warmup + self.measure} a trial needs")
+
+    def _finish(self, control: Any, outcome: TrialOutcome) -> None:
+        self.outcome = outcome.checked()
+        control.should_training_stop = True
+
+    # evidence, gathered inside the model's forward (autocast is entered by accelerate around it)
+    def inner_hook(self, module: Any, args: Any, kwargs: Any) -> None:
+        self.evidence["autocast"].add(str(torch.get_autocast_dtype("cpu" if not torch.cuda.is_available()
+                                                                    else "cuda"))
+                                      if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+                                      else "off")
+        if torch.compiler.is_compiling():
+            self.evidence["compiling"] = True
+        self.evidence["threads"].add(torch.get_num_threads())
+
+    def loss_seen(self, loss: Any, inputs: Any) -> None:
+        rows = _rows(inputs)
+        self.evidence["rows"] = max(self.evidence["rows"], rows)
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            self.nan = True
+
+
+def _rows(inputs: Any) -> int:
+    if isinstance(inputs, dict):
+        inputs = list(inputs.values())
+    for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        if isinstance(item, torch.Tensor) and item.dim():
+            return int(item.shape[0])
+    return 0
+
+
+def _inner_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The first child that holds parameters: it runs inside the autocast region accelerate opens."""
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            return child
+    return model
+
+
+def check_evidence(config: Config, probe: _Probe, trainer: Trainer, world: int) -> str | None:
+    """Why the trial did not run what `config` asks for, or None when every knob was in effect."""
+    ev = probe.evidence
+    problems = []
+    precision = config.get("precision")
+    want = {"32-true": "off", "bf16-mixed": str(torch.bfloat16), "16-mixed": str(torch.float16)}.get(precision or "")
+    if want is not None and ev["autocast"] != {want}:
+        problems.append(f"precision={precision} but the forward ran with autocast {sorted(ev['autocast'])}")
+    wrapped = getattr(trainer, "model_wrapped", None)
+    compiled = ev["compiling"] or hasattr(wrapped, "_orig_mod") or hasattr(getattr(wrapped, "module", None),
+                                                                           "_orig_mod")
+    if "compile" in config and compiled != (config["compile"] != "off"):
+        problems.append(f"compile={config['compile']} but the model {'was' if compiled else 'was not'} compiled")
+    if "activation_checkpointing" in config:
+        on = bool(getattr(trainer.model, "is_gradient_checkpointing", False))
+        if on != bool(config["activation_checkpointing"]):
+            problems.append(f"activation_checkpointing={config['activation_checkpointing']} but the model has it"
+                            f" {'on' if on else 'off'}")
+    if "micro_batch_size" in config and ev["rows"] != int(config["micro_batch_size"]):
+        problems.append(f"micro_batch_size={config['micro_batch_size']} but batches had {ev['rows']} rows")
+    for knob in ("num_workers", "pin_memory"):
+        if knob in config and knob in ev and ev[knob] != config[knob]:
+            problems.append(f"{knob}={config[knob]} but the dataloader had {ev[knob]}")
+    if "num_threads" in config and ev["threads"] and ev["threads"] != {int(config["num_threads"])}:
+        problems.append(f"num_threads={config['num_threads']} but the forward ran with {sorted(ev['threads'])}")
+    if world > 1 and "ddp_bucket_cap_mb" in config:
+        cap = getattr(wrapped, "bucket_bytes_cap", None)
+        if cap is not None and abs(cap - float(config["ddp_bucket_cap_mb"]) * 1024 * 1024) > 1:
+            problems.append(f"ddp_bucket_cap_mb={config['ddp_bucket_cap_mb']} but DDP has {cap} bytes")
+    if world > 1 and "ddp_static_graph" in config:
+        static = getattr(wrapped, "static_graph", None)
+        if static is not None and bool(static) != bool(config["ddp_static_graph"]):
+            problems.append(f"ddp_static_graph={config['ddp_static_graph']} but DDP has static_graph={static}")
+    return "; ".join(problems) or None
+
+
+def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: int, measure: int,
+              floor: float | None = None, timeout_s: float = 600.0) -> TrialOutcome:
+    """Train a copy of `trainer`'s model for `warmup + measure` optimizer steps under `config` and time
+    them. The user's trainer, model, RNG, threads and environment are left exactly as they were.
+    Exceptions propagate (the tuner records them as the trial's failure: oom, timeout, error)."""
+    started = time.perf_counter()
+    probe = _Probe(warmup, measure, global_batch, floor, compiling=config.get("compile", "off") != "off")
+    with _isolated(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
+            wall_clock_limit(timeout_s, "the trial"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "num_threads" in config:
+            torch.set_num_threads(int(config["num_threads"]))
+        trial = copy.copy(trainer)
+        trial.args = arguments_for(trainer.args, config, global_batch, output_dir=tmp,
+                                   max_steps=warmup + measure, **_QUIET)
+        trial.model = copy.deepcopy(trainer.model)
+        trial.model_wrapped = trial.model
+        trial.optimizer, trial.lr_scheduler = None, None
+        trial.state, trial.control = TrainerState(), TrainerControl()
+        trial.callback_handler = CallbackHandler([DefaultFlowCallback, probe], trial.model, trainer.processing_class,
+                                                 None, None)
+        compute_loss = trial.compute_loss
+
+        def checked_loss(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            result = compute_loss(model, inputs, *args, **kwargs)
+            probe.loss_seen(result[0] if isinstance(result, tuple) else result, inputs)
+            return result
+
+        trial.compute_loss = checked_loss  # type: ignore[method-assign]
+        handle = _inner_module(trial.model).register_forward_pre_hook(probe.inner_hook, with_kwargs=True)
+        try:
+            _rebuild_accelerator(trial)
+            trial.train()
+        finally:
+            handle.remove()
+        outcome = probe.outcome or TrialOutcome(status="error", error="the trial ran no steps")
+        if outcome.status == "ok" and not outcome.metrics.get("cut_short"):
+            problem = check_evidence(config, probe, trial, trainer.args.world_size)
+            if problem:
+                outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}")
+    outcome.cost_s = time.perf_counter() - started
+    return outcome
+
+
+# ---------------------------------------------------------------- the plan and the search
+def plan_for(trainer: Trainer, options: AutoScoutOptions) -> Plan:
+    """Which knobs `trainer` lets AutoScout tune; raises `ValueError` for options that cannot apply."""
+    args = trainer.args
+    world = int(args.world_size)
+    current = config_of(args)
+    pinned: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+    if args.bf16 or args.fp16:
+        pinned["precision"] = f"TrainingArguments({'bf16' if args.bf16 else 'fp16'}=True)"
+    if args.torch_compile:
+        pinned["compile"] = "TrainingArguments(torch_compile=True)"
+    if args.activation_checkpointing:
+        pinned["activation_checkpointing"] = "TrainingArguments(activation_checkpointing=True)"
+    elif not getattr(trainer.model, "supports_gradient_checkpointing", False):
+        unavailable["activation_checkpointing"] = f"{type(trainer.model).__name__} does not support gradient" \
+                                                  " checkpointing"
+    if args.dataloader_num_workers:
+        pinned["num_workers"] = f"TrainingArguments(dataloader_num_workers={args.dataloader_num_workers})"
+    if args.auto_find_batch_size:
+        pinned["micro_batch_size"] = "TrainingArguments(auto_find_batch_size=True)"
+    if not torch.cuda.is_available():
+        unavailable["pin_memory"] = "pinned memory only speeds up copies to a GPU, and there is none"
+    if world == 1:
+        unavailable["ddp_bucket_cap_mb"] = unavailable["ddp_static_graph"] = "the run is not distributed"
+    else:
+        for knob in ("ddp_bucket_cap_mb", "ddp_static_graph"):
+            if getattr(args, knob) is not None:
+                pinned[knob] = f"TrainingArguments({knob}={getattr(args, knob)!r})"
+    for knob in options.include or ():
+        if knob not in TUNABLE:
+            raise ValueError(f"knob {knob!r} is not tunable inside a Hugging Face Trainer (it can tune"
+                             f" {list(TUNABLE)}); strategy and process count are chosen at launch: use"
+                             " `autoscout launch --autoscout`")
+        if knob in pinned:
+            raise ValueError(f"knob {knob!r} is listed in include but pinned by {pinned[knob]}; remove it from"
+                             " include or from the TrainingArguments")
+        if knob in unavailable:
+            raise ValueError(f"cannot tune {knob!r} here: {unavailable[knob]}; drop it from include")
+    global_batch = int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps) * world
+    tunable = [k for k in (options.include or TUNABLE)
+               if k not in pinned and k not in unavailable and k not in options.pin]
+    if not tunable:
+        raise ValueError("nothing to tune: every knob is pinned (" + ", ".join(
+            f"{k} by {v}" for k, v in {**pinned, **unavailable}.items()) + "); unpin a knob or drop tune_trainer")
+    return Plan(current=current, pinned=pinned, tunable=tunable, global_batch=global_batch, world=world)
+
+
+def _space(plan: Plan, options: AutoScoutOptions, workload: dict[str, Any], hardware: dict[str, Any]) -> Space:
+    pin: dict[str, Any] = {"strategy": "ddp" if plan.world > 1 else "single", "num_processes": plan.world}
+    pin.update({k: plan.current[k] for k in plan.pinned if k in plan.current})
+    pin.setdefault("micro_batch_size", plan.current["micro_batch_size"])  # keeps the global-batch constraint
+    pin.update(options.pin)
+    for knob in plan.tunable:
+        pin.pop(knob, None)
+    current = {k: v for k, v in plan.current.items() if k in plan.tunable or k in pin}
+    try:
+        return build_space(workload, hardware, include=list(plan.tunable), pin=pin, strategies=[pin["strategy"]],
+                           current=current)
+    except SpaceError as exc:
+        raise ValueError(f"AutoScout cannot build the knob space for this run: {exc}") from exc
+
+
+def _sample_batch(trainer: Trainer) -> Any:
+    """Two examples through the trainer's own collator, for the cost model (None when that fails)."""
+    try:
+        loader = torch.utils.data.DataLoader(trainer.train_dataset, batch_size=2, collate_fn=trainer.data_collator)
+        with no_trace():
+            return next(iter(loader))
+    except Exception:  # noqa: BLE001 - a sample only sharpens the cost model
+        return None
+
+
+class _Session:
+    """One `tune_trainer` call: plans, searches (rank 0), runs trials on every rank, applies the winner."""
+
+    def __init__(self, trainer: Trainer, options: AutoScoutOptions) -> None:
+        self.trainer, self.options = trainer, options
+        self.plan = plan_for(trainer, options)
+        self.best_so_far: float | None = None
+        self.notes: dict[str, Any] = {}
+        self.dist = self.plan.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def run(self) -> TuneResult:
+        sample = _sample_batch(self.trainer)
+        workload = workload_from_module(self.trainer.model, global_batch=self.plan.global_batch,
+                                        seq_len=sequence_length(sample) if sample is not None else None, example=sample)
+        hardware = detect_cpu()
+        space = _space(self.plan, self.options, workload.to_json(), hardware.to_json())
+        if not self.dist:
+            result = self._decide(space, workload, hardware, self._trial)
+        elif torch.distributed.get_rank() == 0:
+            try:
+                result = self._decide(space, workload, hardware, self._lockstep_trial)
+            except BaseException as exc:
+                self._send(("error", f"{type(exc).__name__}: {exc}"))
+                raise
+            self._send(("done", result))
+        else:
+            result = self._follow()
+        self._apply(result.best_config)
+        return result
+
+    # ---------------------------------------------------------- deciding (rank 0)
+    def _decide(self, space: Space, workload: Workload, hardware: Hardware, profile: Any) -> TuneResult:
+        opts, plan = self.options, self.plan
+        baseline = space.canonical({k: v for k, v in {**plan.current, **opts.pin}.items() if k in space})
+        planned = None
+        if opts.max_fraction is not None and self.trainer.args.max_steps > 0:
+            planned = float(self.trainer.args.max_steps * plan.global_batch)
+        store_path = opts.store or default_store()
+        Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+        progress = Progress(opts.max_trials, enabled=opts.progress)
+        store = SQLiteStore(store_path)
+        try:
+            tuner = Tuner(space, profile, opts.tune_options(planned_samples=planned, store=store_path),
+                          workload=workload, hardware=hardware, baseline=baseline, on_trial=progress.trial,
+                          store=store, efficiency=measured_efficiency(hardware))
+            result = tuner.run()
+        finally:
+            store.close()
+            progress.close()
+        result.pinned = {k: plan.current.get(k, opts.pin.get(k)) for k in list(plan.pinned) + list(opts.pin)}
+        if result.best_config is None:
+            warnings.warn("AutoScout: every trial failed; training runs with your own settings. See the report"
+                          " for each trial's error.", RuntimeWarning, stacklevel=3)
+        if result.reused:
+            print("AutoScout: reused the stored winner for this model and machine (0 trials).", file=sys.stderr)
+        notes = {"pinned": {k: plan.pinned.get(k, "AutoScoutOptions.pin") for k in result.pinned},
+                 "tuned": plan.tunable, "applied": result.best_config, "global_batch": plan.global_batch}
+        lines = ["AutoScout", result.table()]
+        if notes["pinned"]:
+            lines.append("pinned: " + ", ".join(f"{k} ({v})" for k, v in notes["pinned"].items()))
+        lines.append("tuned: " + ", ".join(plan.tunable))
+        lines.append("applied: " + (format_config(result.best_config) if result.best_config
+                                    else "nothing (your own settings)"))
+        print("\n".join(lines), file=sys.stderr)
+        if opts.report:
+            json_path, html_path = write_report(result, opts.report, notes=notes)
+            notes["report_files"] = [str(json_path), str(html_path)]
+        self.notes = notes
+        return result
+
+    def _trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
+        scale = 2 if fidelity == Fidelity.F3 else 1
+        floor = None
+        if fidelity == Fidelity.F2 and self.options.cut_below and self.best_so_far:
+            floor = self.options.cut_below * self.best_so_far
+        outcome = run_trial(self.trainer, config, global_batch=self.plan.global_batch,
+                            warmup=self.options.warmup_steps, measure=self.options.measure_steps * scale,
+                            floor=floor, timeout_s=self.options.trial_timeout_s)
+        if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
+            self.best_so_far = max(self.best_so_far or 0.0, outcome.value)
+        return outcome
+
+    # ---------------------------------------------------------- every rank in lockstep
+    @staticmethod
+    def _send(message: Any = None) -> Any:
+        box = [message]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _guarded(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
+        from autoscout_plugin.profiling import classify_exception, describe_exception
+
+        try:
+            return self._trial(config, fidelity)
+        except Exception as exc:  # noqa: BLE001 - every rank must report, or the others wait forever
+            return TrialOutcome(status=classify_exception(exc), error=describe_exception(exc))
+
+    def _gather(self, outcome: TrialOutcome) -> TrialOutcome:
+        statuses: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(statuses, (outcome.status, outcome.error))
+        for rank, (status, error) in enumerate(statuses):
+            if status != "ok" and outcome.status == "ok":
+                return TrialOutcome(status=status, cost_s=outcome.cost_s, error=f"rank {rank}: {error}")
+        return outcome
+
+    def _lockstep_trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
+        self._send(("trial", (config, fidelity.value)))
+        return self._gather(self._guarded(config, fidelity))
+
+    def _follow(self) -> TuneResult:
+        while True:
+            kind, payload = self._send()
+            if kind == "trial":
+                config, fidelity = payload
+                self._gather(self._guarded(config, Fidelity(fidelity)))
+            elif kind == "done":
+                return payload
+            else:
+                raise RuntimeError(f"AutoScout failed on rank 0: {payload}")
+
+    # ---------------------------------------------------------- applying
+    def _apply(self, config: Config | None) -> None:
+        """The winner into `trainer.args` and a rebuilt Accelerator. Rebuilt even when nothing changes: the
+        trials' Accelerators shared accelerate's global state, which must be the user's again."""
+        trainer = self.trainer
+        if config is not None:
+            if "num_threads" in config:
+                torch.set_num_threads(int(config["num_threads"]))
+            trainer.args = arguments_for(trainer.args, {k: v for k, v in config.items() if k != "num_threads"},
+                                         self.plan.global_batch)
+        _rebuild_accelerator(trainer)
+
+
+def tune_trainer(trainer: Trainer, options: AutoScoutOptions | None = None, **kwargs: Any) -> TuneResult:
+    """Tune `trainer`'s system configuration, then apply the winner to it: the `trainer.train()` that
+    follows runs with it.
+
+    Args:
+        trainer: a `transformers.Trainer` (or subclass) with a model and a training dataset.
+        options: an `AutoScoutOptions`; or give its fields as keyword arguments
+            (`tune_trainer(trainer, max_trials=8, report="autoscout")`).
+
+    Returns the `TuneResult`: every trial, the chosen config (`best_config`, None when every trial
+    failed and the trainer keeps the user's settings), and the speed-up over the user's own settings.
+
+    Example:
+        >>> tune_trainer(None, max_trials=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_trials must be >= 1 (got 0); give a positive number of trials or None for no limit
+    """
+    if options is not None and kwargs:
+        raise ValueError("give either an AutoScoutOptions or keyword options, not both")
+    options = options if options is not None else AutoScoutOptions(**kwargs)
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"tune_trainer needs a transformers.Trainer, got {type(trainer).__name__}")
+    if trainer.train_dataset is None:
+        raise ValueError("the trainer has no train_dataset: AutoScout times training steps; pass"
+                         " Trainer(train_dataset=...)")
+    if trainer.model is None:
+        raise ValueError("the trainer has no model (model_init is not supported yet): pass Trainer(model=...)")
+    spec = loop.launch_spec()
+    if spec is not None:
+        return _launched(trainer, spec)
+    return _Session(trainer, options).run()
+
+
+# ---------------------------------------------------------------- under `autoscout launch --autoscout`
+class _StepMarker(TrainerCallback):
+    """Marks each optimizer step for the launcher's trial (`autoscout_plugin.step`)."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        loop.step(samples=self.samples)
+
+
+def _launched(trainer: Trainer, spec: dict[str, Any]) -> TuneResult:
+    """The launcher owns the search: take its config (declaring the script-level knobs this Trainer
+    reads, with the user's values as defaults) and, in a trial, mark the steps it times. Launcher-level
+    knobs (process count, mixed precision, dynamo backend, threads) arrive as accelerate settings."""
+    args = trainer.args
+    micro = loop.knob("micro_batch_size", int(args.per_device_train_batch_size))
+    accum = loop.knob("grad_accum", int(args.gradient_accumulation_steps))
+    config: Config = {"num_workers": loop.knob("num_workers", int(args.dataloader_num_workers))}
+    if getattr(trainer.model, "supports_gradient_checkpointing", False):
+        config["activation_checkpointing"] = loop.knob("activation_checkpointing", bool(args.activation_checkpointing))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.args = dataclasses.replace(arguments_for(args, config, 0), per_device_train_batch_size=int(micro),
+                                           gradient_accumulation_steps=int(accum))
+    _rebuild_accelerator(trainer)
+    if spec["mode"] == "trial":
+        trainer.add_callback(_StepMarker(int(micro) * int(accum)))
+    applied = {**config, "micro_batch_size": micro, "grad_accum": accum}
+    return TuneResult(best_config=applied, stop_reason=f"set by autoscout launch ({spec['mode']})")
+
+
+__all__ = ["ARG_OF", "TUNABLE", "arguments_for", "check_evidence", "config_of", "plan_for", "run_trial",
+           "tune_trainer"]
