@@ -384,7 +384,6 @@ class _Session:
         self.trainer, self.options = trainer, options
         self.plan = plan_for(trainer, options)
         self.best_so_far: float | None = None
-        self.notes: dict[str, Any] = {}
         self.dist = self.plan.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
     def run(self) -> TuneResult:
@@ -443,8 +442,7 @@ class _Session:
         print("\n".join(lines), file=sys.stderr)
         if opts.report:
             json_path, html_path = write_report(result, opts.report, notes=notes)
-            notes["report_files"] = [str(json_path), str(html_path)]
-        self.notes = notes
+            print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
         return result
 
     def _trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
