@@ -12,6 +12,10 @@ The main-run seconds come from the script (`train_runtime`), so a longer main ru
 minutes by default) is projected from the steady-state speeds and the measured tuning overhead.
 
 `python -m benchmarks.e2e_transformers run --model gpt2 --mode default --steps N` is one such command.
+
+`--launcher` adds the launcher: `accelerate launch examples/hf_gpt2.py --no-tune` (the same GPT-2 shape,
+64 tokens) against `autoscout launch --autoscout --autoscout-trials T examples/hf_gpt2.py`, which tunes
+the process count, precision, compile and threads by launching trials of the script, then runs it.
 """
 
 from __future__ import annotations
@@ -111,6 +115,41 @@ def measure(model: str, steps: int, trials: int, project_s: float, work: Path) -
             "tuning_overhead_s": round(overhead, 1), f"projected_net_{int(project_s)}s": round(projected, 3)}
 
 
+def measure_launcher(steps: int, trials: int, project_s: float, work: Path) -> dict[str, Any]:
+    """`accelerate launch` of the HF example against `autoscout launch --autoscout` of it, both timed whole."""
+    root = Path(__file__).resolve().parents[1]
+    spec = MODELS["gpt2"]
+    script = [str(root / "examples" / "hf_gpt2.py"), "--steps", str(steps), "--layers", str(spec["n_layer"]),
+              "--width", str(spec["n_embd"]), "--vocab", str(spec["vocab"]), "--batch-size", "8",
+              "--output-dir", str(work / "launch-out")]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "PYTHONPATH": str(root)}
+    commands = {
+        "default": [sys.executable, "-m", "accelerate.commands.launch", *script, "--no-tune"],
+        "autoscout": [sys.executable, "-m", "autoscout_plugin.cli", "launch", "--autoscout", "--autoscout-trials",
+                      str(trials), "--autoscout-store", str(work / "launch.sqlite"), *script],
+    }
+    runs: dict[str, Any] = {}
+    for mode, command in commands.items():
+        started = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        trained = [line for line in proc.stderr.splitlines() if line.startswith("trained ")]
+        runs[mode] = {"wall_s": round(wall, 1), "train_s": float(trained[-1].split(" in ")[1].split(" s")[0])}
+        if mode == "autoscout":
+            print(proc.stderr[proc.stderr.rfind("AutoScout\n"):], file=sys.stderr)
+            applied = [line for line in proc.stderr.splitlines() if line.startswith("applied: ")]
+            runs[mode]["applied"] = applied[-1][len("applied: "):] if applied else None
+    default, tuned = runs["default"], runs["autoscout"]
+    ratio = default["train_s"] / tuned["train_s"]
+    overhead = tuned["wall_s"] - default["wall_s"] - (tuned["train_s"] - default["train_s"])
+    return {"model": "gpt2 via autoscout launch", "default": default, "autoscout": tuned,
+            "main_run_speedup": round(ratio, 3), "net_speedup": round(default["wall_s"] / tuned["wall_s"], 3),
+            "tuning_overhead_s": round(overhead, 1),
+            f"projected_net_{int(project_s)}s": round(project_s / (max(overhead, 0.0) + project_s / ratio), 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
@@ -127,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--project-s", type=float, default=900.0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--launcher", action="store_true", help="also time `autoscout launch --autoscout`")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
@@ -143,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                   f" {row['main_run_speedup']:.2f}x, net {row['net_speedup']:.2f}x, projected over"
                   f" {args.project_s:.0f} s {row[f'projected_net_{int(args.project_s)}s']:.2f}x | chosen"
                   f" {t['chosen']}", flush=True)
+        if args.launcher:
+            row = measure_launcher(args.steps, args.trials, args.project_s, Path(tmp))
+            results.append(row)
+            d, t = row["default"], row["autoscout"]
+            print(f"launcher: accelerate launch {d['wall_s']:.1f} s (train {d['train_s']:.1f} s) | autoscout launch"
+                  f" {t['wall_s']:.1f} s (train {t['train_s']:.1f} s) | main run {row['main_run_speedup']:.2f}x,"
+                  f" net {row['net_speedup']:.2f}x, projected {row[f'projected_net_{int(args.project_s)}s']:.2f}x"
+                  f" | applied {t['applied']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
