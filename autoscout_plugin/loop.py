@@ -288,6 +288,28 @@ def _declare(name: str, default: Any) -> None:
     os.replace(partial, target)
 
 
+def describe(workload: dict[str, Any]) -> None:
+    """Under a launcher trial, tell the launcher what the model is (a `costmodel.Workload.to_json()`
+    dict: layers, width, vocabulary, sequence length, parameters), so its cost model can screen configs
+    before they are run; elsewhere it does nothing. `tune_trainer` calls it for a Hugging Face model.
+
+    Example:
+        >>> describe({"family": "transformer", "n_layer": 2})   # not under the launcher: nothing happens
+    """
+    target = os.environ.get(DECLARED_ENV)
+    if not target or not _rank_zero():
+        return
+    path = workload_file(target)
+    partial = Path(f"{path}.partial")
+    partial.write_text(json.dumps(workload), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def workload_file(declared: str | Path) -> Path:
+    """The file a trial's rank 0 writes `describe()`'s workload to, beside the declarations file."""
+    return Path(f"{declared}.workload")
+
+
 def stepped_marker(declared: str | Path) -> Path:
     """The file a trial's rank 0 creates at its first `step()`, beside the declarations file."""
     return Path(f"{declared}.stepped")
@@ -298,4 +320,4 @@ def _reset() -> None:
     _state.clear()
 
 
-__all__ = ["DECLARED_ENV", "LAUNCH_ENV", "NO_STEP_ERROR", "Probe", "knob", "launch_spec", "step"]
+__all__ = ["DECLARED_ENV", "LAUNCH_ENV", "NO_STEP_ERROR", "Probe", "describe", "knob", "launch_spec", "step"]

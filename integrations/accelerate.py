@@ -33,12 +33,12 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu
-from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker
+from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu, measured_efficiency
+from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
 from autoscout_plugin.options import default_store
 from autoscout_plugin.profiling import TrialOutcome, run_subprocess_trial
 from autoscout_plugin.report.html import write_report
@@ -104,24 +104,27 @@ def _sidecar(store: str) -> Path:
     return Path(f"{store}.launch.json")
 
 
-def load_declared(store: str, job: str) -> dict[str, Any] | None:
-    """The knobs a job's script declared in an earlier run on this store, or None."""
+def load_declared(store: str, job: str, what: str = "declared") -> dict[str, Any] | None:
+    """The knobs a job's script declared in an earlier run on this store (`what="workload"`: the model it
+    described), or None."""
     try:
         entry = json.loads(_sidecar(store).read_text(encoding="utf-8")).get(job)
     except (OSError, ValueError, AttributeError):
         return None
-    return dict(entry["declared"]) if isinstance(entry, dict) and isinstance(entry.get("declared"), dict) else None
+    return dict(entry[what]) if isinstance(entry, dict) and isinstance(entry.get(what), dict) else None
 
 
-def save_declared(store: str, job: str, declared: dict[str, Any], script: str) -> None:
-    """Remember what the job's script declared (read, merged, written whole, renamed)."""
+def save_declared(store: str, job: str, declared: dict[str, Any], script: str,
+                  workload: dict[str, Any] | None = None) -> None:
+    """Remember what the job's script declared, and the model it described (read, merged, written whole,
+    renamed)."""
     path = _sidecar(store)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         data = data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         data = {}
-    data[job] = {"script": script, "declared": declared}
+    data[job] = {"script": script, "declared": declared, "workload": workload}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
@@ -161,6 +164,8 @@ class AutoScoutLauncher:
         self.result: TuneResult | None = None
         self.report: dict[str, Any] = {}
         self._first: TrialOutcome | None = None
+        self._described: dict[str, Any] | None = None
+        """The model the script described with `autoscout_plugin.describe()` in a trial."""
         self._baseline: Config | None = None
         self._best: float | None = None
 
@@ -200,7 +205,9 @@ class AutoScoutLauncher:
             self._first, declared, stepped = self._trial({}, Fidelity.F2)
             self._check_steps(self._first, stepped)
             if stepped:  # it reached its loop: every knob read before it is recorded
-                save_declared(self.store, job, declared, request.script)
+                save_declared(self.store, job, declared, request.script, self._described)
+        else:
+            self._described = load_declared(self.store, job, "workload")
         plan = self.plan = make_plan(request, declared, gpus=self.hardware.gpus if self.gpu else 0,
                                      physical_cores=self.physical_cores)
         if not plan.tunable:
@@ -210,11 +217,15 @@ class AutoScoutLauncher:
         space = self.space = self._space(plan)
         self._baseline = self._baseline_config(space, plan)
         workload = JobWorkload(job=job, global_batch=plan.space_global_batch())
+        if self._described:  # the model inside the script: the cost model can screen the space
+            workload = replace(JobWorkload.from_json(self._described), job=job,
+                               global_batch=plan.space_global_batch())
         store = SQLiteStore(self.store)
         progress = Progress(opts.max_trials, enabled=opts.progress)
         try:
             tuner = Tuner(space, self._profile, opts.tune_options(store=self.store), workload=workload,
-                          hardware=self.hardware, baseline=self._baseline, on_trial=progress.trial, store=store)
+                          hardware=self.hardware, baseline=self._baseline, on_trial=progress.trial, store=store,
+                          efficiency=None if self.gpu else measured_efficiency(self.hardware))
             result = tuner.run()
         finally:
             store.close()
@@ -334,6 +345,11 @@ class AutoScoutLauncher:
             except (OSError, ValueError):
                 declared = {}
             stepped = stepped_marker(declared_path).exists()
+            try:
+                self._described = self._described or json.loads(
+                    workload_file(declared_path).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass
         if outcome.status == "error" and (outcome.error or "").startswith("exit code 0;"):
             outcome.error = f"{NO_STEP_ERROR}: mark each optimizer step with autoscout_plugin.step()"
         return outcome, declared, stepped

@@ -569,6 +569,10 @@ def _launched(trainer: Trainer, spec: dict[str, Any]) -> TuneResult:
                                            gradient_accumulation_steps=int(accum))
     _rebuild_accelerator(trainer)
     if spec["mode"] == "trial":
+        sample = _sample_batch(trainer)
+        loop.describe(workload_from_module(trainer.model, global_batch=int(micro) * int(accum) * args.world_size,
+                                           seq_len=sequence_length(sample) if sample is not None else None,
+                                           example=sample).to_json())
         trainer.add_callback(_StepMarker(int(micro) * int(accum)))
     applied = {**config, "micro_batch_size": micro, "grad_accum": accum}
     return TuneResult(best_config=applied, stop_reason=f"set by autoscout launch ({spec['mode']})")

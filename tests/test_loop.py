@@ -117,6 +117,20 @@ def test_a_trial_records_the_declared_knobs_on_rank_zero(monkeypatch: pytest.Mon
     assert not declared.exists()
 
 
+def test_describe_hands_the_model_to_the_launcher_on_rank_zero_only(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    declared = tmp_path / "declared.json"
+    loop.describe({"family": "transformer"})  # not under the launcher: nothing written anywhere
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv(DECLARED_ENV, str(declared))
+    loop.describe({"family": "transformer", "n_layer": 2})
+    assert json.loads(loop.workload_file(declared).read_text()) == {"family": "transformer", "n_layer": 2}
+    loop.workload_file(declared).unlink()
+    monkeypatch.setenv("RANK", "1")
+    loop.describe({"family": "transformer"})
+    assert not loop.workload_file(declared).exists()
+
+
 def test_the_real_run_records_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(DECLARED_ENV, str(tmp_path / "declared.json"))
     set_spec(monkeypatch, {"mode": "apply", "config": {"micro_batch_size": 4}})

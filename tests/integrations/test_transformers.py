@@ -344,3 +344,7 @@ def test_the_launcher_tunes_an_hf_trainer_script_across_process_counts(tmp_path:
     # Global batch 2: one process with micro-batch 2 (trial 0, the Trainer's own) or 1, two with 1: all three run.
     assert len(lines) == 3 and "micro_batch_size=2 num_processes=1" in lines[0]
     assert "real run:" in proc.stderr and "trained 6 steps" in proc.stderr
+    # tune_trainer described the model to the launcher, whose cost model screens with it (and reuses it)
+    (entry,) = json.loads((tmp_path / "store.sqlite.launch.json").read_text()).values()
+    assert entry["workload"]["family"] == "transformer"
+    assert (entry["workload"]["n_layer"], entry["workload"]["d_model"], entry["workload"]["vocab"]) == (1, 32, 256)
