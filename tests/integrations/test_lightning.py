@@ -24,13 +24,7 @@ SMALL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128, "seq_len": 16, "
 QUICK = {"warmup_steps": 1, "measure_steps": 2, "progress": False, "patience": None}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    monkeypatch.setenv("AUTOSCOUT_STORE", str(tmp_path / "store.sqlite"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_run")  # tests/integrations/conftest.py
 
 
 SEEN: list[dict[str, Any]] = []
