@@ -84,13 +84,19 @@ class LaunchRequest:
     autoscout: bool = False
     options: AutoScoutOptions = field(default_factory=AutoScoutOptions)
     include: tuple[str, ...] | None = None
+    config_pins: dict[str, str] = field(default_factory=dict)
+    """Launcher knobs that accelerate's config file sets away from accelerate's defaults -> why pinned."""
+    config_file: str | None = None
+    """The accelerate config file this launch reads (`--config_file`, or accelerate's default one)."""
 
     def job_id(self) -> str:
         """The identity of this job: the script (path and content), its arguments, the launch options."""
         path = Path(self.script)
         content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        config = Path(self.config_file) if self.config_file else None
         text = json.dumps({"script": str(path.resolve()) if path.is_file() else self.script, "content": content,
-                           "script_args": self.script_args, "accelerate_args": self.accelerate_args})
+                           "script_args": self.script_args, "accelerate_args": self.accelerate_args,
+                           "config_file": config.read_text(encoding="utf-8") if config and config.is_file() else ""})
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -119,11 +125,12 @@ def parse(argv: Sequence[str], *, gpu: bool = False) -> LaunchRequest:
     if ns.num_machines is not None and ns.num_machines > 1:
         raise LaunchError(f"--num_machines {ns.num_machines}: AutoScout runs its trials on this machine only;"
                           " drop --autoscout for a multi-node launch")
-    include = _include(ns.autoscout_include, pins=pinned(ns, given), gpu=gpu)
+    config_file, config_pins = apply_config_file(ns, given)
+    include = _include(ns.autoscout_include, pins={**config_pins, **pinned(ns, given)}, gpu=gpu)
     options = _options(ns)
     return LaunchRequest(accelerate_args=tuple(accelerate_args), script=ns.training_script,
                          script_args=tuple(ns.training_script_args), namespace=ns, given=given, autoscout=True,
-                         options=options, include=include)
+                         options=options, include=include, config_pins=config_pins, config_file=config_file)
 
 
 def _split(tokens: list[str]) -> tuple[list[str], list[str]]:
@@ -207,6 +214,62 @@ def pinned(ns: argparse.Namespace, given: frozenset[str] | set[str]) -> dict[str
     return out
 
 
+def apply_config_file(ns: argparse.Namespace, given: frozenset[str] | set[str]) -> tuple[str | None, dict[str, str]]:
+    """Read accelerate's config file as `accelerate launch` does (`--config_file`, else its default file
+    unless `--cpu`), for the launch options the command line leaves unset. Each launcher knob the file
+    sets away from accelerate's default is pinned (the user chose it, as with a flag) and written into
+    `ns`, so the user's own config is what the file gives; a knob at its default stays tunable.
+    Returns the file (None without one) and `{knob: why pinned}`.
+
+    Raises:
+        LaunchError: the file cannot be read.
+    """
+    from accelerate.commands import config as accelerate_config
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = ns.config_file
+    if path is None and os.path.isfile(accelerate_config.default_config_file) and not ns.cpu:
+        path = accelerate_config.default_config_file
+    if path is None:
+        return None, {}
+    try:
+        cfg = load_config_from_file(path)
+    except Exception as exc:  # noqa: BLE001 - accelerate raises several kinds; the user gets one message
+        raise LaunchError(f"cannot read the accelerate config file {path} ({type(exc).__name__}: {exc}); fix it,"
+                          " or pass --config_file with another one") from exc
+    if str(getattr(cfg, "compute_environment", "")).upper().endswith("SAGEMAKER"):
+        return path, {}
+
+    def why(key: str, value: Any) -> str:
+        return f"accelerate config file {path} ({key}: {value})"
+
+    pins: dict[str, str] = {}
+    precision = str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision) or "no").lower()
+    if "mixed_precision" not in given and precision != "no":
+        ns.mixed_precision = precision
+        pins["precision"] = why("mixed_precision", precision)
+    kind = str(getattr(cfg.distributed_type, "value", cfg.distributed_type) or "NO").upper()
+    launch_flags = {"multi_gpu", "use_fsdp", "use_deepspeed", "use_megatron_lm", "tpu"}
+    if not launch_flags & set(given) and kind not in ("NO", "MULTI_CPU"):
+        ns.use_fsdp, ns.use_deepspeed = kind == "FSDP", kind == "DEEPSPEED"
+        ns.multi_gpu = kind.startswith("MULTI_")
+        pins["strategy"] = pins["num_processes"] = why("distributed_type", kind)
+        if kind in ("FSDP", "DEEPSPEED"):
+            pins.update({k: why("distributed_type", kind) for k in GPU_ONLY})
+    if "num_processes" not in given and cfg.num_processes not in (None, 1, -1):
+        ns.num_processes = int(cfg.num_processes)
+        pins.setdefault("strategy", why("num_processes", cfg.num_processes))
+        pins.setdefault("num_processes", why("num_processes", cfg.num_processes))
+    dynamo = dict(getattr(cfg, "dynamo_config", None) or {})
+    backend = str(dynamo.get("dynamo_backend", "NO")).lower()
+    if "dynamo_backend" not in given and backend != "no":
+        ns.dynamo_backend = backend
+        if dynamo.get("dynamo_mode") and "dynamo_mode" not in given:
+            ns.dynamo_mode = dynamo["dynamo_mode"]
+        pins["compile"] = why("dynamo_backend", backend)
+    return path, pins
+
+
 def current_config(ns: argparse.Namespace, *, gpus: int = 0, physical_cores: int = 1,
                    env: dict[str, str] | None = None) -> dict[str, Any]:
     """The launcher knobs as plain `accelerate launch` would run them (its defaults where not given);
@@ -273,7 +336,7 @@ def _valid(name: str, value: Any) -> bool:
 def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0, physical_cores: int = 1) -> Plan:
     """The plan for `request` given the knobs the script declared (`{name: default}`)."""
     ns = request.namespace
-    pins = pinned(ns, request.given)
+    pins = {**request.config_pins, **pinned(ns, request.given)}
     current = current_config(ns, gpus=gpus, physical_cores=physical_cores)
     ignored: dict[str, str] = {}
     script_knobs: list[str] = []

@@ -14,6 +14,7 @@ import pytest
 from accelerate.commands.launch import launch_command_parser
 from autoscout_plugin.integrations import accelerate as launcher_module
 from autoscout_plugin.integrations._accelerate_args import (
+    LaunchError,
     current_config,
     launch_command,
     make_plan,
@@ -395,6 +396,92 @@ def test_a_script_that_never_marks_a_step_gets_a_clear_error(extra: list[str], r
     err = capfd.readouterr().err
     assert f"ran {ran} in its first trial without calling autoscout_plugin.step(): mark each optimizer step" in err
     assert "real run" not in err
+
+
+# ---------------------------------------------------------------- accelerate's config file
+def config_file(tmp_path: Path, name: str = "accelerate.yaml", **settings: Any) -> Path:
+    """An accelerate config file as `accelerate config` writes one, at accelerate's defaults but for
+    `settings`."""
+    base: dict[str, Any] = {"compute_environment": "LOCAL_MACHINE", "debug": False, "distributed_type": "NO",
+                            "downcast_bf16": "no", "machine_rank": 0, "main_training_function": "main",
+                            "mixed_precision": "no", "num_machines": 1, "num_processes": 1, "rdzv_backend": "static",
+                            "same_network": True, "use_cpu": True}
+    path = tmp_path / name
+    path.write_text(json.dumps(base | settings) if name.endswith(".json") else "\n".join(
+        f"{k}: {json.dumps(v)}" for k, v in (base | settings).items()) + "\n")
+    return path
+
+
+def test_settings_from_an_accelerate_config_file_are_pinned_like_flags(tmp_path: Path, script: Path) -> None:
+    path = config_file(tmp_path, mixed_precision="bf16",
+                       dynamo_config={"dynamo_backend": "INDUCTOR", "dynamo_mode": "max-autotune"})
+    request = parse(["--autoscout", "--config_file", str(path), str(script)])
+    assert request.config_pins == {"precision": f"accelerate config file {path} (mixed_precision: bf16)",
+                                   "compile": f"accelerate config file {path} (dynamo_backend: inductor)"}
+    plan = make_plan(request, {}, physical_cores=2)
+    # the user's own config is what the file gives, and the file's knobs are not tuned
+    assert (plan.current["precision"], plan.current["compile"]) == ("bf16-mixed", "max-autotune")
+    assert not {"precision", "compile"} & set(plan.tunable) and "num_threads" in plan.tunable
+    assert plan.pinned["precision"].startswith("accelerate config file")
+    command, _ = launch_command(request, {"num_threads": 2})
+    flags = flags_after(command, script)
+    assert flags == ["--config_file", str(path), "--num_cpu_threads_per_process", "2"]  # accelerate reads the file
+    # a flag on the command line beats the file, as in accelerate
+    flagged = make_plan(parse(["--autoscout", "--config_file", str(path), "--mixed_precision", "no", str(script)]), {},
+                        physical_cores=2)
+    assert flagged.current["precision"] == "32-true" and flagged.pinned["precision"] == "--mixed_precision no"
+    with pytest.raises(LaunchError, match=r"'precision' is listed in --autoscout-include but pinned by accelerate"
+                                          r" config file"):
+        parse(["--autoscout", "--autoscout-include", "precision", "--config_file", str(path), str(script)])
+
+
+def test_a_config_file_at_accelerates_defaults_leaves_every_knob_tunable(tmp_path: Path, script: Path) -> None:
+    path = config_file(tmp_path, "defaults.json", dynamo_config={})
+    request = parse(["--autoscout", "--config_file", str(path), str(script)])
+    assert request.config_pins == {} and request.config_file == str(path)
+    assert {"strategy", "num_processes", "precision", "compile", "num_threads"} <= set(
+        make_plan(request, {"micro_batch_size": 8}, physical_cores=2).tunable)
+
+
+def test_the_default_config_file_is_read_unless_cpu_and_a_multi_gpu_one_pins_the_processes(
+        tmp_path: Path, script: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = config_file(tmp_path, distributed_type="MULTI_GPU", num_processes=4, use_cpu=False)
+    monkeypatch.setattr("accelerate.commands.config.default_config_file", str(path))
+    request = parse(["--autoscout", str(script)])
+    assert request.config_file == str(path)
+    assert request.config_pins["num_processes"] == f"accelerate config file {path} (distributed_type: MULTI_GPU)"
+    plan = make_plan(request, {"micro_batch_size": 8}, gpus=4, physical_cores=2)
+    assert (plan.current["strategy"], plan.current["num_processes"]) == ("ddp", 4)
+    assert not {"strategy", "num_processes"} & set(plan.tunable)
+    assert parse(["--autoscout", "--cpu", str(script)]).config_pins == {}  # accelerate skips it under --cpu
+
+
+def test_an_unreadable_config_file_is_refused_and_its_content_is_part_of_the_job(tmp_path: Path,
+                                                                                 script: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("mixed_precision: [bf16\n")
+    with pytest.raises(LaunchError, match=f"cannot read the accelerate config file {broken}"):
+        parse(["--autoscout", "--config_file", str(broken), str(script)])
+    path = config_file(tmp_path, mixed_precision="no")
+    before = parse(["--autoscout", "--config_file", str(path), str(script)]).job_id()
+    config_file(tmp_path, mixed_precision="bf16")  # the same file, edited: a stored winner is not reused
+    assert parse(["--autoscout", "--config_file", str(path), str(script)]).job_id() != before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_real_launch_keeps_the_config_files_precision_in_trials_and_run(tmp_path: Path, recorder: Path) -> None:
+    path = config_file(tmp_path, mixed_precision="bf16")
+    argv = ["--autoscout", "--autoscout-trials", "2", "--autoscout-confirm", "0", *QUICK,
+            "--autoscout-report", str(tmp_path / "report"), "--config_file", str(path), str(recorder),
+            str(tmp_path / "out"), "6"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert [t["status"] for t in data["trials"]] == ["ok", "ok"]
+    assert all("precision" not in t["config"] for t in data["trials"])
+    assert data["pinned"]["precision"] == f"accelerate config file {path} (mixed_precision: bf16)"
+    out = read_out(tmp_path)
+    assert (out["mode"], out["precision"]) == ("apply", "bf16")  # accelerate applied the file's bf16
 
 
 @pytest.mark.slow
