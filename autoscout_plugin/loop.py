@@ -161,7 +161,7 @@ class Probe:
         8.0
     """
 
-    def __init__(self, spec: dict[str, Any], *, clock: Callable[[], float] = time.perf_counter,
+    def __init__(self, spec: dict[str, Any], *, clock: Callable[[], float] | None = None,
                  world: int | None = None) -> None:
         self.warmup, self.measure = int(spec["warmup"]), int(spec["measure"])
         self.world = world if world is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -170,14 +170,14 @@ class Probe:
         self.floor = spec.get("floor") if self.world == 1 else None
         self.global_batch = spec.get("global_batch")
         self.compiling = (spec.get("config") or {}).get("compile", "off") != "off"
-        self.clock = clock
+        self.clock = clock or device_clock
         self.steps = 0
         self.samples = 0.0
         self.outcome: TrialOutcome | None = None
         self.read: dict[str, Any] = {}
         """Knob values the script read (`knob()`), for the samples of a step given none."""
         self._last: tuple[float, float] | None = None
-        self.start = (clock(), 0.0) if self.warmup == 0 else None
+        self.start = (self.clock(), 0.0) if self.warmup == 0 else None
 
     def _per_rank(self, samples: int | None) -> float:
         if samples is not None:
@@ -202,7 +202,7 @@ class Probe:
         if self.steps <= self.warmup and self.floor and not self.compiling and last is not None:
             rate = (self.samples - last[1]) / max(now - last[0], 1e-9) * self.world
             if rate < self.floor / 3:
-                return self._finish(TrialOutcome(value=rate, peak_mem_mb=peak_rss_mb(), metrics={"cut_short": 1.0}))
+                return self._finish(TrialOutcome(value=rate, peak_mem_mb=peak_memory_mb(), metrics={"cut_short": 1.0}))
         if self.steps == self.warmup:
             self.start = (now, self.samples)
         elif self.start is not None:
@@ -211,7 +211,7 @@ class Probe:
             done = self.steps >= self.warmup + self.measure
             if done or (self.floor and value < self.floor):
                 metrics = {"step_s": seconds / (self.steps - self.warmup)} | ({} if done else {"cut_short": 1.0})
-                return self._finish(TrialOutcome(value=value, peak_mem_mb=peak_rss_mb(), metrics=metrics))
+                return self._finish(TrialOutcome(value=value, peak_mem_mb=peak_memory_mb(), metrics=metrics))
         return None
 
     def unfinished(self, crash: str | None = None) -> TrialOutcome | None:
@@ -231,6 +231,32 @@ class Probe:
     def _finish(self, outcome: TrialOutcome) -> TrialOutcome:
         self.outcome = outcome.checked()
         return self.outcome
+
+
+def _cuda_in_use() -> Any:
+    """torch, when this process has imported it and started CUDA; else None (nothing is imported here)."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    return torch if cuda is not None and cuda.is_available() and cuda.is_initialized() else None
+
+
+def device_clock() -> float:
+    """`time.perf_counter()` once the work queued on this process's GPU has finished (CUDA runs
+    asynchronously: without the wait a step's time would be the time to queue it); a plain clock
+    where the script uses no GPU."""
+    torch = _cuda_in_use()
+    if torch is not None:
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this trial process: the CUDA allocator's peak reserved memory on its GPU where
+    it uses one (the cost model's per-device memory), else its peak RSS."""
+    torch = _cuda_in_use()
+    if torch is not None:
+        return float(torch.cuda.max_memory_reserved()) / 1e6
+    return peak_rss_mb()
 
 
 def peak_rss_mb() -> float:

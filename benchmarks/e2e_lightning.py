@@ -1,14 +1,18 @@
 """End-to-end Lightning benchmark: tuning plus a main run against Lightning's defaults and against the
-best row of the model's ground-truth table.
+best row of the model's ground-truth table (or, for a model without one, a hand-tuned config).
 
     python -m benchmarks.e2e_lightning [--models gpt2,encoder] [--steps 100] [--trials 8] [--json OUT]
+    python -m benchmarks.e2e_lightning --models gpt2_124m --steps 150    # on a GPU (benchmarks/device_h200.sh)
 
 For each model, three commands run one after the other, each a fresh process timed from start to exit:
 - `default`: `Trainer(max_steps=N)` with the whole global batch in one micro-batch, all cores, fp32;
 - `autoscout`: the same script with `AutoScoutCallback` (fresh trial store), which tunes and then runs
   the same N steps with the winner (re-running the script when the winner needs two processes);
 - `table_best`: the table's best config set by hand (`Trainer(strategy=..., devices=...)`, batch
-  size, accumulation, threads).
+  size, accumulation, threads); for `gpt2_124m` (GPT-2 small, for a GPU: no table) `hand_tuned`
+  instead: what an engineer sets by hand on a GPU, `precision="bf16-mixed"` with the whole global batch
+  in one micro-batch.
+Every command runs where Lightning's defaults put it (`accelerator="auto"`: the GPU when there is one).
 The main-fit seconds of each come from the script itself, so the projection to a longer main run
 (`--project-s`, 15 minutes by default) uses the steady-state speeds and the measured tuning overhead.
 
@@ -29,6 +33,13 @@ from typing import Any
 
 TABLES = Path(__file__).resolve().parent / "tables"
 TABLE_OF = {"gpt2": "gpt2_50k", "encoder": "bert_encoder", "cnn": "cnn_small"}
+GPU_MODELS = ("gpt2_124m",)
+HAND_TUNED = {"precision": "bf16-mixed"}
+
+
+def reference_mode(model: str) -> str:
+    """What the model's AutoScout run is compared with beside the defaults."""
+    return "table_best" if model in TABLE_OF else "hand_tuned"
 KNOBS = ("strategy", "num_processes", "precision", "compile", "activation_checkpointing", "micro_batch_size",
          "num_threads")
 
@@ -124,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     callbacks = [clock]
     autoscout = None
     if args.mode == "autoscout":
-        autoscout = AutoScoutCallback(max_trials=args.trials, store=args.store, report=args.report)
+        autoscout = AutoScoutCallback(max_trials=args.trials, store=args.store, report=args.report,
+                                      trial_timeout_s=args.trial_timeout, max_seconds=args.max_seconds)
         callbacks.append(autoscout)
+    elif args.mode == "hand_tuned":
+        kwargs["precision"] = HAND_TUNED["precision"]
     elif args.mode == "table_best":
         procs = int(best.get("num_processes", 1))
         module.batch_size = int(best["micro_batch_size"])
@@ -143,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         tuning_s = autoscout.result.wall_s if autoscout is not None and autoscout.result is not None else 0.0
         Path(args.summary_out).write_text(json.dumps({
             "fit_s": fit_s, "steady_step_s": clock.steady_step_s(), "tuning_wall_s": tuning_s,
-            "world_size": trainer.world_size,
+            "world_size": trainer.world_size, "device": str(trainer.strategy.root_device),
+            "device_name": torch.cuda.get_device_name() if trainer.strategy.root_device.type == "cuda" else "cpu",
             "batch_size": module.batch_size, "accumulate": trainer.accumulate_grad_batches,
             "precision": str(trainer.precision), "threads": torch.get_num_threads(),
             "relaunched": bool(autoscout and autoscout.report.get("relaunched")),
@@ -152,11 +167,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- the driver
-def _command(model: str, mode: str, steps: int, trials: int, work: Path) -> tuple[float, dict[str, Any], str]:
+def _command(model: str, mode: str, steps: int, trials: int, work: Path,
+             extra: list[str]) -> tuple[float, dict[str, Any], str]:
     summary = work / f"{model}_{mode}.json"
     cmd = [sys.executable, "-m", "benchmarks.e2e_lightning", "run", "--model", model, "--mode", mode,
            "--steps", str(steps), "--trials", str(trials), "--store", str(work / f"{model}.sqlite"),
-           "--report", str(work / f"{model}_report"), "--summary-out", str(summary)]
+           "--report", str(work / f"{model}_report"), "--summary-out", str(summary), *extra]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor_{model}")}
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
@@ -168,10 +184,12 @@ def _command(model: str, mode: str, steps: int, trials: int, work: Path) -> tupl
     return wall, data, proc.stderr
 
 
-def measure(model: str, steps: int, trials: int, project_s: float, work: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"model": model, "steps": steps}
-    for mode in ("default", "table_best", "autoscout"):
-        wall, data, log = _command(model, mode, steps, trials, work)
+def measure(model: str, steps: int, trials: int, project_s: float, work: Path,
+            extra: list[str] | None = None) -> dict[str, Any]:
+    ref = reference_mode(model)
+    out: dict[str, Any] = {"model": model, "steps": steps, "reference": ref}
+    for mode in ("default", ref, "autoscout"):
+        wall, data, log = _command(model, mode, steps, trials, work, extra or [])
         out[mode] = {"wall_s": round(wall, 1), **{k: v for k, v in data.items() if k != "report"}}
         if mode == "autoscout":
             report = json.loads((work / f"{model}_report.json").read_text())
@@ -184,13 +202,13 @@ def measure(model: str, steps: int, trials: int, project_s: float, work: Path) -
     # Steady-state seconds per optimizer step (after 10 steps), and the fixed costs around them: process
     # start, model build, tuning, compile in the main fit, relaunch. AutoScout's overhead is what its
     # command spends beyond its steps, minus what the default command spends beyond its own.
-    steady = {m: out[m]["steady_step_s"] for m in ("default", "table_best", "autoscout")}
+    steady = {m: out[m]["steady_step_s"] for m in ("default", ref, "autoscout")}
     fixed = {m: out[m]["wall_s"] - steps * steady[m] for m in steady}
     out["steady_step_s"] = {k: round(v, 4) for k, v in steady.items()}
     out["tuning_overhead_s"] = round(fixed["autoscout"] - fixed["default"], 1)
     out["net_speedup"] = round(out["default"]["wall_s"] / out["autoscout"]["wall_s"], 3)
     out["main_speedup"] = round(steady["default"] / steady["autoscout"], 3)
-    out["applied_vs_table_best"] = round(steady["table_best"] / steady["autoscout"], 3)
+    out["applied_vs_reference"] = round(steady[ref] / steady["autoscout"], 3)
     projected_steps = project_s / steady["default"]
     out["projected"] = {"main_run_s": project_s, "net_speedup": round(
         project_s / (out["tuning_overhead_s"] + projected_steps * steady["autoscout"]), 3)}
@@ -201,13 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_lightning run")
-        parser.add_argument("--model", choices=sorted(TABLE_OF), required=True)
-        parser.add_argument("--mode", choices=("default", "autoscout", "table_best"), required=True)
+        parser.add_argument("--model", choices=sorted([*TABLE_OF, *GPU_MODELS]), required=True)
+        parser.add_argument("--mode", choices=("default", "autoscout", "table_best", "hand_tuned"), required=True)
         parser.add_argument("--steps", type=int, default=100)
         parser.add_argument("--trials", type=int, default=8)
         parser.add_argument("--store", default=None)
         parser.add_argument("--report", default=None)
         parser.add_argument("--summary-out", default=None)
+        parser.add_argument("--trial-timeout", type=float, default=600.0)
+        parser.add_argument("--max-seconds", type=float, default=None)
         return run(parser.parse_args(argv[1:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="gpt2,encoder")
@@ -215,19 +235,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--project-s", type=float, default=900.0, help="main-run length for the projection")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--trial-timeout", type=float, default=600.0, help="AutoScout's limit per trial")
+    parser.add_argument("--max-seconds", type=float, default=None, help="AutoScout's tuning budget in seconds")
     args = parser.parse_args(argv)
+    unknown = [m for m in args.models.split(",") if m.strip() not in (*TABLE_OF, *GPU_MODELS)]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {sorted([*TABLE_OF, *GPU_MODELS])}")
+    extra = ["--trial-timeout", str(args.trial_timeout)] + (
+        ["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])
     results = []
     with tempfile.TemporaryDirectory(prefix="autoscout-e2e-") as tmp:
         for model in args.models.split(","):
-            results.append(measure(model.strip(), args.steps, args.trials, args.project_s, Path(tmp)))
-    print("| model | steps | default s | autoscout s (trials, profiling s) | table best s | net speed-up"
-          " | main-fit speed-up | applied vs table best | projected net speed-up, 15-min run |")
-    print("|---|---|---|---|---|---|---|---|---|")
+            results.append(measure(model.strip(), args.steps, args.trials, args.project_s, Path(tmp), extra))
+            if args.json:  # after each model: a run cut short keeps what it measured
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    print("| model | device | steps | default s | autoscout s (trials, profiling s) | reference s | net speed-up"
+          " | main-fit speed-up | applied vs reference | projected net speed-up, 15-min run |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        t = r["autoscout"]
-        print(f"| {r['model']} | {r['steps']} | {r['default']['wall_s']} | {t['wall_s']} ({t['trials']},"
-              f" {t['profiling_s']}) | {r['table_best']['wall_s']} | {r['net_speedup']} | {r['main_speedup']}"
-              f" | {r['applied_vs_table_best']} | {r['projected']['net_speedup']} |")
+        t, ref = r["autoscout"], r["reference"]
+        print(f"| {r['model']} | {r['default'].get('device_name')} | {r['steps']} | {r['default']['wall_s']} |"
+              f" {t['wall_s']} ({t['trials']}, {t['profiling_s']}) | {ref}: {r[ref]['wall_s']} | {r['net_speedup']}"
+              f" | {r['main_speedup']} | {r['applied_vs_reference']} | {r['projected']['net_speedup']} |")
         print(f"  applied: {t['applied']}", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,11 @@ SPECS: dict[str, WorkloadSpec] = {
     "encoder": WorkloadSpec("encoder", global_batch=64, micro_batch_sizes=(8, 32)),
 }
 
+# Workloads for a GPU only (the GPU benchmark), kept out of the CPU measurement grid's choices.
+GPU_SPECS: dict[str, WorkloadSpec] = {
+    "gpt2_124m": WorkloadSpec("gpt2_124m", global_batch=16, micro_batch_sizes=(4, 8)),
+}
+
 SEQ_LEN = 128
 
 
@@ -81,15 +86,25 @@ def forward_flops_per_sample(workload: Workload) -> int:
 
 def build_gpt2() -> Workload:
     """GPT-2 decoder, 2 layers, d_model 128, 50k vocabulary, sequence length 128."""
+    return _gpt2(SPECS["gpt2"], n_layer=2, n_embd=128, n_head=2, seq_len=SEQ_LEN)
+
+
+def build_gpt2_124m() -> Workload:
+    """GPT-2 small (124M parameters: 12 layers, d_model 768, 12 heads, 50k vocabulary), sequence length
+    1024: the larger GPT-2 of the GPU benchmark (no ground-truth table; too slow for these CPUs)."""
+    return _gpt2(GPU_SPECS["gpt2_124m"], n_layer=12, n_embd=768, n_head=12, seq_len=1024)
+
+
+def _gpt2(spec: WorkloadSpec, *, n_layer: int, n_embd: int, n_head: int, seq_len: int) -> Workload:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(n_layer=2, n_embd=128, n_head=2, n_positions=SEQ_LEN, vocab_size=50257)
+    config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=seq_len, vocab_size=50257)
     config.use_cache = False
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
 
     def make_batch(batch_size: int, seed: int) -> Batch:
-        ids = torch.randint(0, config.vocab_size, (batch_size, SEQ_LEN), generator=_generator(seed))
+        ids = torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=_generator(seed))
         return {"input_ids": ids}
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
@@ -103,9 +118,9 @@ def build_gpt2() -> Workload:
         "n_head": config.n_head,
         "d_ff": config.n_inner or 4 * config.n_embd,
         "vocab": config.vocab_size,
-        "seq_len": SEQ_LEN,
+        "seq_len": seq_len,
     }
-    return Workload(SPECS["gpt2"], model, make_batch, loss_fn, list(model.transformer.h), info)
+    return Workload(spec, model, make_batch, loss_fn, list(model.transformer.h), info)
 
 
 # --------------------------------------------------------------------------- encoder
@@ -237,6 +252,7 @@ def build_cnn() -> Workload:
 
 BUILDERS: dict[str, Callable[[], Workload]] = {
     "gpt2": build_gpt2,
+    "gpt2_124m": build_gpt2_124m,
     "cnn": build_cnn,
     "encoder": build_encoder,
 }

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from autoscout_plugin.profiling import TrialOutcome, write_result
 from autoscout_plugin.space import Config
 
-from ._torch import peak_rss_mb
+from ._torch import peak_memory_mb, synchronize
 
 TRIAL_ENV = "AUTOSCOUT_TRIAL"
 """Set in a subprocess trial: JSON `{"config": ..., "global_batch": N, "warmup": N, "measure": N}`."""
@@ -80,6 +80,8 @@ def child_env(config: Config, extra: dict[str, str]) -> dict[str, str]:
 
 class Probe(Callback):
     """Times optimizer steps `warmup` .. `warmup + measure`; a non-finite loss ends the trial as `nan`.
+On a GPU the clock is read after the device has finished the step's queued work, and the peak memory
+is the device's (`peak_memory_mb`).
 
     With a `floor` (samples/s), a trial that is clearly losing is cut short: after its first timed step
     when its speed so far is under the floor, or during warm-up (unless `compiling`) when one step runs
@@ -121,12 +123,13 @@ class Probe(Callback):
         if step == self._last_step:
             return
         self._last_step = step
+        synchronize(pl_module.device)
         now = time.perf_counter()
         last, self._last = self._last, (now, self.samples)
         if step <= self.warmup and self.floor and not self.compiling and last is not None:
             rate = (self.samples - last[1]) / max(now - last[0], 1e-9) * trainer.world_size
             if rate < self.floor / 3:
-                self._finish(trainer, TrialOutcome(value=rate, peak_mem_mb=peak_rss_mb(),
+                self._finish(trainer, TrialOutcome(value=rate, peak_mem_mb=peak_memory_mb(pl_module.device),
                                                    metrics={"cut_short": 1.0}))
                 return
         if step == self.warmup:
@@ -137,9 +140,11 @@ class Probe(Callback):
             done = step >= self.warmup + self.measure
             if done or (self.floor and value < self.floor):
                 metrics = {"step_s": seconds / (step - self.warmup)} | ({} if done else {"cut_short": 1.0})
-                self._finish(trainer, TrialOutcome(value=value, peak_mem_mb=peak_rss_mb(), metrics=metrics))
+                self._finish(trainer, TrialOutcome(value=value, peak_mem_mb=peak_memory_mb(pl_module.device),
+                                                   metrics=metrics))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        synchronize(pl_module.device)
         self._last = (time.perf_counter(), 0)
         if self.warmup == 0:
             self.start = self._last

@@ -1,14 +1,15 @@
 """Torch-level pieces every integration shares: applying module knobs (compile, activation
-checkpointing), describing a module for the cost model, snapshotting RNG and module state, and a
-wall-clock guard for in-process trials."""
+checkpointing), describing a module and the machine for the cost model, snapshotting RNG and module
+state, a wall-clock guard for in-process trials, and the device-aware clock and memory readings a
+trial reports (CUDA work is asynchronous: a trial's clock is read after the device has finished)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import os
 import random
-import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoscout_plugin.costmodel import Layer, Workload
+from autoscout_plugin.costmodel import Hardware, Layer, Workload, detect_cpu
 from autoscout_plugin.costmodel.presets import workload_from_hf_config
+from autoscout_plugin.loop import peak_rss_mb
 
 
 # ---------------------------------------------------------------- module knobs
@@ -304,6 +306,61 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+# ---------------------------------------------------------------- the device a run uses
+def as_device(device: Any) -> torch.device:
+    """A `torch.device` from a device, a string such as `"cuda:1"`, or a module (its first parameter's)."""
+    if isinstance(device, nn.Module):
+        param = next(device.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+    return torch.device(device if device is not None else "cpu")
+
+
+def machine(device: Any = None) -> Hardware:
+    """The machine a run on `device` uses: its CUDA GPUs (count, memory per device, name, bf16) when the
+    run is on CUDA, else this CPU (`detect_cpu`). `cores` is the host's either way.
+
+    Example:
+        >>> machine("cpu").kind
+        'cpu'
+    """
+    cpu = detect_cpu()
+    dev = as_device(device)
+    if dev.type != "cuda":
+        return cpu
+    props = torch.cuda.get_device_properties(dev.index or 0)
+    return Hardware(kind="gpu", gpus=torch.cuda.device_count(), cores=cpu.cores, bf16=torch.cuda.is_bf16_supported(),
+                    mem_gb=round(props.total_memory / 1e9, 1), name=props.name)
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the work queued on `device` (CUDA); nothing on a CPU."""
+    dev = as_device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def reset_peak_memory(device: Any) -> None:
+    """Start a fresh peak for `peak_memory_mb` on a CUDA device (a CPU's peak RSS cannot be reset)."""
+    dev = as_device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def peak_memory_mb(device: Any) -> float:
+    """The peak memory a trial reports, in the cost model's unit: the CUDA caching allocator's peak
+    reserved memory on `device` since `reset_peak_memory` (what decides an out-of-memory error), or this
+    process's peak RSS on a CPU."""
+    dev = as_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_reserved(dev) / 1e6
+    return peak_rss_mb()
+
+
+def release_memory(device: Any) -> None:
+    """On a GPU, after a trial (above all a failed one): drop what it left and hand the cached CUDA
+    blocks back, so the next trial's peak and the main run start from the same free memory. Nothing on
+    a CPU: freed tensors go back at once, and a peak RSS cannot be reset anyway."""
+    if as_device(device).type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu, measured_efficiency
+from autoscout_plugin.costmodel import Hardware, Workload, measured_efficiency
 from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
 from autoscout_plugin.options import default_store
 from autoscout_plugin.profiling import TrialOutcome, run_subprocess_trial
@@ -66,13 +66,10 @@ def machine() -> tuple[Hardware, int]:
     import psutil
     import torch
 
-    cpu = detect_cpu()
-    physical = psutil.cpu_count(logical=False) or cpu.cores
-    if not torch.cuda.is_available():
-        return cpu, physical
-    props = torch.cuda.get_device_properties(0)
-    return Hardware(kind="gpu", gpus=torch.cuda.device_count(), cores=cpu.cores, bf16=torch.cuda.is_bf16_supported(),
-                    mem_gb=round(props.total_memory / 1e9, 1), name=props.name), physical
+    from ._torch import machine as machine_of
+
+    hardware = machine_of("cuda" if torch.cuda.is_available() else "cpu")
+    return hardware, psutil.cpu_count(logical=False) or hardware.cores
 
 
 def _free_port() -> int:

@@ -43,7 +43,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu, measured_efficiency
+from autoscout_plugin.costmodel import Hardware, Workload, measured_efficiency
 from autoscout_plugin.options import AutoScoutOptions, default_store
 from autoscout_plugin.profiling import TrialOutcome, run_subprocess_trial, write_result
 from autoscout_plugin.report.html import write_report
@@ -67,7 +67,10 @@ from ._shared import Plan, Progress
 from ._torch import (
     compile_children,
     enable_activation_checkpointing,
+    machine,
     no_trace,
+    release_memory,
+    reset_peak_memory,
     sequence_length,
     supports_checkpointing,
     wall_clock_limit,
@@ -182,7 +185,7 @@ class AutoScoutCallback(Callback):
         workload = workload_from_module(pl_module, global_batch=plan.global_batch,
                                         seq_len=sequence_length(sample) if sample is not None else None,
                                         example=sample)
-        hardware = detect_cpu()
+        hardware = machine(trainer.strategy.root_device)
         space = self._space(plan, workload.to_json(), hardware.to_json())
         decision = None
         if trainer.world_size == 1:
@@ -421,7 +424,14 @@ class AutoScoutCallback(Callback):
         quiet = logging.getLogger("lightning.pytorch")
         level = quiet.level
         loader = self._given_loader(trainer)
-        accelerator = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else "auto"
+        # The trial runs on the device the user's run uses (a GPU index stays the same GPU).
+        device = trainer.strategy.root_device
+        accelerator = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else (
+            device.type if device.type in ("cuda", "mps") else "auto")
+        devices: Any = [device.index] if device.type == "cuda" and device.index is not None else 1
+        release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
+        reset_peak_memory(device)
+        trial = module = dm = None
         # Exceptions propagate: the tuner records them as the trial's failure (oom, timeout, error).
         with no_trace(*keep), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
                 wall_clock_limit(self.options.trial_timeout_s, "the trial"), warnings.catch_warnings():
@@ -433,7 +443,7 @@ class AutoScoutCallback(Callback):
                 accum = self._set_loop_knobs(module, dm, plan, config)
                 self._set_module_knobs(module, config)
                 probe = Probe(warmup, measure, floor=floor, compiling=config.get("compile", "off") != "off")
-                trial = Trainer(accelerator=accelerator, devices=1,
+                trial = Trainer(accelerator=accelerator, devices=devices,
                                 precision=config.get("precision", plan.current["precision"]),
                                 max_steps=warmup + measure, max_epochs=-1, accumulate_grad_batches=accum,
                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -445,6 +455,8 @@ class AutoScoutCallback(Callback):
                     trial.fit(module, train_dataloaders=loader)
             finally:
                 quiet.setLevel(level)
+                trial = module = dm = None  # the trial's optimizer state and graphs go before the next trial
+                release_memory(device)
             outcome = probe.outcome or TrialOutcome(status="error", error="the trial ran no steps")
         outcome.cost_s = time.perf_counter() - started
         return outcome

@@ -46,7 +46,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
 
 from autoscout_plugin import loop
-from autoscout_plugin.costmodel import Hardware, Workload, detect_cpu, measured_efficiency
+from autoscout_plugin.costmodel import Hardware, Workload, measured_efficiency
 from autoscout_plugin.options import AutoScoutOptions, default_store
 from autoscout_plugin.profiling import TrialOutcome
 from autoscout_plugin.report.html import write_report
@@ -58,7 +58,17 @@ from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuner import Tuner
 
 from ._shared import Plan, Progress
-from ._torch import no_trace, peak_rss_mb, sequence_length, wall_clock_limit, workload_from_module
+from ._torch import (
+    machine,
+    no_trace,
+    peak_memory_mb,
+    release_memory,
+    reset_peak_memory,
+    sequence_length,
+    synchronize,
+    wall_clock_limit,
+    workload_from_module,
+)
 
 ARG_OF = {"micro_batch_size": "per_device_train_batch_size", "compile": "torch_compile",
           "activation_checkpointing": "activation_checkpointing", "num_workers": "dataloader_num_workers",
@@ -139,10 +149,12 @@ def _isolated() -> Iterator[None]:
 # ---------------------------------------------------------------- one trial
 class _Probe(TrainerCallback):
     """Times optimizer steps `warmup` .. `warmup + measure` of a trial, ends it early when it is clearly
-    losing (`floor`, samples/s) or its loss is not finite, and gathers evidence of the knobs in effect."""
+    losing (`floor`, samples/s) or its loss is not finite, and gathers evidence of the knobs in effect.
+    On a GPU the clock is read once `device` has finished the step's queued work."""
 
-    def __init__(self, warmup: int, measure: int, global_batch: int, floor: float | None, compiling: bool) -> None:
-        self.warmup, self.measure, self.global_batch = warmup, measure, global_batch
+    def __init__(self, warmup: int, measure: int, global_batch: int, floor: float | None, compiling: bool,
+                 device: Any = "cpu") -> None:
+        self.warmup, self.measure, self.global_batch, self.device = warmup, measure, global_batch, device
         self.floor, self.compiling = floor, compiling
         self.outcome: TrialOutcome | None = None
         self.evidence: dict[str, Any] = {"rows": 0, "autocast": set(), "compiling": False, "threads": set()}
@@ -154,6 +166,7 @@ class _Probe(TrainerCallback):
         if train_dataloader is not None:
             self.evidence["num_workers"] = train_dataloader.num_workers
             self.evidence["pin_memory"] = bool(train_dataloader.pin_memory)
+        synchronize(self.device)
         self._last = time.perf_counter()
         if self.warmup == 0:
             self._start = self._last
@@ -161,6 +174,7 @@ class _Probe(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.outcome is not None:
             return
+        synchronize(self.device)
         step, now = state.global_step, time.perf_counter()
         if self.nan:
             self._finish(control, TrialOutcome(status="nan", error=f"non-finite loss at step {step}"))
@@ -169,7 +183,7 @@ class _Probe(TrainerCallback):
         if step <= self.warmup and self.floor and not self.compiling and last is not None:
             rate = self.global_batch / max(now - last, 1e-9)
             if rate < self.floor / 3:
-                self._finish(control, TrialOutcome(value=rate, peak_mem_mb=peak_rss_mb(), metrics={"cut_short": 1.0}))
+                self._finish(control, TrialOutcome(value=rate, metrics={"cut_short": 1.0}))
                 return
         if step == self.warmup:
             self._start = now
@@ -179,7 +193,7 @@ class _Probe(TrainerCallback):
             done = step >= self.warmup + self.measure
             if done or (self.floor and value < self.floor):
                 metrics = {"step_s": seconds / (step - self.warmup)} | ({} if done else {"cut_short": 1.0})
-                self._finish(control, TrialOutcome(value=value, peak_mem_mb=peak_rss_mb(), metrics=metrics))
+                self._finish(control, TrialOutcome(value=value, metrics=metrics))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.outcome is None:
@@ -187,6 +201,8 @@ class _Probe(TrainerCallback):
                                         f" steps, before the {self.warmup + self.measure} a trial needs")
 
     def _finish(self, control: Any, outcome: TrialOutcome) -> None:
+        if outcome.status == "ok":
+            outcome.peak_mem_mb = peak_memory_mb(self.device)
         self.outcome = outcome.checked()
         control.should_training_stop = True
 
@@ -266,7 +282,11 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
     them. The user's trainer, model, RNG, threads and environment are left exactly as they were.
     Exceptions propagate (the tuner records them as the trial's failure: oom, timeout, error)."""
     started = time.perf_counter()
-    probe = _Probe(warmup, measure, global_batch, floor, compiling=config.get("compile", "off") != "off")
+    device = trainer.args.device
+    probe = _Probe(warmup, measure, global_batch, floor, compiling=config.get("compile", "off") != "off",
+                   device=device)
+    release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
+    reset_peak_memory(device)
     with _isolated(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
             wall_clock_limit(timeout_s, "the trial"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -300,6 +320,8 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
             problem = check_evidence(config, probe, trial, trainer.args.world_size)
             if problem:
                 outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}")
+        trial.model = trial.model_wrapped = trial.optimizer = trial.lr_scheduler = None
+    release_memory(device)  # the trial's copy of the model and its optimizer state
     outcome.cost_s = time.perf_counter() - started
     return outcome
 
@@ -390,7 +412,7 @@ class _Session:
         sample = _sample_batch(self.trainer)
         workload = workload_from_module(self.trainer.model, global_batch=self.plan.global_batch,
                                         seq_len=sequence_length(sample) if sample is not None else None, example=sample)
-        hardware = detect_cpu()
+        hardware = machine(self.trainer.args.device)
         space = _space(self.plan, self.options, workload.to_json(), hardware.to_json())
         if not self.dist:
             result = self._decide(space, workload, hardware, self._trial)

@@ -122,6 +122,33 @@ def gpu(name: str) -> Accelerator:
     raise ValueError(f"unknown GPU {name!r}; known: {', '.join(GPUS)} (aliases: a100, h100)")
 
 
+def match_device(device_name: str | None, mem_gb: float | None = None) -> Accelerator | None:
+    """The catalogue entry of a device as the driver names it (`torch.cuda.get_device_name()`), or
+    None for a device the catalogue does not hold. The memory size (GB) tells the A100 40/80 GB apart.
+
+    Example:
+        >>> match_device("NVIDIA H100 80GB HBM3").name, match_device("NVIDIA A100-SXM4-40GB", 42.4).name
+        ('h100-sxm', 'a100-40gb')
+        >>> match_device("NVIDIA GeForce RTX 4090") is None
+        True
+    """
+    name = (device_name or "").upper().replace("-", " ")
+    if "H200" in name:
+        return GPUS["h200"]
+    if "H100" in name:
+        return GPUS["h100-pcie" if "PCIE" in name else "h100-sxm"]
+    if "A100" in name:
+        big = "80GB" in name.replace(" ", "") or (mem_gb is not None and mem_gb > 60)
+        return GPUS["a100-80gb" if big else "a100-40gb"]
+    if "L40S" in name:
+        return GPUS["l40s"]
+    if name.endswith(" L4") or name == "L4":
+        return GPUS["l4"]
+    if "MI300X" in name:
+        return GPUS["mi300x"]
+    return None
+
+
 def with_efficiency(acc: Accelerator, gemm_efficiency: float) -> Accelerator:
     """A copy with a refit GEMM efficiency (what calibration from measured trials changes)."""
     if not 0.0 < gemm_efficiency <= 1.0:

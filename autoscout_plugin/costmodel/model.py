@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..space.constraints import data_parallel_degree, world_size
+from .catalogue import match_device
 from .compute import fwd_flops_per_sample, param_count, train_flops_per_sample
 from .hardware import Hardware
 from .workload import Workload
@@ -83,11 +84,23 @@ class Efficiency:
 
 
 def default_efficiency(hardware: Hardware) -> Efficiency:
-    """Prior factors for a machine kind: a CPU core, or one GPU (dense bf16-class peak, NVLink-class
-    links; calibration refines both)."""
+    """Prior factors for a machine kind: a CPU core, or one GPU (calibration refines both).
+
+    For a GPU the catalogue holds (matched by the driver's device name, `catalogue.match_device`) the
+    priors come from its datasheet: fp32 GEMMs at the fp32 peak (PyTorch runs fp32 matmuls without
+    TF32 unless told to) times the catalogue's GEMM efficiency, bf16/fp16 GEMMs faster by the ratio of
+    the peaks (14.8x on an H100/H200, 16x on an A100), memory-bound work at 90% of the datasheet
+    bandwidth (a device-to-device copy moved 4.3 of the H200's 4.8 TB/s) and the node's NVLink. Any
+    other GPU gets generic figures (100 TFLOP/s, 1.8x, 1.5 TB/s)."""
     if hardware.kind == "gpu":
-        return Efficiency(flops_per_core=100e12, thread_exponent=1.0, matmul_fraction=0.8, op_overhead_s=8e-6,
-                          gemm_half_rows=1024.0, mem_bytes_per_s=1.5e12, link_bytes_per_s=100e9,
+        acc = match_device(hardware.name, hardware.mem_gb)
+        flops, bf16, mem_bw, link = 100e12, 1.8, 1.5e12, 100e9
+        if acc is not None:
+            flops = acc.peak("fp32") * acc.gemm_efficiency
+            bf16 = acc.peak("bf16") / acc.peak("fp32")
+            mem_bw, link = 0.9 * acc.mem_bytes_per_s, acc.intra.bytes_per_s
+        return Efficiency(flops_per_core=flops, bf16_matmul_speedup=bf16, thread_exponent=1.0, matmul_fraction=0.8,
+                          op_overhead_s=8e-6, gemm_half_rows=1024.0, mem_bytes_per_s=mem_bw, link_bytes_per_s=link,
                           link_latency_s=20e-6, process_overhead_mb=1500.0, compile_overhead_mb=500.0)
     return Efficiency()
 

@@ -142,3 +142,25 @@ def test_workload_json_round_trip_with_layers():
     data = cnn.to_json()
     data["layers"] = [{"type": "conv2d", "in": 3, "out": 8, "kernel": 3, "out_hw": [16, 16]}]
     assert Workload.from_json(data) == cnn
+
+
+def test_a_catalogued_gpu_gets_its_datasheet_priors_and_another_gpu_generic_ones() -> None:
+    from autoscout_plugin.costmodel.catalogue import gpu
+    from autoscout_plugin.costmodel.model import default_efficiency
+
+    h200 = default_efficiency(Hardware(kind="gpu", gpus=1, bf16=True, mem_gb=143.8, name="NVIDIA H200"))
+    acc = gpu("h200")
+    assert h200.flops_per_core == pytest.approx(67e12 * acc.gemm_efficiency)  # fp32 peak, no TF32
+    assert h200.bf16_matmul_speedup == pytest.approx(989 / 67)
+    assert h200.mem_bytes_per_s == pytest.approx(0.9 * 4.8e12)
+    a100 = default_efficiency(Hardware(kind="gpu", gpus=8, bf16=True, mem_gb=42.4, name="NVIDIA A100-SXM4-40GB"))
+    assert a100.bf16_matmul_speedup == pytest.approx(312 / 19.5)
+    assert a100.mem_bytes_per_s == pytest.approx(0.9 * 1.555e12)
+    other = default_efficiency(Hardware(kind="gpu", gpus=1, bf16=True, mem_gb=24, name="NVIDIA GeForce RTX 4090"))
+    assert (other.flops_per_core, other.bf16_matmul_speedup) == (100e12, 1.8)
+    # what the search sees first: bf16 far ahead of fp32 on an H200 for a GEMM-heavy model
+    w = Workload(family="transformer", n_layer=12, d_model=768, n_head=12, vocab=50257, seq_len=1024, global_batch=16)
+    model = CostModel(w, Hardware(kind="gpu", gpus=1, bf16=True, mem_gb=143.8, name="NVIDIA H200"))
+    fp32 = model.estimate({"precision": "32-true", "micro_batch_size": 16}).step_s
+    bf16 = model.estimate({"precision": "bf16-mixed", "micro_batch_size": 16}).step_s
+    assert 2.0 < fp32 / bf16 < 14.8
