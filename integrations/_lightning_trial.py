@@ -80,8 +80,8 @@ def child_env(config: Config, extra: dict[str, str]) -> dict[str, str]:
 
 class Probe(Callback):
     """Times optimizer steps `warmup` .. `warmup + measure`; a non-finite loss ends the trial as `nan`.
-On a GPU the clock is read after the device has finished the step's queued work, and the peak memory
-is the device's (`peak_memory_mb`).
+    On a GPU the clock is read after the device has finished the step's queued work, and the peak
+    memory is the device's (`peak_memory_mb`).
 
     With a `floor` (samples/s), a trial that is clearly losing is cut short: after its first timed step
     when its speed so far is under the floor, or during warm-up (unless `compiling`) when one step runs

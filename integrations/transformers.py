@@ -57,18 +57,9 @@ from autoscout_plugin.store import SQLiteStore
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuner import Tuner
 
+from . import _torch
 from ._shared import Plan, Progress
-from ._torch import (
-    machine,
-    no_trace,
-    peak_memory_mb,
-    release_memory,
-    reset_peak_memory,
-    sequence_length,
-    synchronize,
-    wall_clock_limit,
-    workload_from_module,
-)
+from ._torch import no_trace, sequence_length, wall_clock_limit, workload_from_module
 
 ARG_OF = {"micro_batch_size": "per_device_train_batch_size", "compile": "torch_compile",
           "activation_checkpointing": "activation_checkpointing", "num_workers": "dataloader_num_workers",
@@ -166,7 +157,7 @@ class _Probe(TrainerCallback):
         if train_dataloader is not None:
             self.evidence["num_workers"] = train_dataloader.num_workers
             self.evidence["pin_memory"] = bool(train_dataloader.pin_memory)
-        synchronize(self.device)
+        _torch.synchronize(self.device)
         self._last = time.perf_counter()
         if self.warmup == 0:
             self._start = self._last
@@ -174,7 +165,7 @@ class _Probe(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.outcome is not None:
             return
-        synchronize(self.device)
+        _torch.synchronize(self.device)
         step, now = state.global_step, time.perf_counter()
         if self.nan:
             self._finish(control, TrialOutcome(status="nan", error=f"non-finite loss at step {step}"))
@@ -202,15 +193,14 @@ class _Probe(TrainerCallback):
 
     def _finish(self, control: Any, outcome: TrialOutcome) -> None:
         if outcome.status == "ok":
-            outcome.peak_mem_mb = peak_memory_mb(self.device)
+            outcome.peak_mem_mb = _torch.peak_memory_mb(self.device)
         self.outcome = outcome.checked()
         control.should_training_stop = True
 
     # evidence, gathered inside the model's forward (autocast is entered by accelerate around it)
     def inner_hook(self, module: Any, args: Any, kwargs: Any) -> None:
-        self.evidence["autocast"].add(str(torch.get_autocast_dtype("cpu" if not torch.cuda.is_available()
-                                                                    else "cuda"))
-                                      if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+        kind = torch.device(self.device).type  # the run's device: autocast is entered for it
+        self.evidence["autocast"].add(str(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind)
                                       else "off")
         if torch.compiler.is_compiling():
             self.evidence["compiling"] = True
@@ -285,8 +275,8 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
     device = trainer.args.device
     probe = _Probe(warmup, measure, global_batch, floor, compiling=config.get("compile", "off") != "off",
                    device=device)
-    release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
-    reset_peak_memory(device)
+    _torch.release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
+    _torch.reset_peak_memory(device)
     with _isolated(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
             wall_clock_limit(timeout_s, "the trial"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -321,7 +311,7 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
             if problem:
                 outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}")
         trial.model = trial.model_wrapped = trial.optimizer = trial.lr_scheduler = None
-    release_memory(device)  # the trial's copy of the model and its optimizer state
+    _torch.release_memory(device)  # the trial's copy of the model and its optimizer state
     outcome.cost_s = time.perf_counter() - started
     return outcome
 
@@ -412,7 +402,7 @@ class _Session:
         sample = _sample_batch(self.trainer)
         workload = workload_from_module(self.trainer.model, global_batch=self.plan.global_batch,
                                         seq_len=sequence_length(sample) if sample is not None else None, example=sample)
-        hardware = machine(self.trainer.args.device)
+        hardware = _torch.machine(self.trainer.args.device)
         space = _space(self.plan, self.options, workload.to_json(), hardware.to_json())
         if not self.dist:
             result = self._decide(space, workload, hardware, self._trial)

@@ -130,8 +130,8 @@ def test_the_lightning_probe_waits_for_the_device_before_each_reading(monkeypatc
 
 def test_the_hf_trial_waits_for_the_device_and_releases_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     waits, releases = Calls(), Calls()
-    monkeypatch.setattr(hf, "synchronize", waits)
-    monkeypatch.setattr(hf, "release_memory", releases)
+    monkeypatch.setattr(hf._torch, "synchronize", waits)
+    monkeypatch.setattr(hf._torch, "release_memory", releases)
     trainer = make_trainer(str(tmp_path / "out"), samples=64, model=SMALL, batch_size=8)
     outcome = run_trial(trainer, {}, global_batch=8, warmup=1, measure=2)
     assert outcome.status == "ok", outcome.error
