@@ -2,7 +2,7 @@
 best row of the model's ground-truth table (or, for a model without one, a hand-tuned config).
 
     python -m benchmarks.e2e_lightning [--models gpt2,encoder] [--steps 100] [--trials 8] [--json OUT]
-    python -m benchmarks.e2e_lightning --models gpt2_124m --steps 150    # on a GPU (benchmarks/device_h200.sh)
+    python -m benchmarks.e2e_lightning --models gpt2_124m --steps 100    # on a GPU (benchmarks/device_h200.sh)
 
 For each model, three commands run one after the other, each a fresh process timed from start to exit:
 - `default`: `Trainer(max_steps=N)` with the whole global batch in one micro-batch, all cores, fp32;
