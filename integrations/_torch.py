@@ -306,7 +306,6 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
-
 # ---------------------------------------------------------------- the device a run uses
 def as_device(device: Any) -> torch.device:
     """A `torch.device` from a device, a string such as `"cuda:1"`, or a module (its first parameter's)."""
