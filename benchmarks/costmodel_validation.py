@@ -8,14 +8,18 @@ software's documented settings (flash attention or not, fp32 gradient reduction,
 per-row fitting:
 
 - Narayanan et al. 2021 (SC21), Table 1: GPT models 1.7B-1T on A100-80GB, per-GPU TFLOP/s counted
-  with the recomputed forward (`96 B s l h^2 (1 + s/6h + V/16lh)`). Layouts and micro-batches from
-  NVIDIA/Megatron-LM `examples/sc21/run_table_1.sh`; fp16, full recomputation, no sequence parallelism,
-  unfused attention, fp32 gradients all-reduced after the backward (Megatron-LM 2021).
+  with the recomputed forward (`96 B s l h^2 (1 + s/6h + V/16lh)`). Layouts, micro-batches and the
+  data-parallel implementation from NVIDIA/Megatron-LM `examples/sc21/run_table_1.sh`; fp16, full
+  recomputation, no sequence parallelism, unfused attention, fp32 gradients. The 1.7B-18B runs use
+  PyTorch DDP (`DDP=torch`: 25 MB buckets all-reduced during the backward); the 39B-1T runs use
+  Megatron's local DDP (`DDP=local`: one all-reduce of the contiguous gradient buffer after the
+  backward, nothing overlapped).
 - Korthikanti et al. 2022: 22B-1T with sequence parallelism and selective recomputation, data
   parallel size 1, MFU.
 - Further published runs (not used to set any factor): NVIDIA dgxc-benchmarking NeMo bf16 runs on
-  H100 (GPT-3 175B, Llama-3.1 8B/70B/405B, Nemotron-4 340B; MFU) and MosaicML llm-foundry FSDP runs
-  (MPT-7B/70B on A100 and H100; tokens/s per GPU).
+  H100 (GPT-3 175B, Llama-3.1 8B/70B/405B, Nemotron-4 340B; MFU), MosaicML llm-foundry FSDP runs
+  (MPT-7B/70B on A100 and H100; tokens/s per GPU), and MT-NLG 530B (Smith et al. 2022, Sec. 2.4:
+  Megatron-DeepSpeed, tp=8, pp=35 on 2240-3360 A100-80GB, global batch 1920; TFLOP/s per GPU).
 
 Goals (issue 3): the median row within 20%, and the published layout in the model's top 5 for its
 row. The rank is over the distinct (tp, pp) splits of that row's GPUs, each at its best micro-batch
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -37,13 +42,17 @@ from autoscout_plugin.costmodel.cluster import ClusterEfficiency, ClusterModel, 
 from autoscout_plugin.costmodel.presets import gpt, preset
 from autoscout_plugin.costmodel.workload import Workload
 
-# (params B, heads, hidden, layers, tp, pp, gpus, global batch, micro-batch, vp, TFLOP/s per GPU)
+# (params B, heads, hidden, layers, tp, pp, gpus, global batch, micro-batch, vp, DDP, TFLOP/s per GPU)
 SC21_TABLE1 = [
-    (1.7, 24, 2304, 24, 1, 1, 32, 512, 16, 1, 137), (3.6, 32, 3072, 30, 2, 1, 64, 512, 16, 1, 138),
-    (7.5, 32, 4096, 36, 4, 1, 128, 512, 16, 1, 142), (18.4, 48, 6144, 40, 8, 1, 256, 1024, 8, 1, 135),
-    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 4, 1, 138), (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 2, 3, 140),
-    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 2, 2, 148), (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 1, 2, 155),
-    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 1, 3, 163), (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 1, 1, 163),
+    (1.7, 24, 2304, 24, 1, 1, 32, 512, 16, 1, "torch", 137), (3.6, 32, 3072, 30, 2, 1, 64, 512, 16, 1, "torch", 138),
+    (7.5, 32, 4096, 36, 4, 1, 128, 512, 16, 1, "torch", 142),
+    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 8, 1, "torch", 135),
+    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 4, 1, "local", 138),
+    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 2, 3, "local", 140),
+    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 2, 2, "local", 148),
+    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 1, 2, "local", 155),
+    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 1, 3, "local", 163),
+    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 1, 1, "local", 163),
 ]
 # (name, heads, hidden, layers, tp, pp, gpus, global batch, MFU)
 KORTHIKANTI_2022 = [
@@ -81,6 +90,11 @@ def _further() -> list[dict[str, Any]]:
              layout=Layout(mbs=8, sharding="fsdp_full", recompute="full"), metric="tokens_per_s_per_gpu", value=410),
         dict(name="llm-foundry MPT-70B H100", w=mpt70, gpu="h100-sxm", n=64, gb=2048,
              layout=Layout(mbs=8, sharding="fsdp_full", recompute="full"), metric="tokens_per_s_per_gpu", value=1039),
+    ] + [  # Smith et al. 2022 (MT-NLG 530B, Megatron-DeepSpeed, 2021), Sec. 2.4: global batch 1920
+        dict(name=f"MT-NLG 530B, {n} GPUs", w=gpt(105, 20480, 128), gpu="a100-80gb", n=n, gb=1920, stack="megatron",
+             layout=Layout(tp=8, pp=35, mbs=1, precision="fp16", recompute="full", sequence_parallel=False),
+             metric="hardware_tflops_per_gpu", value=value)
+        for n, value in ((2240, 126), (2800, 121), (3360, 113))
     ]
 
 
@@ -98,25 +112,35 @@ def _rank_of(model: ClusterModel, published: Layout) -> tuple[int, int, list[tup
     return (order.index(key) + 1 if key in order else -1), len(order), order[:5]
 
 
+def megatron_model(workload: Workload, n_gpus: int, global_batch: int, ddp: str = "local") -> ClusterModel:
+    """Megatron-LM (2021-22) on A100-80GB: unfused attention, fp32 gradients, and its data-parallel
+    implementation: `torch` is PyTorch DDP (25 MB buckets reduced during the backward), `local` is
+    Megatron's own (one all-reduce of the contiguous gradient buffer after the backward)."""
+    if ddp == "torch":
+        eff, bucket_mb = ClusterEfficiency(), 25.0
+    elif ddp == "local":
+        eff, bucket_mb = ClusterEfficiency(dp_overlap=0.0), math.inf
+    else:
+        raise ValueError(f"ddp must be 'torch' or 'local', got {ddp!r}")
+    return ClusterModel(workload, gpu("a100-80gb"), n_gpus, global_batch=global_batch, efficiency=eff,
+                        flash_attention=False, fp32_grads=True, bucket_mb=bucket_mb)
+
+
 def megatron_rows() -> list[dict[str, Any]]:
     """SC21 Table 1 and Korthikanti et al. 2022, as Megatron-LM ran them on A100-80GB."""
-    a100 = gpu("a100-80gb")
-    eff = ClusterEfficiency(dp_overlap=0.0)  # gradients were all-reduced after the backward pass
     rows = []
-    for params, heads, hidden, layers, tp, pp, n, gb, mbs, vp, tflops in SC21_TABLE1:
-        model = ClusterModel(gpt(layers, hidden, heads), a100, n, global_batch=gb, efficiency=eff,
-                             flash_attention=False, fp32_grads=True)
+    for params, heads, hidden, layers, tp, pp, n, gb, mbs, vp, ddp, tflops in SC21_TABLE1:
+        model = megatron_model(gpt(layers, hidden, heads), n, gb, ddp)
         layout = Layout(tp=tp, pp=pp, vp=vp, mbs=mbs, precision="fp16", recompute="full", sequence_parallel=False)
         est = model.evaluate(layout)
         rank, of, top = _rank_of(model, layout)
         rows.append(dict(source="SC21 Table 1", name=f"GPT {params}B", gpus=n,
-                         layout=f"tp={tp},pp={pp},vp={vp},mbs={mbs}",
+                         layout=f"tp={tp},pp={pp},vp={vp},mbs={mbs},ddp={ddp}",
                          metric="TFLOP/s/GPU (with recompute)", published=tflops,
                          predicted=round(est.hardware_tflops_per_gpu, 1), ratio=est.hardware_tflops_per_gpu / tflops,
                          rank=rank, of=of, top5=top, fits=est.fits, peak_mem_gb=round(est.peak_mem_gb, 1)))
     for name, heads, hidden, layers, tp, pp, n, gb, mfu in KORTHIKANTI_2022:
-        model = ClusterModel(gpt(layers, hidden, heads), a100, n, global_batch=gb, efficiency=eff,
-                             flash_attention=False, fp32_grads=True)
+        model = megatron_model(gpt(layers, hidden, heads), n, gb)  # data parallel size 1: no DDP at all
         layout = Layout(tp=tp, pp=pp, mbs=1, recompute="selective")
         est = model.evaluate(layout)
         rank, of, top = _rank_of(model, layout)
@@ -126,17 +150,71 @@ def megatron_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def figure_checks() -> list[dict[str, Any]]:
+    """The layout choices SC21 Figs. 12-16 report (configurations from `examples/sc21/run_figure_*.sh`:
+    fp16, full recomputation, local DDP, micro-batch 1 unless varied), against the model's choice.
+
+    - Fig. 12, GPT 175B on 96 GPUs (t=8, p=12): the interleaved schedule (2 layers per model chunk)
+      beats the default at every global batch 12-60, and the gap closes as the batch grows.
+    - Fig. 13, 162.2B on 64 GPUs, t*p = 64: the best split is t=8 (the node size), p=8.
+    - Fig. 14, 5.9B on 64 GPUs, t=1: throughput falls as the pipeline size grows (p=2..32).
+    - Fig. 15, the same model, p=1: throughput falls as the tensor size grows (t=2..32).
+    - Fig. 16, 91B on 64 GPUs (t=8, p=8): the best micro-batch (of 1, 2, 4, 8) is 2.
+    """
+    def tflops(workload: Workload, n: int, gb: int, **layout: Any) -> float:
+        lay = Layout(precision="fp16", recompute="full", sequence_parallel=False, **layout)
+        return megatron_model(workload, n, gb).evaluate(lay).hardware_tflops_per_gpu
+
+    checks: list[dict[str, Any]] = []
+
+    def add(figure: str, claim: str, got: dict[Any, float], ok: bool) -> None:
+        checks.append(dict(figure=figure, claim=claim, ok=ok,
+                           predicted={str(k): round(v, 2 if v < 10 else 1) for k, v in got.items()}))
+
+    def falls(got: dict[Any, float]) -> bool:
+        values = list(got.values())
+        return all(a > b for a, b in zip(values, values[1:]))
+
+    def best(got: dict[Any, float]) -> Any:
+        return max(got, key=got.__getitem__)
+
+    gpt175, gains = gpt(96, 12288, 96), {}
+    for gb in (12, 24, 36, 48, 60):
+        got = {"default": tflops(gpt175, 96, gb, tp=8, pp=12), "interleaved": tflops(gpt175, 96, gb, tp=8, pp=12, vp=4)}
+        gains[f"gain@{gb}"] = got["interleaved"] / got["default"]
+        add("Fig. 12", f"175B, batch {gb}: interleaved > default", got, best(got) == "interleaved")
+    add("Fig. 12", "the interleaving gain shrinks as the batch grows", gains, falls(gains))
+    for gb in (32, 128):
+        got = {(64 // p, p): tflops(gpt(32, 20480, 128), 64, gb, tp=64 // p, pp=p) for p in (2, 4, 8, 16, 32)}
+        add("Fig. 13", f"162.2B, batch {gb}: best (t, p) is (8, 8)", got, best(got) == (8, 8))
+    m59 = gpt(32, 3840, 32)
+    for gb in (32, 512):
+        got = {p: tflops(m59, 64, gb, pp=p) for p in (2, 4, 8, 16, 32)}
+        add("Fig. 14", f"5.9B, batch {gb}: falls as p grows", got, falls(got))
+    for gb in (32, 128, 512):
+        got = {t: tflops(m59, 64, gb, tp=t) for t in (2, 4, 8, 16, 32)}
+        add("Fig. 15", f"5.9B, batch {gb}: falls as t grows", got, falls(got))
+    for gb in (128, 512):
+        got = {b: tflops(gpt(32, 15360, 128), 64, gb, tp=8, pp=8, mbs=b) for b in (1, 2, 4, 8)}
+        add("Fig. 16", f"91B, batch {gb}: best micro-batch is 2", got, best(got) == 2)
+    return checks
+
+
 def further_rows() -> list[dict[str, Any]]:
     rows = []
     for case in _further():
-        model = ClusterModel(case["w"], gpu(case["gpu"]), case["n"], global_batch=case["gb"])
+        if case.get("stack") == "megatron":  # 2021 settings: unfused attention, fp32 gradients after the backward
+            model = megatron_model(case["w"], case["n"], case["gb"])
+        else:
+            model = ClusterModel(case["w"], gpu(case["gpu"]), case["n"], global_batch=case["gb"])
         est = model.evaluate(case["layout"])
         got = getattr(est, case["metric"])
         lay = case["layout"]
+        rank, of, top = _rank_of(model, lay)
         rows.append(dict(source="further", name=case["name"], gpus=case["n"], metric=case["metric"],
                          layout=f"tp={lay.tp},pp={lay.pp},cp={lay.cp},vp={lay.vp},mbs={lay.mbs},{lay.sharding}",
                          published=case["value"], predicted=round(got, 3), ratio=got / case["value"],
-                         fits=est.fits, peak_mem_gb=round(est.peak_mem_gb, 1)))
+                         rank=rank, of=of, top5=top, fits=est.fits, peak_mem_gb=round(est.peak_mem_gb, 1)))
     return rows
 
 
@@ -199,11 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         out["cpu"] = cpu
     megatron, further = megatron_rows(), further_rows()
     _print_gpu("GPU: Megatron-LM on A100-80GB (Narayanan et al. 2021; Korthikanti et al. 2022)", megatron)
-    _print_gpu("GPU: further published runs (NeMo on H100, llm-foundry FSDP)", further)
+    _print_gpu("GPU: further published runs (NeMo on H100, llm-foundry FSDP, MT-NLG)", further)
+    figures = figure_checks()
+    print("\nGPU: layout choices reported in SC21 Figs. 12-16 (A100-80GB, Megatron-LM)")
+    for check in figures:
+        print(f"{'yes' if check['ok'] else 'NO ':4} {check['figure']:8} {check['claim']:52} {check['predicted']}")
+    print(f"{sum(c['ok'] for c in figures)}/{len(figures)} reported choices reproduced")
     speed = ranking_speed()
     print(f"\nranking speed: {speed['layouts']} layouts enumerated and ranked in {speed['seconds']:.2f} s "
           f"({speed['seconds_per_10k']:.2f} s per 10,000; median of 3)")
-    out["gpu"] = {"megatron": megatron, "further": further, "summary": gpu_summary(megatron),
+    out["gpu"] = {"megatron": megatron, "further": further, "figures": figures, "summary": gpu_summary(megatron),
                   "further_summary": gpu_summary(further), "ranking_speed": speed}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -83,6 +84,8 @@ def test_model_construction_errors() -> None:
     from autoscout_plugin.costmodel.workload import Workload
     with pytest.raises(ValueError, match="needs a transformer workload"):
         ClusterModel(Workload(family="cnn", n_params=10), gpu("h100"), 8, global_batch=8)
+    with pytest.raises(ValueError, match=r"gradient bucket must be > 0 MB .*got 0"):
+        ClusterModel(preset("gpt3-5b"), gpu("h100"), 8, global_batch=8, bucket_mb=0)
 
 
 # ------------------------------------------------------------------ what the model predicts
@@ -114,6 +117,17 @@ def test_each_knob_moves_the_prediction_the_way_physics_says(gpt175: ClusterMode
     # a slower inter-node link costs data-parallel time
     slow = gpt175.with_efficiency(ClusterEfficiency(comm_scale=0.25))
     assert slow.evaluate(base).breakdown["dp_comm_s"] > ev(base).breakdown["dp_comm_s"]
+    # data-parallel reduction: overlapped with the backward (PyTorch DDP) beats after it (Megatron's
+    # local DDP); after it, one call over the whole buffer pays the latency once, buckets pay it per bucket
+    dp_layout = Layout(tp=8, mbs=8, precision="fp16", recompute="full", sequence_parallel=False)
+    w18 = gpt(40, 6144, 48)
+
+    def dp_s(overlap: float, bucket_mb: float) -> float:
+        model = ClusterModel(w18, gpu("a100-80gb"), 256, global_batch=1024, bucket_mb=bucket_mb,
+                             efficiency=ClusterEfficiency(dp_overlap=overlap), fp32_grads=True)
+        return model.evaluate(dp_layout).breakdown["dp_comm_s"]
+
+    assert dp_s(0.8, 25.0) < dp_s(0.0, math.inf) < dp_s(0.0, 25.0)
     # tensor parallelism across nodes is far slower than inside one
     wide = ClusterModel(gpt(8, 16384, 128), gpu("a100-80gb"), 32, global_batch=32)
     assert wide.evaluate(Layout(tp=16)).breakdown["tp_comm_s"] > 3 * wide.evaluate(Layout(tp=8, pp=2)).breakdown[
