@@ -363,3 +363,17 @@ def release_memory(device: Any) -> None:
     if as_device(device).type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
+
+
+def distributed_world() -> int:
+    """The default process group's size; 1 when this process runs alone."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_max(value: int, device: Any) -> int:
+    """The largest of every rank's `value`, over the default process group (on `device`, which NCCL
+    needs to be the rank's GPU)."""
+    flag = torch.tensor([value], dtype=torch.int64, device=as_device(device))
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())

@@ -167,15 +167,21 @@ class _Probe(TrainerCallback):
             return
         _torch.synchronize(self.device)
         step, now = state.global_step, time.perf_counter()
-        if self.nan:
-            self._finish(control, TrialOutcome(status="nan", error=f"non-finite loss at step {step}"))
-            return
         last, self._last = self._last, now
+        outcome = self._decide(step, now, last)
+        if _torch.distributed_world() > 1:
+            outcome = self._agree(outcome, step, now, last)
+        if outcome is not None:
+            self._finish(control, outcome)
+
+    def _decide(self, step: int, now: float, last: float | None) -> TrialOutcome | None:
+        """This rank's verdict after optimizer step `step`: an outcome ends the trial, None goes on."""
+        if self.nan:
+            return TrialOutcome(status="nan", error=f"non-finite loss at step {step}")
         if step <= self.warmup and self.floor and not self.compiling and last is not None:
             rate = self.global_batch / max(now - last, 1e-9)
             if rate < self.floor / 3:
-                self._finish(control, TrialOutcome(value=rate, metrics={"cut_short": 1.0}))
-                return
+                return TrialOutcome(value=rate, metrics={"cut_short": 1.0})
         if step == self.warmup:
             self._start = now
         elif self._start is not None:
@@ -183,8 +189,25 @@ class _Probe(TrainerCallback):
             value = self.global_batch * (step - self.warmup) / seconds
             done = step >= self.warmup + self.measure
             if done or (self.floor and value < self.floor):
-                metrics = {"step_s": seconds / (step - self.warmup)} | ({} if done else {"cut_short": 1.0})
-                self._finish(control, TrialOutcome(value=value, metrics=metrics))
+                return TrialOutcome(value=value, metrics={"step_s": seconds / (step - self.warmup)}
+                                    | ({} if done else {"cut_short": 1.0}))
+        return None
+
+    def _agree(self, mine: TrialOutcome | None, step: int, now: float, last: float | None) -> TrialOutcome | None:
+        """Launched distributed, every rank stops at the same step, or the one that goes on waits in
+        a gradient all-reduce that no other rank joins. Each rank's clock and loss are its own, so the
+        verdicts are reduced: the trial ends when any rank ends it, as `nan` when any rank saw one."""
+        code = 0 if mine is None else (2 if mine.status == "nan" else 1)
+        agreed = _torch.all_reduce_max(code, self.device)
+        if agreed == code:
+            return mine
+        if agreed == 2:
+            return TrialOutcome(status="nan", error=f"non-finite loss on another rank at step {step}")
+        if self._start is not None and step > self.warmup:  # another rank's clock ended it
+            seconds = now - self._start
+            return TrialOutcome(value=self.global_batch * (step - self.warmup) / seconds,
+                                metrics={"step_s": seconds / (step - self.warmup), "cut_short": 1.0})
+        return TrialOutcome(value=self.global_batch / max(now - (last or now), 1e-9), metrics={"cut_short": 1.0})
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.outcome is None:

@@ -250,6 +250,10 @@ json.dump({"best": result.best_config, "trials": result.n_trials, "rows": sorted
            "world": trainer.args.world_size, "accum": trainer.args.gradient_accumulation_steps,
            "bucket": trainer.model_wrapped.bucket_bytes_cap, "static": trainer.model_wrapped.static_graph},
           open(f"{out}/rank{os.environ['RANK']}.json", "w"))
+# a gloo process group left to interpreter shutdown aborts about 1 run in 20 on a loaded machine, with or
+# without AutoScout ("terminate called without an active exception"): end as torch recommends
+import torch.distributed
+torch.distributed.destroy_process_group()
 '''
 
 
@@ -276,6 +280,61 @@ def test_two_process_ddp_tunes_on_rank_0_and_every_rank_applies_the_winner(tmp_p
         assert seen["accum"] * best["micro_batch_size"] * 2 == 8
         assert seen["bucket"] == int(best["ddp_bucket_cap_mb"] * 1024 * 1024)
         assert seen["static"] == best["ddp_static_graph"]
+
+
+PROBE_SCRIPT = '''
+import json, os, sys
+from types import SimpleNamespace
+import torch.distributed as dist
+from autoscout_plugin.integrations.transformers import _Probe
+dist.init_process_group("gloo")
+rank, out = dist.get_rank(), {}
+
+
+def run(name, probe, nan_at=None):
+    control = SimpleNamespace(should_training_stop=False)
+    probe.on_train_begin(None, None, control)
+    for step in range(1, 7):
+        probe.nan = nan_at is not None and step >= nan_at
+        probe.on_step_end(None, SimpleNamespace(global_step=step), control)
+        if control.should_training_stop:
+            break
+    o = probe.outcome
+    out[name] = {"step": step, "status": o.status, "error": o.error, "cut": (o.metrics or {}).get("cut_short")}
+
+
+# rank 1 alone sees a non-finite loss at step 2
+run("nan", _Probe(1, 3, 8, None, False), nan_at=2 if rank == 1 else None)
+# rank 0 alone is below its floor during warm-up (its clock, not rank 1's)
+run("floor", _Probe(1, 3, 8, 1e15 if rank == 0 else None, False))
+# no disagreement: both measure to the end
+run("done", _Probe(1, 3, 8, None, False))
+json.dump(out, open(f"{sys.argv[1]}/probe{rank}.json", "w"))
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.timeout(120)
+def test_ranks_agree_on_when_a_trial_ends(tmp_path: Path) -> None:
+    """A rank that ended a trial alone (its own NaN, its own clock under the floor) would leave the other
+    waiting in a gradient all-reduce it never joins: gloo fails with a collective mismatch. The verdicts
+    are reduced over a real two-process gloo group, so both stop at the same step."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe_script.py"
+    script.write_text(PROBE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"probe{r}.json").read_text()) for r in (0, 1))
+    assert r0["nan"]["step"] == r1["nan"]["step"] == 2
+    assert r1["nan"]["status"] == r0["nan"]["status"] == "nan" and "another rank" in r0["nan"]["error"]
+    assert r0["floor"]["step"] == r1["floor"]["step"] == 1
+    assert r0["floor"]["status"] == r1["floor"]["status"] == "ok" and r0["floor"]["cut"] == r1["floor"]["cut"] == 1.0
+    assert r0["done"] == r1["done"] and r0["done"]["step"] == 4 and r0["done"]["cut"] is None
 
 
 # ---------------------------------------------------------------- under `autoscout launch --autoscout`
