@@ -337,6 +337,50 @@ def test_ranks_agree_on_when_a_trial_ends(tmp_path: Path) -> None:
     assert r0["done"] == r1["done"] and r0["done"]["step"] == 4 and r0["done"]["cut"] is None
 
 
+OOM_SCRIPT = '''
+import json, os, sys
+import torch.distributed
+from examples.hf_gpt2 import make_trainer
+from autoscout_plugin.integrations.transformers import tune_trainer
+out = sys.argv[1]
+trainer = make_trainer(out + "/run", samples=128, model={"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128,
+                       "seq_len": 16}, steps=3, batch_size=4)
+
+
+def out_of_memory(module, args, kwargs):  # every rank, as data-parallel ranks run the same shapes
+    if int((args[0] if args else kwargs["input_ids"]).shape[0]) == 2:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+trainer.model.transformer.register_forward_pre_hook(out_of_memory, with_kwargs=True)
+result = tune_trainer(trainer, include=["micro_batch_size"], max_trials=3, warmup_steps=1, measure_steps=1,
+                      progress=False, patience=None, store=out + "/store.sqlite")
+steps = trainer.train().global_step
+json.dump({"statuses": {str(t.config["micro_batch_size"]): t.status for t in result.trials},
+           "best": result.best_config, "steps": steps}, open(f"{out}/rank{os.environ['RANK']}.json", "w"))
+torch.distributed.destroy_process_group()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_out_of_memory_trial_on_every_rank_is_recorded_and_skipped(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "oom_script.py"
+    script.write_text(OOM_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["statuses"].get("2") == "oom", ranks[0]["statuses"]
+    assert ranks[0]["best"] == ranks[1]["best"] and ranks[0]["best"]["micro_batch_size"] != 2
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 3
+
+
 # ---------------------------------------------------------------- under `autoscout launch --autoscout`
 def test_under_the_launcher_tune_trainer_applies_its_config_without_trials(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
