@@ -200,6 +200,24 @@ def figure_checks() -> list[dict[str, Any]]:
     return checks
 
 
+def strong_scaling_rows() -> list[dict[str, Any]]:
+    """Megatron-LM's README (2024): GPT-3 175B with a 131,072-token vocabulary and 4096-token sequences,
+    1152 sequences per step, strong-scaled on H100 from 96 GPUs (MFU 47%) to 4608 (42%). The layouts
+    are not given, so the model's best layout (distributed optimizer, no or selective recomputation)
+    stands in for each."""
+    workload = replace(gpt(96, 12288, 96, vocab=131072), seq_len=4096)
+    rows = []
+    for n, mfu in ((96, 0.47), (4608, 0.42)):
+        model = ClusterModel(workload, gpu("h100-sxm"), n, global_batch=1152)
+        best = rank_layouts(model, enumerate_layouts(model, shardings=("zero1",), recomputes=("none", "selective"),
+                                                     cp_values=(1,)))[0]
+        lay = best.layout
+        rows.append(dict(name=f"GPT-3 175B, {n} H100", gpus=n, published=mfu, predicted=round(best.mfu, 3),
+                         ratio=best.mfu / mfu, layout=f"tp={lay.tp},pp={lay.pp},vp={lay.vp},mbs={lay.mbs},"
+                                                      f"{lay.recompute}"))
+    return rows
+
+
 def further_rows() -> list[dict[str, Any]]:
     rows = []
     for case in _further():
@@ -278,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     megatron, further = megatron_rows(), further_rows()
     _print_gpu("GPU: Megatron-LM on A100-80GB (Narayanan et al. 2021; Korthikanti et al. 2022)", megatron)
     _print_gpu("GPU: further published runs (NeMo on H100, llm-foundry FSDP, MT-NLG)", further)
+    strong = strong_scaling_rows()
+    print("\nGPU: Megatron-LM README strong scaling (MFU of the model's best layout; the published layouts are not"
+          " given)")
+    for r in strong:
+        print(f"{r['name']:28} best {r['layout']:34} published {r['published']:.2f} predicted {r['predicted']:.3f}"
+              f" ratio {r['ratio']:.3f}")
     figures = figure_checks()
     print("\nGPU: layout choices reported in SC21 Figs. 12-16 (A100-80GB, Megatron-LM)")
     for check in figures:
@@ -286,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     speed = ranking_speed()
     print(f"\nranking speed: {speed['layouts']} layouts enumerated and ranked in {speed['seconds']:.2f} s "
           f"({speed['seconds_per_10k']:.2f} s per 10,000; median of 3)")
-    out["gpu"] = {"megatron": megatron, "further": further, "figures": figures, "summary": gpu_summary(megatron),
-                  "further_summary": gpu_summary(further), "ranking_speed": speed}
+    out["gpu"] = {"megatron": megatron, "further": further, "strong_scaling": strong, "figures": figures,
+                  "summary": gpu_summary(megatron), "further_summary": gpu_summary(further),
+                  "ranking_speed": speed}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
     return 0

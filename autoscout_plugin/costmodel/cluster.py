@@ -302,15 +302,20 @@ class ClusterModel:
 
     # ---------------------------------------------------------------- links
     def _link(self, stride: int, size: int) -> Link:
-        """The link of a group of `size` ranks `stride` apart: NVLink-class when its span fits in a
-        node; otherwise the NICs, each member on a node bringing its own (rail-optimised fabrics, as
+        """The link of a group of `size` ranks `stride` apart: NVLink-class when every such group lies
+        inside a node (its span divides the node: tp=6 on 8-GPU nodes puts ranks 6-11 in one group, across
+        two nodes); otherwise the NICs, each member on a node bringing its own (rail-optimised fabrics, as
         in DGX SuperPODs), so `g` members per node reach `g` NICs' bandwidth, at most the node's link."""
         per_node = self.acc.gpus_per_node
-        if stride * size <= per_node or self.n_gpus <= per_node:
+        if per_node % (stride * size) == 0 or self.n_gpus <= per_node:
             link = self.acc.intra
         else:
             inter, intra = self.acc.inter, self.acc.intra
-            members = min(max(per_node // stride, 1), size)
+            span = stride * size
+            if span < per_node:  # a group straddling two nodes crosses with its members on the smaller side
+                members = max(math.gcd(per_node, span) // stride, 1)
+            else:
+                members = min(max(per_node // stride, 1), size)
             link = Link(inter.name, min(inter.bytes_per_s * members, intra.bytes_per_s), inter.latency_s)
         if self.eff.comm_scale != 1.0:
             link = Link(link.name, link.bytes_per_s * self.eff.comm_scale, link.latency_s)

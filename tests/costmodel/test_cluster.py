@@ -128,6 +128,12 @@ def test_each_knob_moves_the_prediction_the_way_physics_says(gpt175: ClusterMode
         return model.evaluate(dp_layout).breakdown["dp_comm_s"]
 
     assert dp_s(0.8, 25.0) < dp_s(0.0, math.inf) < dp_s(0.0, 25.0)
+    # a tensor group whose span does not divide the 8-GPU node (tp=6: ranks 6-11) straddles two nodes
+    m96 = ClusterModel(preset("gpt3-175b"), gpu("h100-sxm"), 96, global_batch=1152)
+    assert m96._link(1, 4).name == m96.acc.intra.name and m96._link(1, 6).name == m96.acc.inter.name
+    assert m96._link(1, 6).bytes_per_s == 2 * m96.acc.inter.bytes_per_s  # 2 of its ranks on the smaller side
+    assert m96.evaluate(Layout(tp=6, pp=4)).breakdown["tp_comm_s"] > 2 * m96.evaluate(
+        Layout(tp=8, pp=4)).breakdown["tp_comm_s"]
     # tensor parallelism across nodes is far slower than inside one
     wide = ClusterModel(gpt(8, 16384, 128), gpu("a100-80gb"), 32, global_batch=32)
     assert wide.evaluate(Layout(tp=16)).breakdown["tp_comm_s"] > 3 * wide.evaluate(Layout(tp=8, pp=2)).breakdown[
