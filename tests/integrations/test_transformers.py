@@ -257,21 +257,25 @@ torch.distributed.destroy_process_group()
 '''
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_two_process_ddp_tunes_on_rank_0_and_every_rank_applies_the_winner(tmp_path: Path) -> None:
+def _torchrun(tmp_path: Path, source: str, prefix: str = "rank", timeout: int = 280) -> list[dict[str, Any]]:
+    """Run `source` as a script on two gloo processes; each rank's JSON file `{prefix}{rank}.json`."""
     import os
     import subprocess
     import sys
 
-    script = tmp_path / "ddp_script.py"
-    script.write_text(DDP_SCRIPT)
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    script = tmp_path / f"{prefix}_script.py"
+    script.write_text(source)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=280)
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((tmp_path / f"{prefix}{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_process_ddp_tunes_on_rank_0_and_every_rank_applies_the_winner(tmp_path: Path) -> None:
+    ranks = _torchrun(tmp_path, DDP_SCRIPT)
     assert ranks[0]["best"] == ranks[1]["best"] and ranks[0]["trials"] == ranks[1]["trials"] >= 3
     best = ranks[0]["best"]
     for seen in ranks:
@@ -319,17 +323,7 @@ def test_ranks_agree_on_when_a_trial_ends(tmp_path: Path) -> None:
     """A rank that ended a trial alone (its own NaN, its own clock under the floor) would leave the other
     waiting in a gradient all-reduce it never joins: gloo fails with a collective mismatch. The verdicts
     are reduced over a real two-process gloo group, so both stop at the same step."""
-    import os
-    import subprocess
-    import sys
-
-    script = tmp_path / "probe_script.py"
-    script.write_text(PROBE_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=100)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (json.loads((tmp_path / f"probe{r}.json").read_text()) for r in (0, 1))
+    r0, r1 = _torchrun(tmp_path, PROBE_SCRIPT, prefix="probe", timeout=100)
     assert r0["nan"]["step"] == r1["nan"]["step"] == 2
     assert r1["nan"]["status"] == r0["nan"]["status"] == "nan" and "another rank" in r0["nan"]["error"]
     assert r0["floor"]["step"] == r1["floor"]["step"] == 1
@@ -365,17 +359,7 @@ torch.distributed.destroy_process_group()
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_an_out_of_memory_trial_on_every_rank_is_recorded_and_skipped(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    script = tmp_path / "oom_script.py"
-    script.write_text(OOM_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = _torchrun(tmp_path, OOM_SCRIPT)
     assert ranks[0]["statuses"].get("2") == "oom", ranks[0]["statuses"]
     assert ranks[0]["best"] == ranks[1]["best"] and ranks[0]["best"]["micro_batch_size"] != 2
     assert ranks[0]["steps"] == ranks[1]["steps"] == 3
