@@ -145,9 +145,10 @@ class ClusterEfficiency:
     gemm_half_tokens: float = 192.0
     """Local tokens at which GEMM efficiency halves (small micro-batches under-fill the device; the
     weight-gradient GEMMs reduce over the tokens). Narayanan et al. 2021 measure up to 1.3x more
-    throughput per GPU from larger micro-batches (Sec. 3.4) and find micro-batch 2 about as good
-    as 1 or better at (t, p) = (8, 8) (Fig. 16); 128 gave too little of that, and ranked small
-    micro-batch pipelines above Megatron's tp=8 layouts for the 18B and 39B rows of Table 1."""
+    throughput per GPU from larger micro-batches (Sec. 3.4) and find micro-batch 2 best at
+    (t, p) = (8, 8) (Fig. 16); 128 gave too little of that, and ranked micro-batch-1 pipelines above
+    Megatron's tp=8 layouts for the 18B and 39B rows of Table 1 (192 was chosen with that table in
+    view: `benchmarks/README.md`)."""
     gemm_half_width: float = 48.0
     """Local hidden width (h / tp) at which GEMM efficiency halves."""
     elementwise_bytes: float = 60.0
