@@ -185,13 +185,20 @@ class _Probe(TrainerCallback):
         if step == self.warmup:
             self._start = now
         elif self._start is not None:
-            seconds = now - self._start
-            value = self.global_batch * (step - self.warmup) / seconds
+            timed = self._timed(step, now)
             done = step >= self.warmup + self.measure
-            if done or (self.floor and value < self.floor):
-                return TrialOutcome(value=value, metrics={"step_s": seconds / (step - self.warmup)}
-                                    | ({} if done else {"cut_short": 1.0}))
+            if done or (self.floor and timed.value < self.floor):
+                if not done:
+                    timed.metrics["cut_short"] = 1.0
+                return timed
         return None
+
+    def _timed(self, step: int, now: float) -> TrialOutcome:
+        """Samples/s over the timed steps so far (after warm-up step `warmup`)."""
+        assert self._start is not None
+        seconds = now - self._start
+        return TrialOutcome(value=self.global_batch * (step - self.warmup) / seconds,
+                            metrics={"step_s": seconds / (step - self.warmup)})
 
     def _agree(self, mine: TrialOutcome | None, step: int, now: float, last: float | None) -> TrialOutcome | None:
         """Launched distributed, every rank stops at the same step, or the one that goes on waits in
@@ -204,10 +211,11 @@ class _Probe(TrainerCallback):
         if agreed == 2:
             return TrialOutcome(status="nan", error=f"non-finite loss on another rank at step {step}")
         if self._start is not None and step > self.warmup:  # another rank's clock ended it
-            seconds = now - self._start
-            return TrialOutcome(value=self.global_batch * (step - self.warmup) / seconds,
-                                metrics={"step_s": seconds / (step - self.warmup), "cut_short": 1.0})
-        return TrialOutcome(value=self.global_batch / max(now - (last or now), 1e-9), metrics={"cut_short": 1.0})
+            timed = self._timed(step, now)
+        else:
+            timed = TrialOutcome(value=self.global_batch / max(now - (last or now), 1e-9), metrics={})
+        timed.metrics["cut_short"] = 1.0
+        return timed
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.outcome is None:
