@@ -9,7 +9,9 @@ One optimizer step of a decoder transformer, per device (Narayanan et al. 2021, 
   local shapes), attention scores, memory-bound elementwise work at HBM bandwidth, tensor-parallel
   collectives and context-parallel exchange (`comm.py`), the point-to-point sends between stages;
   the last stage also runs the LM head and the loss;
-- `pipeline(...)`: 1F1B / interleaved with their bubble (`pipeline.py`);
+- `pipeline(...)`: 1F1B / interleaved with their bubble (`pipeline.py`), over stages of even layer
+  counts or, where `pp x vp` divides `layers + 2` only, one layer fewer on the first and last
+  (`stage_layers`);
 - data parallelism: the gradient all-reduce (or reduce-scatter + all-gather under ZeRO-1/2, per
   micro-batch gathers under ZeRO-3/FSDP), partly hidden behind the backward pass;
 - memory (`memory.py`): model states under the sharding, activations of the micro-batches in flight
@@ -47,7 +49,7 @@ from .memory import (
     logits_bytes,
     model_state_bytes,
 )
-from .pipeline import pipeline_step_s
+from .pipeline import pipeline_step_s, stage_layers
 from .workload import Workload
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32", "tf32")
@@ -282,8 +284,10 @@ class ClusterModel:
         kv = w.n_kv_head or w.n_head
         if kv % lay.tp and lay.tp % kv:
             raise LayoutError(f"tp={lay.tp} and the {kv} key/value heads do not divide one another")
-        if w.n_layer % (lay.pp * lay.vp):
-            raise LayoutError(f"pp*vp = {lay.pp}*{lay.vp} does not divide the {w.n_layer} layers")
+        try:
+            stage_layers(w.n_layer, lay.pp, lay.vp)
+        except ValueError as exc:
+            raise LayoutError(str(exc)) from None
         if lay.cp > 1 and w.seq_len % (2 * lay.cp):
             raise LayoutError(f"cp={lay.cp}: the sequence of {w.seq_len} tokens must split into 2*cp chunks")
         dp = self.n_gpus // model_par
@@ -385,6 +389,7 @@ class ClusterModel:
         assert w.n_layer and w.d_model and w.seq_len and w.n_head
         shapes = self._layer_shapes(lay)
         layers_per_stage = w.n_layer / lay.pp
+        device_layers = stage_layers(w.n_layer, lay.pp, lay.vp)
         value_bytes = 4.0 if lay.precision in ("fp32", "tf32") else 2.0
         tokens = lay.mbs * w.seq_len / lay.cp
 
@@ -394,14 +399,14 @@ class ClusterModel:
         if lay.pp > 1:
             msg = tokens * w.d_model * value_bytes / lay.tp
             p2p_one = 2.0 * lay.vp * comm.p2p_s(msg, self._link(lay.tp * lay.cp * dp, lay.pp))
-        body = layers_per_stage * shapes.layer_s + p2p_one
-        stage_s = [body] * lay.pp
+        stage_s = [layers * shapes.layer_s + p2p_one for layers in device_layers]
         stage_s[-1] += shapes.head_s
+        body = max(device_layers) * shapes.layer_s + p2p_one
         pipe_s = pipeline_step_s(stage_s, micro, lay.vp)
         ideal_s = micro * (sum(stage_s) / lay.pp)
 
         # Data parallelism over the device's parameter share.
-        local_params = layers_per_stage * self._layer_params / lay.tp + self._embed_params / lay.tp
+        local_params = max(device_layers) * self._layer_params / lay.tp + self._embed_params / lay.tp
         grad_bytes = local_params * (4.0 if self.fp32_grads or value_bytes == 4.0 else 2.0)
         weight_bytes = local_params * value_bytes
         dp_link = self._link(lay.tp * lay.cp, dp)
@@ -470,7 +475,7 @@ class ClusterModel:
         last (LM head, logits)."""
         w, e = self.workload, self.eff
         assert w.n_layer and w.d_model and w.seq_len and w.n_head
-        layers = w.n_layer / lay.pp
+        device_layers = stage_layers(w.n_layer, lay.pp, lay.vp)
         shard = dp
         if lay.sharding == "fsdp_hybrid":
             shard = max(min(dp, self.acc.gpus_per_node // (lay.tp * lay.cp)), 1)
@@ -490,9 +495,10 @@ class ClusterModel:
         embed_share = self._embed_params if lay.pp == 1 else self._embed_params / (1 if w.tied_embeddings else 2)
         stages = {}
         for name, n_params, acts in (
-            ("first", layers * self._layer_params + embed_share, layers * per_layer * inflight + working),
-            ("last", layers * self._layer_params + embed_share,
-             layers * per_layer + working + logits_bytes(seq_local, lay.mbs, w.vocab or 0, tp=lay.tp)),
+            ("first", device_layers[0] * self._layer_params + embed_share,
+             device_layers[0] * per_layer * inflight + working),
+            ("last", device_layers[-1] * self._layer_params + embed_share,
+             device_layers[-1] * per_layer + working + logits_bytes(seq_local, lay.mbs, w.vocab or 0, tp=lay.tp)),
         ):
             states = model_state_bytes(n_params / lay.tp, lay.precision, lay.sharding, shard,
                                        cpu_offload=lay.cpu_offload, fp32_grads=self.fp32_grads)
@@ -520,7 +526,8 @@ def enumerate_layouts(model: ClusterModel, *, precisions: Sequence[str] = ("bf16
     n, w = model.n_gpus, model.workload
     assert w.n_layer
     tps = list(tp_values) if tp_values is not None else [t for t in _divisors(n) if t <= model.acc.gpus_per_node]
-    pps = list(pp_values) if pp_values is not None else [p for p in _divisors(n) if w.n_layer % p == 0]
+    pps = list(pp_values) if pp_values is not None else [
+        p for p in _divisors(n) if w.n_layer % p == 0 or (p > 1 and (w.n_layer + 2) % p == 0)]
     for tp in tps:
         for pp in pps:
             for cp in cp_values:

@@ -38,3 +38,32 @@ def pipeline_step_s(stage_s: Sequence[float], micro_batches: int, vp: int = 1) -
         raise ValueError("a pipeline needs at least one stage")
     slowest = max(stage_s)
     return micro_batches * slowest + (sum(stage_s) - slowest) / vp
+
+
+def stage_layers(n_layer: int, pp: int, vp: int = 1) -> list[int]:
+    """Transformer layers on each of the `pp` pipeline devices (all `vp` of its model chunks).
+
+    Even when `pp * vp` divides the layers. Otherwise, if it divides `n_layer + 2`, the first and the
+    last model chunk each hold one layer fewer, the embedding and the LM head with the loss standing in
+    for a layer (Megatron Core's `account_for_embedding_in_pipeline_split` and
+    `account_for_loss_in_pipeline_split`; Llama 3 405B, Dubey et al. 2024, Sec. 3.3.2: 126 layers on
+    16 stages). Any other split raises `ValueError`.
+
+    Example: 96 layers on 8 stages; 126 layers on 16 stages, then with 2 chunks per device:
+        >>> stage_layers(96, 8)
+        [12, 12, 12, 12, 12, 12, 12, 12]
+        >>> stage_layers(126, 16)[:2], stage_layers(126, 16)[-1], stage_layers(126, 16, vp=2)[0]
+        ([7, 8], 7, 7)
+    """
+    if pp < 1 or vp < 1 or n_layer < 1:
+        raise ValueError(f"pipeline sizes must be >= 1, got n_layer={n_layer}, pp={pp}, vp={vp}")
+    chunks = pp * vp
+    if n_layer % chunks == 0:
+        return [n_layer // pp] * pp
+    if pp > 1 and (n_layer + 2) % chunks == 0 and (n_layer + 2) // chunks >= 2:
+        layers = [(n_layer + 2) // pp] * pp
+        layers[0] -= 1
+        layers[-1] -= 1
+        return layers
+    raise ValueError(f"pp*vp = {pp}*{vp} does not split the {n_layer} layers: it must divide them, or divide "
+                     f"{n_layer} + 2 with the first and last stages holding one layer fewer")

@@ -36,6 +36,7 @@ _LLAMA: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "llama2-70b": (80, 8192, 64, 8, 28672, 32000, 4096),
     "llama3-8b": (32, 4096, 32, 8, 14336, 128256, 8192),
     "llama3-70b": (80, 8192, 64, 8, 28672, 128256, 8192),
+    "llama3-405b": (126, 16384, 128, 8, 53248, 128256, 8192),
 }
 PRESETS: tuple[str, ...] = tuple(_GPT3) + tuple(_LLAMA)
 

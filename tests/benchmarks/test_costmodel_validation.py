@@ -47,6 +47,13 @@ def test_further_published_runs_median_within_20_percent() -> None:
     assert summary["median_abs_error"] <= 0.2
 
 
+def test_llama3_405b_on_16_uneven_stages_is_predicted_and_ranked_first() -> None:
+    # 126 layers on pp=16 only split with one layer fewer on the end stages (Dubey et al. 2024)
+    rows = [r for r in costmodel_validation.further_rows() if r["name"].startswith("Llama 3 405B")]
+    assert len(rows) == 3
+    assert all(abs(r["ratio"] - 1.0) <= 0.2 and r["rank"] == 1 and r["fits"] for r in rows)
+
+
 def test_the_script_prints_both_parts(capsys, tmp_path) -> None:
     out = tmp_path / "val.json"
     assert costmodel_validation.main(["--draws", "2", "--json", str(out)]) == 0

@@ -49,8 +49,8 @@ def test_layout_parse_round_trip_and_errors() -> None:
 
 @pytest.mark.parametrize(("layout", "message"), [
     (Layout(tp=5), r"tp\*pp\*cp = 5\*1\*1 = 5 does not divide the 1024 GPUs"),
-    (Layout(tp=8, pp=64), r"pp\*vp = 64\*1 does not divide the 96 layers"),
-    (Layout(tp=8, pp=8, vp=5), r"pp\*vp = 8\*5 does not divide the 96 layers"),
+    (Layout(tp=8, pp=64), r"pp\*vp = 64\*1 does not split the 96 layers"),
+    (Layout(tp=8, pp=8, vp=5), r"pp\*vp = 8\*5 does not split the 96 layers: it must divide them, or divide 96 \+ 2"),
     (Layout(tp=8, pp=8, mbs=5), r"global batch 1536 is not a multiple of dp\*mbs = 16\*5"),
     (Layout(tp=8, pp=8, precision="fp8"), "a100-80gb has no 'fp8' math"),
     (Layout(tp=8, pp=8, cp=3), r"tp\*pp\*cp = 8\*8\*3 = 192 does not divide"),
@@ -150,6 +150,22 @@ def test_memory_decides_what_fits() -> None:
     assert est.peak_mem_gb == pytest.approx(sum(v for k, v in est.memory_gb.items() if k != "peak"))
     ranked = rank_layouts(model, enumerate_layouts(model))
     assert ranked[0].fits and all(not e.fits for e in ranked[sum(e.fits for e in ranked):])
+
+
+def test_a_pipeline_split_with_one_fewer_layer_on_the_first_and_last_stages() -> None:
+    # Llama 3 405B's 126 layers on 16 stages (Dubey et al. 2024): stages of 7, 8, ..., 8, 7 layers
+    def model(n_layer: int) -> ClusterModel:
+        return ClusterModel(replace(preset("llama3-70b"), n_layer=n_layer), gpu("h100-sxm"), 256, global_batch=256)
+
+    layout = Layout(tp=8, pp=16, mbs=1, sharding="zero1")
+    uneven, even = model(126).evaluate(layout), model(128).evaluate(layout)
+    # the even split's last stage (8 layers + the 128k-vocabulary head, heavier than a layer) paces its
+    # pipeline; taking a layer off it gains more than the 2 layers' share of the work
+    assert uneven.step_s < even.step_s * 126 / 128
+    # the first stage holds 7 layers' activations of the micro-batches in flight, not 8
+    assert uneven.memory_gb["activations"] == pytest.approx(even.memory_gb["activations"] * 7 / 8, rel=0.02)
+    assert any(lay.pp == 16 for lay in enumerate_layouts(model(126), shardings=("zero1",)))
+    assert not any(lay.pp == 16 for lay in enumerate_layouts(model(125), shardings=("zero1",)))
 
 
 def test_enumeration_yields_only_valid_layouts_ranked_best_first(gpt175: ClusterModel) -> None:

@@ -22,6 +22,7 @@ from autoscout_plugin.costmodel.workload import Workload
 @pytest.mark.parametrize(("name", "official"), [
     ("llama2-7b", 6_738_415_616), ("llama2-13b", 13_015_864_320), ("llama2-70b", 68_976_648_192),
     ("llama3-8b", 8_030_261_248), ("llama3-70b", 70_553_706_496),
+    ("llama3-405b", 405_853_388_800),
 ])
 def test_llama_parameter_counts_match_the_released_checkpoints(name: str, official: int) -> None:
     assert param_count(preset(name)) == official
@@ -135,6 +136,22 @@ def test_pipeline_bubble_and_step_by_hand() -> None:
         pipeline.bubble_fraction(0, 4)
     with pytest.raises(ValueError, match="at least one stage"):
         pipeline.pipeline_step_s([], 4)
+
+
+def test_stage_layers_even_or_one_fewer_on_the_first_and_last_stages() -> None:
+    assert pipeline.stage_layers(96, 8) == [12] * 8
+    assert pipeline.stage_layers(96, 8, vp=3) == [12] * 8  # 4 layers in each of a device's 3 chunks
+    # Llama 3 405B: 126 layers on 16 stages, the embedding and the head standing in for a layer each
+    assert pipeline.stage_layers(126, 16) == [7] + [8] * 14 + [7]
+    # 2 chunks per device of (126 + 2) / 32 = 4 layers: chunk 0 and chunk 31 hold 3
+    assert pipeline.stage_layers(126, 16, vp=2) == [7] + [8] * 14 + [7]
+    assert pipeline.stage_layers(24, 1) == [24]
+    with pytest.raises(ValueError, match=r"pp\*vp = 16\*8 does not split the 126 layers"):
+        pipeline.stage_layers(126, 16, vp=8)  # 128 / 128 = 1 layer per chunk: none left for the first
+    with pytest.raises(ValueError, match=r"pp\*vp = 5\*1 does not split the 96 layers"):
+        pipeline.stage_layers(96, 5)
+    with pytest.raises(ValueError, match="n_layer=0"):
+        pipeline.stage_layers(0, 2)
 
 
 # ------------------------------------------------------------------ catalogue and presets
