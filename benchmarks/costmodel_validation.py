@@ -21,8 +21,9 @@ per-row fitting:
   (MPT-7B/70B on A100 and H100; tokens/s per GPU), Llama 3 405B (Dubey et al. 2024, Table 4: tp=8,
   pp=16 on 8192-16384 H100, 126 layers split with one fewer on the first and last stages; BF16 MFU;
   the interleaving and recomputation are not stated, so the model's best fitting choice stands in),
-  and MT-NLG 530B (Smith et al. 2022, Sec. 2.4: Megatron-DeepSpeed, tp=8, pp=35 on 2240-3360
-  A100-80GB, global batch 1920; TFLOP/s per GPU).
+  BLOOM 176B (BigScience 2022: Megatron-DeepSpeed, tp=4, pp=12 over 70 layers on 384 A100-80GB,
+  ZeRO-1, bf16; TFLOP/s per GPU), and MT-NLG 530B (Smith et al. 2022, Sec. 2.4: Megatron-DeepSpeed,
+  tp=8, pp=35 on 2240-3360 A100-80GB, global batch 1920; TFLOP/s per GPU).
 
 Goals (issue 3): the median row within 20%, and the published layout in the model's top 5 for its
 row. The rank is over the distinct (tp, pp) splits of that row's GPUs, each at its best micro-batch
@@ -96,6 +97,11 @@ def _further() -> list[dict[str, Any]]:
              gb=dp * per_dp, layout=Layout(tp=8, pp=16, cp=cp, sharding=z1), choose=True, metric="mfu", value=mfu)
         for n, cp, dp, per_dp, seq, mfu in ((8192, 1, 64, 32, 8192, 0.43), (16384, 1, 128, 16, 8192, 0.41),
                                             (16384, 16, 8, 16, 131072, 0.38))
+    ] + [  # BigScience 2022 (BLOOM 176B, Megatron-DeepSpeed): 384 A100-80GB, tp=4, pp=12 over 70 layers
+        # (embeddings balanced as layers), ZeRO-1, bf16, micro-batch 2, global batch 2048; 156 TFLOP/s
+        dict(name="BLOOM 176B", w=gpt(70, 14336, 112, vocab=250880, learned_positions=False), gpu="a100-80gb",
+             n=384, gb=2048, stack="megatron", metric="hardware_tflops_per_gpu", value=156,
+             layout=Layout(tp=4, pp=12, mbs=2, sharding=z1, recompute="full", sequence_parallel=False)),
     ] + [  # Smith et al. 2022 (MT-NLG 530B, Megatron-DeepSpeed, 2021), Sec. 2.4: global batch 1920
         dict(name=f"MT-NLG 530B, {n} GPUs", w=gpt(105, 20480, 128), gpu="a100-80gb", n=n, gb=1920, stack="megatron",
              layout=Layout(tp=8, pp=35, mbs=1, precision="fp16", recompute="full", sequence_parallel=False),
@@ -317,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         out["cpu"] = cpu
     megatron, further = megatron_rows(), further_rows()
     _print_gpu("GPU: Megatron-LM on A100-80GB (Narayanan et al. 2021; Korthikanti et al. 2022)", megatron)
-    _print_gpu("GPU: further published runs (NeMo on H100, llm-foundry FSDP, Llama 3 405B, MT-NLG)", further)
+    _print_gpu("GPU: further published runs (NeMo on H100, llm-foundry FSDP, Llama 3 405B, BLOOM, MT-NLG)", further)
     strong = strong_scaling_rows()
     print("\nGPU: Megatron-LM README strong scaling (MFU of the model's best layout; the published layouts are not"
           " given)")

@@ -156,6 +156,9 @@ def test_a_catalogued_gpu_gets_its_datasheet_priors_and_another_gpu_generic_ones
     a100 = default_efficiency(Hardware(kind="gpu", gpus=8, bf16=True, mem_gb=42.4, name="NVIDIA A100-SXM4-40GB"))
     assert a100.bf16_matmul_speedup == pytest.approx(312 / 19.5)
     assert a100.mem_bytes_per_s == pytest.approx(0.9 * 1.555e12)
+    # a Volta/Turing GPU has no bf16: its 16-bit speed-up is fp16's (was a KeyError-style crash risk)
+    t4 = default_efficiency(Hardware(kind="gpu", gpus=1, bf16=False, mem_gb=15.8, name="Tesla T4"))
+    assert t4.bf16_matmul_speedup == pytest.approx(65 / 8.1)
     other = default_efficiency(Hardware(kind="gpu", gpus=1, bf16=True, mem_gb=24, name="NVIDIA GeForce RTX 4090"))
     assert (other.flops_per_core, other.bf16_matmul_speedup) == (100e12, 1.8)
     # what the search sees first: bf16 far ahead of fp32 on an H200 for a GEMM-heavy model

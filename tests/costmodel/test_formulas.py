@@ -162,8 +162,15 @@ def test_catalogue_has_the_issues_gpus_with_datasheet_peaks() -> None:
     assert gpu("h200").peak("fp8") == 1979e12 and gpu("h200").mem_gib == 141
     assert gpu("mi300x").mem_gib == 192
     assert gpu("h100-sxm").intra is LINKS["nvlink4"]
-    with pytest.raises(ValueError, match="unknown GPU 'v100'.*a100-80gb"):
-        gpu("v100")
+    with pytest.raises(ValueError, match="unknown GPU 'k80'.*a100-80gb"):
+        gpu("k80")
+    # beyond the issue's list: Blackwell, and the Volta/Turing/Ampere cards people still rent
+    assert gpu("b200").peak("bf16") == 2250e12 and gpu("b200").intra is LINKS["nvlink5"]
+    assert gpu("gb200").gpus_per_node == 72 and gpu("gb200").peak("fp8") == 5000e12
+    assert gpu("v100-sxm2") is gpu("v100") and gpu("v100").peak("fp16") == 125e12
+    with pytest.raises(ValueError, match="v100 has no 'bf16' math; it supports fp16, fp32"):
+        gpu("v100").peak("bf16")
+    assert gpu("t4").mem_gib == 16 and gpu("a10").peak("tf32") == 62.5e12
     with pytest.raises(ValueError, match="a100-80gb has no 'fp8' math"):
         gpu("a100-80gb").peak("fp8")
     assert with_efficiency(gpu("l4"), 0.5).gemm_efficiency == 0.5
