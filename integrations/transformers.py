@@ -23,7 +23,8 @@ knob it set (autocast dtype inside the forward, the compiled wrapper, rows per m
 workers, threads) before its speed counts.
 
 Launched distributed (`accelerate launch`, `torchrun`), rank 0 runs the search and every rank runs each
-trial in lockstep; the winner reaches all ranks. Under `autoscout launch --autoscout` the launcher owns
+trial in lockstep (`_hf_probe`: the ranks end a trial at the same step, and a trial that raises on
+one rank fails on all); the winner reaches all ranks. Under `autoscout launch --autoscout` the launcher owns
 the search: `tune_trainer` then applies the launcher's config and times the steps for it.
 """
 
@@ -58,6 +59,7 @@ from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuner import Tuner
 
 from . import _torch
+from ._hf_probe import _OtherRankFailed, _Probe
 from ._shared import Plan, Progress
 from ._torch import no_trace, sequence_length, wall_clock_limit, workload_from_module
 
@@ -138,121 +140,6 @@ def _isolated() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- one trial
-class _Probe(TrainerCallback):
-    """Times optimizer steps `warmup` .. `warmup + measure` of a trial, ends it early when it is clearly
-    losing (`floor`, samples/s) or its loss is not finite, and gathers evidence of the knobs in effect.
-    On a GPU the clock is read once `device` has finished the step's queued work."""
-
-    def __init__(self, warmup: int, measure: int, global_batch: int, floor: float | None, compiling: bool,
-                 device: Any = "cpu") -> None:
-        self.warmup, self.measure, self.global_batch, self.device = warmup, measure, global_batch, device
-        self.floor, self.compiling = floor, compiling
-        self.outcome: TrialOutcome | None = None
-        self.evidence: dict[str, Any] = {"rows": 0, "autocast": set(), "compiling": False, "threads": set()}
-        self.nan = False
-        self._start: float | None = None
-        self._last: float | None = None
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kw: Any) -> None:
-        if train_dataloader is not None:
-            self.evidence["num_workers"] = train_dataloader.num_workers
-            self.evidence["pin_memory"] = bool(train_dataloader.pin_memory)
-        _torch.synchronize(self.device)
-        self._last = time.perf_counter()
-        if self.warmup == 0:
-            self._start = self._last
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.outcome is not None:
-            return
-        _torch.synchronize(self.device)
-        step, now = state.global_step, time.perf_counter()
-        last, self._last = self._last, now
-        outcome = self._decide(step, now, last)
-        if _torch.distributed_world() > 1:
-            outcome = self._agree(outcome, step, now, last)
-        if outcome is not None:
-            self._finish(control, outcome)
-
-    def _decide(self, step: int, now: float, last: float | None) -> TrialOutcome | None:
-        """This rank's verdict after optimizer step `step`: an outcome ends the trial, None goes on."""
-        if self.nan:
-            return TrialOutcome(status="nan", error=f"non-finite loss at step {step}")
-        if step <= self.warmup and self.floor and not self.compiling and last is not None:
-            rate = self.global_batch / max(now - last, 1e-9)
-            if rate < self.floor / 3:
-                return TrialOutcome(value=rate, metrics={"cut_short": 1.0})
-        if step == self.warmup:
-            self._start = now
-        elif self._start is not None:
-            timed = self._timed(step, now)
-            done = step >= self.warmup + self.measure
-            if done or (self.floor and timed.value < self.floor):
-                if not done:
-                    timed.metrics["cut_short"] = 1.0
-                return timed
-        return None
-
-    def _timed(self, step: int, now: float) -> TrialOutcome:
-        """Samples/s over the timed steps so far (after warm-up step `warmup`)."""
-        assert self._start is not None
-        seconds = now - self._start
-        return TrialOutcome(value=self.global_batch * (step - self.warmup) / seconds,
-                            metrics={"step_s": seconds / (step - self.warmup)})
-
-    def _agree(self, mine: TrialOutcome | None, step: int, now: float, last: float | None) -> TrialOutcome | None:
-        """Launched distributed, every rank stops at the same step, or the one that goes on waits in
-        a gradient all-reduce that no other rank joins. Each rank's clock and loss are its own, so the
-        verdicts are reduced: the trial ends when any rank ends it, as `nan` when any rank saw one."""
-        code = 0 if mine is None else (2 if mine.status == "nan" else 1)
-        agreed = _torch.all_reduce_max(code, self.device)
-        if agreed == code:
-            return mine
-        if agreed == 2:
-            return TrialOutcome(status="nan", error=f"non-finite loss on another rank at step {step}")
-        if self._start is not None and step > self.warmup:  # another rank's clock ended it
-            timed = self._timed(step, now)
-        else:
-            timed = TrialOutcome(value=self.global_batch / max(now - (last or now), 1e-9), metrics={})
-        timed.metrics["cut_short"] = 1.0
-        return timed
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.outcome is None:
-            self.outcome = TrialOutcome(status="error", error=f"training ended after {state.global_step} optimizer"
-                                        f" steps, before the {self.warmup + self.measure} a trial needs")
-
-    def _finish(self, control: Any, outcome: TrialOutcome) -> None:
-        if outcome.status == "ok":
-            outcome.peak_mem_mb = _torch.peak_memory_mb(self.device)
-        self.outcome = outcome.checked()
-        control.should_training_stop = True
-
-    # evidence, gathered inside the model's forward (autocast is entered by accelerate around it)
-    def inner_hook(self, module: Any, args: Any, kwargs: Any) -> None:
-        kind = torch.device(self.device).type  # the run's device: autocast is entered for it
-        self.evidence["autocast"].add(str(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind)
-                                      else "off")
-        if torch.compiler.is_compiling():
-            self.evidence["compiling"] = True
-        self.evidence["threads"].add(torch.get_num_threads())
-
-    def loss_seen(self, loss: Any, inputs: Any) -> None:
-        rows = _rows(inputs)
-        self.evidence["rows"] = max(self.evidence["rows"], rows)
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            self.nan = True
-
-
-def _rows(inputs: Any) -> int:
-    if isinstance(inputs, dict):
-        inputs = list(inputs.values())
-    for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
-        if isinstance(item, torch.Tensor) and item.dim():
-            return int(item.shape[0])
-    return 0
-
-
 def _inner_module(model: torch.nn.Module) -> torch.nn.Module:
     """The first child that holds parameters: it runs inside the autocast region accelerate opens."""
     for child in model.children():
@@ -325,8 +212,14 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
         compute_loss = trial.compute_loss
 
         def checked_loss(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            result = compute_loss(model, inputs, *args, **kwargs)
+            probe.phase = "forward"
+            try:
+                result = compute_loss(model, inputs, *args, **kwargs)
+            except Exception:
+                probe.announce()
+                raise
             probe.loss_seen(result[0] if isinstance(result, tuple) else result, inputs)
+            probe.checkpoint(sync_backward=getattr(model, "require_backward_grad_sync", True))
             return result
 
         trial.compute_loss = checked_loss  # type: ignore[method-assign]
@@ -334,6 +227,9 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
         try:
             _rebuild_accelerator(trial)
             trial.train()
+        except Exception:
+            probe.announce()  # a failure after the forward: the others meet at the step's end
+            raise
         finally:
             handle.remove()
         outcome = probe.outcome or TrialOutcome(status="error", error="the trial ran no steps")
@@ -512,15 +408,21 @@ class _Session:
 
         try:
             return self._trial(config, fidelity)
+        except _OtherRankFailed as exc:  # the failing rank's own outcome names the failure
+            return TrialOutcome(status="error", error=str(exc), metrics={"other_rank_failed": 1.0})
         except Exception as exc:  # noqa: BLE001 - every rank must report, or the others wait forever
             return TrialOutcome(status=classify_exception(exc), error=describe_exception(exc))
 
     def _gather(self, outcome: TrialOutcome) -> TrialOutcome:
+        """Every rank's outcome: the trial failed if any rank's did, with the status and error of the
+        first rank whose own trial failed."""
         statuses: list[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(statuses, (outcome.status, outcome.error))
-        for rank, (status, error) in enumerate(statuses):
-            if status != "ok" and outcome.status == "ok":
-                return TrialOutcome(status=status, cost_s=outcome.cost_s, error=f"rank {rank}: {error}")
+        mine = (outcome.status, outcome.error, bool(outcome.metrics.get("other_rank_failed")))
+        torch.distributed.all_gather_object(statuses, mine)
+        if outcome.status == "ok" or mine[2]:
+            for rank, (status, error, secondhand) in enumerate(statuses):
+                if status != "ok" and not secondhand:
+                    return TrialOutcome(status=status, cost_s=outcome.cost_s, error=f"rank {rank}: {error}")
         return outcome
 
     def _lockstep_trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:

@@ -250,11 +250,21 @@ json.dump({"best": result.best_config, "trials": result.n_trials, "rows": sorted
            "world": trainer.args.world_size, "accum": trainer.args.gradient_accumulation_steps,
            "bucket": trainer.model_wrapped.bucket_bytes_cap, "static": trainer.model_wrapped.static_graph},
           open(f"{out}/rank{os.environ['RANK']}.json", "w"))
-# a gloo process group left to interpreter shutdown aborts about 1 run in 20 on a loaded machine, with or
-# without AutoScout ("terminate called without an active exception"): end as torch recommends
 import torch.distributed
 torch.distributed.destroy_process_group()
 '''
+
+
+# With torch 2.13 and gloo, about 1 exit in 15 aborts at interpreter shutdown, after the script's last line
+# and after `destroy_process_group()` ("terminate called without an active exception", SIGABRT on one
+# rank). A plain HF DDP script without AutoScout does the same. What these tests check is done by then, so
+# the scripts end without the C++ teardown.
+_EPILOGUE = """
+import os as _os, sys as _sys
+_sys.stdout.flush()
+_sys.stderr.flush()
+_os._exit(0)
+"""
 
 
 def _torchrun(tmp_path: Path, source: str, prefix: str = "rank", timeout: int = 280) -> list[dict[str, Any]]:
@@ -264,7 +274,7 @@ def _torchrun(tmp_path: Path, source: str, prefix: str = "rank", timeout: int = 
     import sys
 
     script = tmp_path / f"{prefix}_script.py"
-    script.write_text(source)
+    script.write_text(source + _EPILOGUE)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=timeout)
@@ -363,6 +373,57 @@ def test_an_out_of_memory_trial_on_every_rank_is_recorded_and_skipped(tmp_path: 
     assert ranks[0]["statuses"].get("2") == "oom", ranks[0]["statuses"]
     assert ranks[0]["best"] == ranks[1]["best"] and ranks[0]["best"]["micro_batch_size"] != 2
     assert ranks[0]["steps"] == ranks[1]["steps"] == 3
+
+
+ONE_RANK_SCRIPT = '''
+import json, os, sys
+import torch, torch.distributed
+from examples.hf_gpt2 import make_trainer
+from autoscout_plugin.integrations.transformers import tune_trainer
+out, rank = sys.argv[1], int(os.environ["RANK"])
+trainer = make_trainer(out + "/run", samples=128, model={"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128,
+                       "seq_len": 16}, steps=3, batch_size=4)
+rows = [0]
+
+
+def forward(module, args, kwargs):
+    rows[0] = int((args[0] if args else kwargs["input_ids"]).shape[0])
+    if rank == 1 and rows[0] == 2:  # rank 1 alone crashes in a forward (its first, without gradient sync)
+        raise RuntimeError("a crash on rank 1 only")
+
+
+trainer.model.transformer.register_forward_pre_hook(forward, with_kwargs=True)
+adamw_step = torch.optim.AdamW.step
+
+
+def step(self, *args, **kwargs):  # rank 0 alone runs out of memory in the optimizer step
+    if rank == 0 and rows[0] == 1:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+    return adamw_step(self, *args, **kwargs)
+
+
+torch.optim.AdamW.step = step
+result = tune_trainer(trainer, include=["micro_batch_size"], max_trials=3, warmup_steps=1, measure_steps=1,
+                      progress=False, patience=None, store=out + "/store.sqlite")
+torch.optim.AdamW.step = adamw_step
+steps = trainer.train().global_step
+json.dump({"trials": {str(t.config["micro_batch_size"]): [t.status, t.error] for t in result.trials},
+           "best": result.best_config, "steps": steps}, open(f"{out}/rank{rank}.json", "w"))
+torch.distributed.destroy_process_group()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_trial_that_fails_on_one_rank_only_is_recorded_and_survived(tmp_path: Path) -> None:
+    """Without the ranks' meetings, the healthy rank waits in a gradient all-reduce (or the step's
+    verdict) that the failed one never joins, until the process group's 30-minute timeout."""
+    ranks = _torchrun(tmp_path, ONE_RANK_SCRIPT, timeout=240)
+    for seen in ranks:
+        assert seen["trials"]["2"] == ["error", "rank 1: RuntimeError: a crash on rank 1 only"], seen["trials"]
+        assert seen["trials"]["1"][0] == "oom" and "out of memory" in seen["trials"]["1"][1]
+        assert seen["trials"]["4"] == ["ok", None]
+        assert seen["best"]["micro_batch_size"] == 4 and seen["steps"] == 3
 
 
 # ---------------------------------------------------------------- under `autoscout launch --autoscout`
