@@ -84,7 +84,10 @@ def estimate_inference(workload: Workload, acc: Accelerator, *, batch: int, prom
     assert workload.n_layer and workload.d_model
     if workload.n_head and workload.n_head % tp:
         raise ValueError(f"tp={tp} does not divide the {workload.n_head} attention heads")
-    compute_precision = "fp8" if precision == "fp8" else ("fp32" if precision == "fp32" else "bf16")
+    # fp16 runs on fp16 math (the only 16-bit math of a V100 or T4); int8/int4 weights are dequantised to bf16
+    # where the device has it, else fp16
+    half = "bf16" if "bf16" in acc.peak_flops else "fp16"
+    compute_precision = precision if precision in ("fp8", "fp32", "fp16", "bf16") else half
     peak = acc.peak(compute_precision) * mfu
     bw = acc.mem_bytes_per_s * bandwidth_eff
     n_params = param_count(workload)

@@ -229,3 +229,15 @@ def test_decode_is_memory_bound_at_batch_one_and_tp_splits_the_model() -> None:
     with pytest.raises(ValueError, match="batch=0"):
         estimate_inference(w, h100, batch=0, prompt_len=1, output_len=1)
     assert math.isfinite(estimate_inference(w, h100, batch=1, prompt_len=8, output_len=0, tp=8).latency_s)
+
+
+def test_inference_on_a_gpu_without_bf16_runs_on_fp16_math() -> None:
+    w, t4 = preset("llama2-7b"), gpu("t4")
+    fp16 = estimate_inference(w, t4, batch=64, prompt_len=512, output_len=1, precision="fp16")
+    int8 = estimate_inference(w, t4, batch=64, prompt_len=512, output_len=1, precision="int8")
+    # a compute-bound prefill of 32k tokens at half of the T4's 65 TF/s fp16
+    assert fp16.prefill_s == pytest.approx(64 * 512 * (2 * param_count(w) + 4 * 32 * 4096 * 256) / (0.5 * 65e12),
+                                           rel=0.05)
+    assert int8.prefill_s == pytest.approx(fp16.prefill_s, rel=0.05)  # int8 weights, fp16 math
+    with pytest.raises(ValueError, match="t4 has no 'bf16' math"):
+        estimate_inference(w, t4, batch=1, prompt_len=8, output_len=1, precision="bf16")
