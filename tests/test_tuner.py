@@ -1,4 +1,5 @@
-"""The tuning loop end to end: budgets, stopping, confirmation, faults, the store, options, reporting.
+"""The tuning loop end to end: budgets, stopping, confirmation, faults, options, reporting (the store:
+`test_tuner_store.py`).
 
 A profiler is any callable `(config, fidelity) -> TrialOutcome`; here it is a synthetic objective (a
 formula or the cost model's estimate) wrapped in `Recorder`, which counts every call. Stores are real
@@ -10,111 +11,29 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
-import sys
-import textwrap
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autoscout_plugin.costmodel import CostModel, Hardware, Workload
 from autoscout_plugin.profiling import TrialOutcome
-from autoscout_plugin.report.result import TuneResult
-from autoscout_plugin.space import (
-    Bool,
-    Categorical,
-    Condition,
-    Float,
-    GlobalBatch,
-    Implies,
-    Int,
-    MaxProduct,
-    Space,
-    SpaceError,
-)
+from autoscout_plugin.space import SpaceError
 from autoscout_plugin.store import SQLiteStore
 from autoscout_plugin.trial import Fidelity, Trial
 from autoscout_plugin.tuner import TuneOptions, Tuner
 
-TESTS_DIR = Path(__file__).resolve().parent
-HARDWARE = Hardware(kind="cpu", cores=2, mem_gb=24, bf16=True)
-
-Objective = Callable[[dict[str, Any], Fidelity], Any]
-
-
-class Recorder:
-    """A profiler around `objective`: a number becomes an ok outcome costing `cost_s`; every call is kept."""
-
-    def __init__(self, objective: Objective, cost_s: float = 1.0) -> None:
-        self.objective = objective
-        self.cost_s = cost_s
-        self.calls: list[tuple[dict[str, Any], Fidelity]] = []
-
-    def __call__(self, config: dict[str, Any], fidelity: Fidelity) -> Any:
-        self.calls.append((dict(config), Fidelity(fidelity)))
-        result = self.objective(config, fidelity)
-        if isinstance(result, (int, float)) and not isinstance(result, bool):
-            return TrialOutcome(value=float(result), cost_s=self.cost_s)
-        return result
-
-    def configs(self, fidelity: Fidelity = Fidelity.F2) -> list[dict[str, Any]]:
-        return [c for c, f in self.calls if f == fidelity]
-
-
-def threads_space(n: int = 8) -> Space:
-    return Space([Int(name="num_threads", choices=tuple(range(1, n + 1)))])
-
-
-def by_threads(config: dict[str, Any], fidelity: Fidelity) -> float:
-    return 10.0 * config["num_threads"]
-
-
-def workload(global_batch: int = 32, family: str = "transformer") -> Workload:
-    return Workload(family=family, n_layer=2, d_model=128, n_head=2, vocab=8192, seq_len=64,
-                    global_batch=global_batch)
-
-
-def training_space(global_batch: int = 32) -> Space:
-    """A small conditional space: `ddp_bucket_cap_mb` exists only under `strategy=ddp`."""
-    return Space(
-        [
-            Categorical(name="strategy", choices=("single", "ddp"), structural=True),
-            Int(name="num_processes", choices=(1, 2), structural=True),
-            Float(name="ddp_bucket_cap_mb", choices=(5.0, 25.0), when=(Condition("strategy", ("ddp",)),)),
-            Categorical(name="precision", choices=("32-true", "bf16-mixed"), structural=True),
-            Bool("activation_checkpointing", structural=True),
-            Int(name="micro_batch_size", choices=(4, 8, 16), log=True),
-            Int(name="num_threads", choices=(1, 2)),
-        ],
-        [
-            GlobalBatch(global_batch),
-            Implies("strategy", ("single",), "num_processes", (1,)),
-            Implies("strategy", ("ddp",), "num_processes", (2,)),
-            MaxProduct(("num_threads", "num_processes"), 2, "cores"),
-        ],
-    )
-
-
-def cost_model_objective(w: Workload) -> Objective:
-    model = CostModel(w, HARDWARE)
-    return lambda config, fidelity: model.estimate(config).samples_per_s
-
-
-def options(**kwargs: Any) -> TuneOptions:
-    """Defaults for tests: a cheap strategy, no early stop, no confirmation, unless asked."""
-    base: dict[str, Any] = {"search": "grid", "patience": 1000, "confirm_top": 0}
-    return TuneOptions(**(base | kwargs))
-
-
-def f2(result: TuneResult) -> list[Trial]:
-    return [t for t in result.trials if t.fidelity == Fidelity.F2]
-
-
-def f3(result: TuneResult) -> list[Trial]:
-    return [t for t in result.trials if t.fidelity == Fidelity.F3]
+from .tuner_helpers import (
+    HARDWARE,
+    Recorder,
+    by_threads,
+    cost_model_objective,
+    f2,
+    f3,
+    options,
+    threads_space,
+    training_space,
+    workload,
+)
 
 
 # ----------------------------------------------------------------------------------------- budgets
@@ -423,160 +342,6 @@ def test_keyboard_interrupt_is_not_swallowed() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         Tuner(threads_space(), interrupted, options(max_trials=3)).run()
-
-
-# ------------------------------------------------------------------------------------------- store
-def resume_objective(config: dict[str, Any], fidelity: Fidelity) -> Any:
-    """Grid order 1, 2, 3, ...: 2 runs out of memory, 3 is the best of all."""
-    n = config["num_threads"]
-    if n == 2:
-        raise MemoryError("too big")
-    return 500.0 if n == 3 else 10.0 * n
-
-
-def resume_tuner(store_path: str, profile: Any, **kwargs: Any) -> Tuner:
-    """The study of the resume test; the child process builds it through this function too."""
-    return Tuner(threads_space(10), profile, options(max_trials=6, store=store_path), **kwargs)
-
-
-_KILLED_CHILD = """
-import os, signal, sys
-sys.path.insert(0, {tests_dir!r})
-import test_tuner as t
-
-calls = 0
-def profile(config, fidelity):
-    global calls
-    calls += 1
-    if calls == 4:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return t.Recorder(t.resume_objective)(config, fidelity)
-
-t.resume_tuner(sys.argv[1], profile).run()
-"""
-
-
-def test_resume_after_a_killed_process(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_KILLED_CHILD.format(tests_dir=str(TESTS_DIR))), store_path],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    with SQLiteStore(store_path) as store:
-        fp = resume_tuner(store_path, Recorder(resume_objective)).fingerprint
-        done = store.trials(store.open_study(fp, workload={}, hardware={}, space={}))
-    assert [(t.number, t.config["num_threads"], t.status) for t in done] == [
-        (0, 1, "ok"), (1, 2, "oom"), (2, 3, "ok")]
-
-    seen: list[Trial] = []
-    profile = Recorder(resume_objective)
-    result = resume_tuner(store_path, profile, on_trial=lambda trial, tuner: seen.append(trial)).run()
-    assert [c["num_threads"] for c in profile.configs()] == [4, 5, 6]  # nothing re-profiled, the oom included
-    assert [t.number for t in seen] == [3, 4, 5]  # numbering continues
-    assert [t.number for t in result.trials] == list(range(6))
-    assert [t.config["num_threads"] for t in result.trials[:3]] == [1, 2, 3]
-    assert len(f2(result)) == 6  # the budget counts the trials of the killed run
-    assert result.best_config == {"num_threads": 3}  # found by the killed run
-
-
-def test_zero_trial_reuse_of_a_solved_study(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    w = workload()
-
-    def tuner(profile: Recorder, **kwargs: Any) -> Tuner:
-        opts = options(max_trials=6, search="random", confirm_top=1, store=store_path, **kwargs)
-        return Tuner(training_space(), profile, opts, workload=w, hardware=HARDWARE)
-
-    first = tuner(Recorder(cost_model_objective(w))).run()
-    assert not first.reused and first.best_config is not None
-
-    profile = Recorder(cost_model_objective(w))
-    second = tuner(profile, reuse=True).run()
-    assert second.reused
-    assert profile.calls == []
-    assert second.trials == []
-    assert second.best_config == first.best_config
-    assert second.best_value == pytest.approx(first.best_value)
-    assert second.fingerprint == first.fingerprint
-    assert "reused the stored winner" in second.table()
-
-    profile = Recorder(cost_model_objective(w))
-    third = tuner(profile, reuse=False).run()
-    assert not third.reused
-    assert len(profile.configs()) >= 1
-    assert third.trials and third.trials[0].number == first.n_trials  # appended to the same study
-
-
-def test_reuse_needs_the_same_space(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    Tuner(threads_space(4), Recorder(by_threads), options(max_trials=4, store=store_path)).run()
-    profile = Recorder(by_threads)
-    result = Tuner(threads_space(6), profile, options(max_trials=2, store=store_path)).run()
-    assert not result.reused
-    assert len(profile.calls) == 2
-
-
-def _past_study(store_path: str, w: Workload, seed: int = 3) -> TuneResult:
-    opts = options(max_trials=6, search="random", seed=seed, confirm_top=1, store=store_path)
-    return Tuner(training_space(w.global_batch or 32), Recorder(cost_model_objective(w)), opts,
-                 workload=w, hardware=HARDWARE).run()
-
-
-def _first_configs(store_path: str, w: Workload, n_trials: int = 2, baseline: dict[str, Any] | None = None,
-                   **kwargs: Any) -> list[dict[str, Any]]:
-    profile = Recorder(cost_model_objective(w))
-    opts = options(max_trials=n_trials, search="random", seed=3, store=store_path, **kwargs)
-    Tuner(training_space(w.global_batch or 32), profile, opts, workload=w, hardware=HARDWARE,
-          baseline=baseline).run()
-    return profile.configs()
-
-
-def test_warm_start_tries_the_winner_of_a_similar_study_first(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    small, large = workload(global_batch=32), workload(global_batch=64)
-    past = _past_study(store_path, small)
-    winner = past.best_config
-    assert winner is not None
-    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)  # the same study without a past
-    assert cold[0] != winner, "pick another seed: the cold start already begins with the winner"
-
-    profile = Recorder(cost_model_objective(large))
-    opts = options(max_trials=4, search="random", seed=3, store=store_path)
-    result = Tuner(training_space(64), profile, opts, workload=large, hardware=HARDWARE).run()
-    assert not result.reused  # another global batch is another problem ...
-    assert result.fingerprint != past.fingerprint
-    assert profile.configs()[0] == winner  # ... but a similar one
-    assert result.trials[0].config == winner
-    assert winner in profile.configs()[:1] and profile.configs().count(winner) == 1
-
-
-def test_warm_start_comes_after_the_baseline(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    past = _past_study(store_path, workload(global_batch=32))
-    baseline = {"strategy": "single", "num_processes": 1, "precision": "32-true",
-                "activation_checkpointing": True, "micro_batch_size": 4, "num_threads": 1}
-    assert past.best_config != baseline
-    first = _first_configs(store_path, workload(global_batch=64), n_trials=3, baseline=baseline)
-    assert first[:2] == [baseline, past.best_config]
-
-
-def test_warm_start_can_be_turned_off(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    past = _past_study(store_path, workload(global_batch=32))
-    large = workload(global_batch=64)
-    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
-    assert past.best_config != cold[0]
-    assert _first_configs(store_path, large, warm_start=False) == cold
-
-
-def test_no_warm_start_from_a_different_family(tmp_path: Path) -> None:
-    store_path = str(tmp_path / "trials.sqlite")
-    past = _past_study(store_path, workload(family="cnn"))
-    large = workload(global_batch=64)
-    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
-    assert past.best_config != cold[0]
-    assert _first_configs(store_path, large) == cold
 
 
 # ----------------------------------------------------------------------------------------- options

@@ -1,0 +1,175 @@
+"""The tuner and its SQLite store: resuming a killed run, zero-trial reuse, and warm starts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscout_plugin.costmodel import Workload
+from autoscout_plugin.report.result import TuneResult
+from autoscout_plugin.store import SQLiteStore
+from autoscout_plugin.trial import Trial
+from autoscout_plugin.tuner import Tuner
+
+from .tuner_helpers import (
+    HARDWARE,
+    Recorder,
+    by_threads,
+    cost_model_objective,
+    f2,
+    options,
+    resume_objective,
+    resume_tuner,
+    threads_space,
+    training_space,
+    workload,
+)
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------------------------------- store
+_KILLED_CHILD = """
+import os, signal, sys
+sys.path.insert(0, {tests_dir!r})
+import tuner_helpers as t
+
+calls = 0
+def profile(config, fidelity):
+    global calls
+    calls += 1
+    if calls == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return t.Recorder(t.resume_objective)(config, fidelity)
+
+t.resume_tuner(sys.argv[1], profile).run()
+"""
+
+
+def test_resume_after_a_killed_process(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_CHILD.format(tests_dir=str(TESTS_DIR))), store_path],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with SQLiteStore(store_path) as store:
+        fp = resume_tuner(store_path, Recorder(resume_objective)).fingerprint
+        done = store.trials(store.open_study(fp, workload={}, hardware={}, space={}))
+    assert [(t.number, t.config["num_threads"], t.status) for t in done] == [
+        (0, 1, "ok"), (1, 2, "oom"), (2, 3, "ok")]
+
+    seen: list[Trial] = []
+    profile = Recorder(resume_objective)
+    result = resume_tuner(store_path, profile, on_trial=lambda trial, tuner: seen.append(trial)).run()
+    assert [c["num_threads"] for c in profile.configs()] == [4, 5, 6]  # nothing re-profiled, the oom included
+    assert [t.number for t in seen] == [3, 4, 5]  # numbering continues
+    assert [t.number for t in result.trials] == list(range(6))
+    assert [t.config["num_threads"] for t in result.trials[:3]] == [1, 2, 3]
+    assert len(f2(result)) == 6  # the budget counts the trials of the killed run
+    assert result.best_config == {"num_threads": 3}  # found by the killed run
+
+
+def test_zero_trial_reuse_of_a_solved_study(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    w = workload()
+
+    def tuner(profile: Recorder, **kwargs: Any) -> Tuner:
+        opts = options(max_trials=6, search="random", confirm_top=1, store=store_path, **kwargs)
+        return Tuner(training_space(), profile, opts, workload=w, hardware=HARDWARE)
+
+    first = tuner(Recorder(cost_model_objective(w))).run()
+    assert not first.reused and first.best_config is not None
+
+    profile = Recorder(cost_model_objective(w))
+    second = tuner(profile, reuse=True).run()
+    assert second.reused
+    assert profile.calls == []
+    assert second.trials == []
+    assert second.best_config == first.best_config
+    assert second.best_value == pytest.approx(first.best_value)
+    assert second.fingerprint == first.fingerprint
+    assert "reused the stored winner" in second.table()
+
+    profile = Recorder(cost_model_objective(w))
+    third = tuner(profile, reuse=False).run()
+    assert not third.reused
+    assert len(profile.configs()) >= 1
+    assert third.trials and third.trials[0].number == first.n_trials  # appended to the same study
+
+
+def test_reuse_needs_the_same_space(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    Tuner(threads_space(4), Recorder(by_threads), options(max_trials=4, store=store_path)).run()
+    profile = Recorder(by_threads)
+    result = Tuner(threads_space(6), profile, options(max_trials=2, store=store_path)).run()
+    assert not result.reused
+    assert len(profile.calls) == 2
+
+
+def _past_study(store_path: str, w: Workload, seed: int = 3) -> TuneResult:
+    opts = options(max_trials=6, search="random", seed=seed, confirm_top=1, store=store_path)
+    return Tuner(training_space(w.global_batch or 32), Recorder(cost_model_objective(w)), opts,
+                 workload=w, hardware=HARDWARE).run()
+
+
+def _first_configs(store_path: str, w: Workload, n_trials: int = 2, baseline: dict[str, Any] | None = None,
+                   **kwargs: Any) -> list[dict[str, Any]]:
+    profile = Recorder(cost_model_objective(w))
+    opts = options(max_trials=n_trials, search="random", seed=3, store=store_path, **kwargs)
+    Tuner(training_space(w.global_batch or 32), profile, opts, workload=w, hardware=HARDWARE,
+          baseline=baseline).run()
+    return profile.configs()
+
+
+def test_warm_start_tries_the_winner_of_a_similar_study_first(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    small, large = workload(global_batch=32), workload(global_batch=64)
+    past = _past_study(store_path, small)
+    winner = past.best_config
+    assert winner is not None
+    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)  # the same study without a past
+    assert cold[0] != winner, "pick another seed: the cold start already begins with the winner"
+
+    profile = Recorder(cost_model_objective(large))
+    opts = options(max_trials=4, search="random", seed=3, store=store_path)
+    result = Tuner(training_space(64), profile, opts, workload=large, hardware=HARDWARE).run()
+    assert not result.reused  # another global batch is another problem ...
+    assert result.fingerprint != past.fingerprint
+    assert profile.configs()[0] == winner  # ... but a similar one
+    assert result.trials[0].config == winner
+    assert winner in profile.configs()[:1] and profile.configs().count(winner) == 1
+
+
+def test_warm_start_comes_after_the_baseline(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    past = _past_study(store_path, workload(global_batch=32))
+    baseline = {"strategy": "single", "num_processes": 1, "precision": "32-true",
+                "activation_checkpointing": True, "micro_batch_size": 4, "num_threads": 1}
+    assert past.best_config != baseline
+    first = _first_configs(store_path, workload(global_batch=64), n_trials=3, baseline=baseline)
+    assert first[:2] == [baseline, past.best_config]
+
+
+def test_warm_start_can_be_turned_off(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    past = _past_study(store_path, workload(global_batch=32))
+    large = workload(global_batch=64)
+    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
+    assert past.best_config != cold[0]
+    assert _first_configs(store_path, large, warm_start=False) == cold
+
+
+def test_no_warm_start_from_a_different_family(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    past = _past_study(store_path, workload(family="cnn"))
+    large = workload(global_batch=64)
+    cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
+    assert past.best_config != cold[0]
+    assert _first_configs(store_path, large) == cold
