@@ -40,6 +40,14 @@ if TYPE_CHECKING:
 
     from benchmarks.workloads import Workload, WorkloadSpec
 
+from benchmarks.machine import (
+    become_subreaper,
+    children_cpu_seconds,
+    cpu_busy_seconds,
+    hardware_info,
+    wait_for_idle,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KNOB_COLUMNS = (
     "strategy",
@@ -445,103 +453,7 @@ def run_trial(workload_name: str, cfg: TrialConfig, timeout_s: float) -> TrialRe
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- machine load
-
-
-def _cpu_busy_seconds() -> float:
-    """CPU seconds spent busy by the whole machine since boot (all cores, from /proc/stat)."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _become_subreaper() -> None:
-    """Adopt orphaned descendants (e.g. Inductor compile workers) so their CPU time is counted."""
-    import ctypes
-
-    pr_set_child_subreaper = 36
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _reap_orphans() -> None:
-    """Reap adopted descendants that have exited, adding their CPU time to RUSAGE_CHILDREN."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _children_cpu_seconds() -> float:
-    """CPU seconds used by this process's reaped children."""
-    import resource
-
-    _reap_orphans()
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def wait_for_idle(max_wait_s: float, busy_cores: float = 0.5, window_s: float = 1.0) -> bool:
-    """Wait until other processes use under ``busy_cores`` cores (measured over ``window_s``).
-
-    The machine may be shared; starting a trial while it is busy skews the table. Returns False when
-    the machine was still busy after ``max_wait_s``.
-    """
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        before = _cpu_busy_seconds()
-        time.sleep(window_s)
-        if (_cpu_busy_seconds() - before) / window_s < busy_cores:
-            return True
-        if time.monotonic() > deadline:
-            return False
-
-
 # --------------------------------------------------------------------------- table files
-
-
-def _cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether the CPU has native bf16 instructions (avx512_bf16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _mem_gb() -> int:
-    """Physical memory in GiB, rounded."""
-    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
-
-
-def hardware_info() -> dict[str, Any]:
-    """The machine part of the sidecar JSON."""
-    return {
-        "kind": "cpu",
-        "cores": os.cpu_count() or 1,
-        "mem_gb": _mem_gb(),
-        "bf16": _cpu_has_bf16(),
-        "cpu_model": _cpu_model(),
-    }
 
 
 def write_sidecar(out: Path, workload_name: str, command: str) -> None:
@@ -588,10 +500,10 @@ def measure_row(args: argparse.Namespace, cfg: TrialConfig) -> tuple[TrialResult
     while attempts <= args.retries:
         attempts += 1
         wait_for_idle(args.max_idle_wait)
-        busy_before, children_before = _cpu_busy_seconds(), _children_cpu_seconds()
+        busy_before, children_before = cpu_busy_seconds(), children_cpu_seconds()
         result = run_trial(args.workload, cfg, args.timeout)
         time.sleep(0.2)  # let killed descendants turn into reapable zombies
-        used = (_cpu_busy_seconds() - busy_before) - (_children_cpu_seconds() - children_before)
+        used = (cpu_busy_seconds() - busy_before) - (children_cpu_seconds() - children_before)
         foreign = max(used, 0.0)
         if best is None or foreign < best[1]:
             best = (result, foreign)
@@ -608,7 +520,7 @@ def measure_table(args: argparse.Namespace, command: str) -> None:
     grid = build_grid(SPECS[args.workload], tuple(args.precisions.split(",")),
                       tuple(int(m) for m in args.micro_batch_sizes.split(",")) if args.micro_batch_sizes else None)
     configs = _select(grid, args.filter, args.only_first)
-    _become_subreaper()
+    become_subreaper()
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     write_sidecar(out, args.workload, command)
