@@ -137,8 +137,10 @@ class _Probe(TrainerCallback):
 
     def announce(self) -> None:
         """This rank's trial raised: join the others' next meeting with `_FAILED`, once, if it can be
-        matched (see the class docstring)."""
-        if _torch.distributed_world() > 1 and not self.announced and self.phase not in ("setup", "backward-sync"):
+        matched (see the class docstring). Once the ranks agreed on the outcome there is no meeting left."""
+        if self.announced or self.outcome is not None or self.phase in ("setup", "backward-sync"):
+            return
+        if _torch.distributed_world() > 1:
             self.announced = True
             _torch.all_reduce_max(_FAILED, self.device)
 
