@@ -91,6 +91,11 @@ class Accelerator:
         return self.peak_flops[key]
 
     @property
+    def half_precision(self) -> str:
+        """The device's 16-bit math: `bf16`, or `fp16` on GPUs without it (V100, T4)."""
+        return "bf16" if "bf16" in self.peak_flops else "fp16"
+
+    @property
     def intra(self) -> Link:
         return LINKS[self.intra_link]
 

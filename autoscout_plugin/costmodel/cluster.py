@@ -49,7 +49,7 @@ from .memory import (
     logits_bytes,
     model_state_bytes,
 )
-from .pipeline import pipeline_step_s, stage_layers
+from .pipeline import pipeline_step_s, splits, stage_layers
 from .workload import Workload
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32", "tf32")
@@ -526,8 +526,7 @@ def enumerate_layouts(model: ClusterModel, *, precisions: Sequence[str] = ("bf16
     n, w = model.n_gpus, model.workload
     assert w.n_layer
     tps = list(tp_values) if tp_values is not None else [t for t in _divisors(n) if t <= model.acc.gpus_per_node]
-    pps = list(pp_values) if pp_values is not None else [
-        p for p in _divisors(n) if w.n_layer % p == 0 or (p > 1 and (w.n_layer + 2) % p == 0)]
+    pps = list(pp_values) if pp_values is not None else [p for p in _divisors(n) if splits(w.n_layer, p)]
     for tp in tps:
         for pp in pps:
             for cp in cp_values:

@@ -84,10 +84,8 @@ def estimate_inference(workload: Workload, acc: Accelerator, *, batch: int, prom
     assert workload.n_layer and workload.d_model
     if workload.n_head and workload.n_head % tp:
         raise ValueError(f"tp={tp} does not divide the {workload.n_head} attention heads")
-    # fp16 runs on fp16 math (the only 16-bit math of a V100 or T4); int8/int4 weights are dequantised to bf16
-    # where the device has it, else fp16
-    half = "bf16" if "bf16" in acc.peak_flops else "fp16"
-    compute_precision = precision if precision in ("fp8", "fp32", "fp16", "bf16") else half
+    # int8/int4 weights are dequantised to the device's 16-bit math (fp16 on a V100 or T4)
+    compute_precision = precision if precision in ("fp8", "fp32", "fp16", "bf16") else acc.half_precision
     peak = acc.peak(compute_precision) * mfu
     bw = acc.mem_bytes_per_s * bandwidth_eff
     n_params = param_count(workload)

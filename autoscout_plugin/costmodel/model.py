@@ -97,7 +97,7 @@ def default_efficiency(hardware: Hardware) -> Efficiency:
         flops, bf16, mem_bw, link = 100e12, 1.8, 1.5e12, 100e9
         if acc is not None:
             flops = acc.peak("fp32") * acc.gemm_efficiency
-            bf16 = acc.peak("bf16" if "bf16" in acc.peak_flops else "fp16") / acc.peak("fp32")  # V100, T4: fp16
+            bf16 = acc.peak(acc.half_precision) / acc.peak("fp32")
             mem_bw, link = 0.9 * acc.mem_bytes_per_s, acc.intra.bytes_per_s
         return Efficiency(flops_per_core=flops, bf16_matmul_speedup=bf16, thread_exponent=1.0, matmul_fraction=0.8,
                           op_overhead_s=8e-6, gemm_half_rows=1024.0, mem_bytes_per_s=mem_bw, link_bytes_per_s=link,

@@ -40,6 +40,20 @@ def pipeline_step_s(stage_s: Sequence[float], micro_batches: int, vp: int = 1) -
     return micro_batches * slowest + (sum(stage_s) - slowest) / vp
 
 
+def splits(n_layer: int, pp: int, vp: int = 1) -> bool:
+    """Whether `stage_layers` can split `n_layer` layers over `pp` devices of `vp` chunks.
+
+    Example:
+        >>> splits(126, 16), splits(125, 16)
+        (True, False)
+    """
+    try:
+        stage_layers(n_layer, pp, vp)
+    except ValueError:
+        return False
+    return True
+
+
 def stage_layers(n_layer: int, pp: int, vp: int = 1) -> list[int]:
     """Transformer layers on each of the `pp` pipeline devices (all `vp` of its model chunks).
 
