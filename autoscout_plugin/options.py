@@ -58,13 +58,17 @@ class AutoScoutOptions:
     warmup_steps: int = 2
     """Optimizer steps run before timing (compilation happens here)."""
     measure_steps: int = 4
-    """Optimizer steps timed per trial (twice as many in a confirmation)."""
+    """Optimizer steps timed per trial (confirmation runs too: they are repeated, not lengthened)."""
     trial_timeout_s: float = 600.0
     """A trial still running after this is stopped and recorded as a timeout."""
     cut_below: float | None = 0.5
     """A trial running slower than this fraction of the best speed so far is cut short (recorded with
     the speed it showed) instead of finishing its steps; None runs every trial to the end."""
     confirm_top: int = 1
+    """Best configs re-measured against your own config before choosing (0 skips the confirmation)."""
+    confirm_rounds: int = 2
+    """Rounds of that confirmation: your config and each contender run interleaved (A B, B A, ...) and the
+    decision is on the per-round speed ratios, so a load burst cannot favour either side."""
     patience: int | None = 4
     seed: int = 0
     search: str = "autoscout"
@@ -116,5 +120,6 @@ class AutoScoutOptions:
         return TuneOptions(max_trials=self.max_trials, max_seconds=self.max_seconds,
                            max_fraction=self.max_fraction,
                            planned_samples=planned_samples if self.max_fraction is not None else None,
-                           patience=self.patience, confirm_top=self.confirm_top, search=self.search,
+                           patience=self.patience, confirm_top=self.confirm_top,
+                           confirm_rounds=self.confirm_rounds, search=self.search,
                            seed=self.seed, store=store)

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from .failures import FAILURE_CLASSES, FailureClass, diagnose
+
 Status = Literal["ok", "oom", "error", "timeout", "nan", "invalid"]
 STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "nan", "invalid")
 
@@ -47,6 +49,11 @@ class Trial:
     """Anything else measured (step times, loss)."""
     number: int = -1
     """Position in the study (0-based); set by the tuner or the store."""
+    failure: FailureClass | None = None
+    """A failed trial's class (`autoscout_plugin.failures`): `unsupported`, `oom`, `timeout`, `nan`,
+    `transient` or `crash`; diagnosed from `status` and `error` when not given. None when `ok`."""
+    blame: list[str] = field(default_factory=list)
+    """The knobs the failure's evidence names (a dynamo error in a compiled trial: `compile`)."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -54,6 +61,15 @@ class Trial:
         if self.status == "ok" and (self.value is None or not math.isfinite(self.value)):
             raise ValueError(f"an ok trial needs a finite value, got {self.value!r}")
         self.fidelity = Fidelity(self.fidelity)
+        if self.status == "ok":
+            self.failure, self.blame = None, []
+        elif self.failure is None:
+            diagnosis = diagnose(self.status, self.error, self.config)
+            assert diagnosis is not None
+            self.failure, self.blame = diagnosis.failure, list(diagnosis.blame)
+        elif self.failure not in FAILURE_CLASSES:
+            raise ValueError(f"trial failure class {self.failure!r} is not one of {FAILURE_CLASSES}")
+        self.blame = list(self.blame)
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,6 @@
-"""The tuning loop: ask -> profile -> tell, under a budget, with early stopping, a final
-confirmation of the best few, and a trial store for resume, zero-trial reuse and warm starts."""
+"""The tuning loop: ask -> profile -> tell, under a budget, with early stopping, a final paired
+confirmation of the best few against the user's config, and a trial store for resume, zero-trial
+reuse and warm starts (winners, and settings that failed as unsupported)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .costmodel import CostModel, Efficiency, Hardware, Workload
+from .failures import Exclusion, exclusions_from
 from .profiling import ProfileFn, TrialOutcome, classify_exception, describe_exception
-from .report.result import TuneResult
+from .report.result import PairedComparison, TuneResult
 from .search import SearchExhausted, SearchStrategy, make_strategy
 from .space import Config, Space, SpaceError
 from .store import InMemoryStore, SQLiteStore, TrialStore, fingerprint
@@ -46,7 +48,12 @@ class TuneOptions:
     None never stops early."""
     min_improvement: float = 0.02
     confirm_top: int = 2
-    """Re-measure this many of the best configs at F3 before choosing (0 disables)."""
+    """Re-measure this many of the best configs at F3 before choosing (0 disables), each paired with the
+    user's config (`baseline`) in the same window."""
+    confirm_rounds: int = 2
+    """Rounds of the paired confirmation: the baseline and the contenders run interleaved, in reversed
+    order every other round (A B C, C B A, ...), so a load burst or a drift cannot favour either side;
+    the decision is on the per-round ratios to the baseline."""
     search: str = "autoscout"
     seed: int = 0
     store: str | None = None
@@ -77,6 +84,10 @@ class TuneOptions:
         top = self.confirm_top
         if not isinstance(top, int) or isinstance(top, bool) or top < 0:
             raise ValueError(f"confirm_top must be an integer >= 0 (got {top!r}); 0 disables confirmation")
+        rounds = self.confirm_rounds
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise ValueError(f"confirm_rounds must be an integer >= 1 (got {rounds!r}); use confirm_top=0 to"
+                             " skip the confirmation")
         if not (isinstance(self.min_improvement, (int, float)) and math.isfinite(self.min_improvement)
                 and self.min_improvement >= 0):
             raise ValueError(f"min_improvement must be a number >= 0 (got {self.min_improvement!r})")
@@ -93,6 +104,10 @@ class TuneOptions:
 
 
 TrialCallback = Callable[[Trial, "Tuner"], None]
+
+SAME_MODEL_SIMILARITY = 0.9
+"""A past study this alike (`store.fingerprint.similarity`: same family and architecture, sizes within a
+few percent) is the same model: its `unsupported` settings are excluded here too."""
 
 
 @dataclass
@@ -200,17 +215,32 @@ class Tuner:
                 self._tell(trial)
 
     def _tell(self, trial: Trial) -> None:
-        if not self.search.seen(trial.config):
+        # A transient failure (a port in use) says nothing about the config: its retry is what counts.
+        if trial.failure != "transient" and not self.search.seen(trial.config):
             self.search.tell(trial)
 
     def _warm_configs(self) -> list[Config]:
+        """Winners of similar past studies, to try first; settings that failed as `unsupported` in a
+        past study of the same model on this machine are handed to the search as exclusions."""
         assert self.store is not None
         if not self.options.warm_start or self.workload is None or self.hardware is None:
             return []
         out = []
         similar = self.store.similar(self.workload.to_json(), self.hardware.to_json(), exclude=self.study_id)
-        for study_id, _ in similar:
-            ok = [t for t in self.store.trials(study_id) if t.ok]
+        choices = {k.name: list(k.grid()) for k in self.space.knobs}
+        # This study's own earlier runs first (a re-tune with reuse=False is not resumed), then alike ones.
+        sources = [(self.study_id, 1.0)] + list(similar)
+        inherited: list[Exclusion] = []
+        for study_id, score in sources:
+            trials = self.store.trials(study_id)
+            if score >= SAME_MODEL_SIMILARITY:
+                known = {ex.knob for ex in inherited}
+                where = "an earlier run of this study" if study_id == self.study_id else f"{study_id} on this machine"
+                inherited += [Exclusion(ex.knob, ex.values, f"{where}, {ex.reason}")
+                              for ex in exclusions_from(trials, choices) if ex.knob not in known]
+            if study_id == self.study_id:
+                continue
+            ok = [t for t in trials if t.ok]
             if not ok:
                 continue
             best = max(ok, key=lambda t: t.value or 0.0)
@@ -220,7 +250,9 @@ class Tuner:
                 continue
             if self.space.is_feasible(config) and config not in out:
                 out.append(config)
-        return out
+        if inherited:
+            self.search.exclude(inherited)
+        return [c for c in out if not any(ex.matches(c) for ex in self.search.exclusions)]
 
     def _spent_s(self) -> float:
         return sum(t.cost_s for t in self.trials)
@@ -252,6 +284,9 @@ class Tuner:
                 except SearchExhausted as exc:
                     return f"search exhausted: {exc}"
             trial = self._measure(config, Fidelity.F2)
+            budget_left = self.options.max_trials is None or len(self._f2_trials()) < self.options.max_trials
+            if trial.failure == "transient" and budget_left:  # a port in use, a rendezvous timeout: once more
+                trial = self._measure(config, Fidelity.F2, retry=True)
             self._tell(trial)
             threshold = None if best is None else best * (1 + self.options.min_improvement)
             if trial.ok and trial.value is not None and (threshold is None or trial.value > threshold):
@@ -263,7 +298,7 @@ class Tuner:
         ok = [t.value for t in self._f2_trials() if t.ok and t.value is not None]
         return max(ok) if ok else None
 
-    def _measure(self, config: Config, fidelity: Fidelity) -> Trial:
+    def _measure(self, config: Config, fidelity: Fidelity, *, retry: bool = False) -> Trial:
         predicted = self.search.predict(config)
         started = time.perf_counter()
         try:
@@ -278,6 +313,9 @@ class Tuner:
         except Exception as exc:  # noqa: BLE001 - any failure of a trial is recorded, never raised
             outcome = TrialOutcome(status=classify_exception(exc), error=describe_exception(exc))
             trial = self._trial(config, outcome, fidelity, predicted, started)
+        if retry and trial.failure == "transient":
+            trial.failure = "crash"  # twice in a row is no longer chance
+            trial.error = f"transient failure repeated on retry: {trial.error or ''}"[:300]
         assert self.store is not None
         self.store.add_trial(self.study_id, trial)
         self.trials.append(trial)
@@ -294,25 +332,62 @@ class Tuner:
         return Trial(config=config, status=outcome.status,
                      value=outcome.value if outcome.status == "ok" else None, cost_s=float(cost),
                      fidelity=fidelity, predicted=predicted, peak_mem_mb=outcome.peak_mem_mb,
-                     error=outcome.error, metrics=dict(outcome.metrics))
+                     error=outcome.error, metrics=dict(outcome.metrics),
+                     failure=outcome.failure if outcome.status != "ok" else None)
 
-    def _confirm(self) -> None:
-        """F3: re-measure the best few distinct configs, and the baseline beside them, so the winner is
-        chosen on these numbers and never over the user's own config on the strength of one lucky F2."""
-        if self.options.confirm_top == 0:
-            return
-        done = {json.dumps(t.config, sort_keys=True) for t in self.trials if t.fidelity == Fidelity.F3}
+    def _contenders(self) -> list[Config]:
+        """The best `confirm_top` distinct configs measured at F2, best first (within 10% of the best: a
+        config clearly behind needs no confirmation)."""
         ranked: list[Trial] = []
         for t in sorted((t for t in self._f2_trials() if t.ok), key=lambda t: -(t.value or 0.0)):
             if all(t.config != r.config for r in ranked):
                 ranked.append(t)
-        configs = [t.config for t in ranked[: self.options.confirm_top]]
-        baseline_ok = any(t.ok and t.config == self.baseline for t in self._f2_trials())
-        if baseline_ok and self.baseline not in configs and configs:
-            configs.append(self.baseline)
-        for config in configs:
-            if json.dumps(config, sort_keys=True) not in done:
-                self._measure(config, Fidelity.F3)
+        top = ranked[: self.options.confirm_top]
+        return [t.config for t in top if (t.value or 0.0) >= 0.9 * (top[0].value or 0.0)]
+
+    def _reference(self, contenders: list[Config]) -> Config | None:
+        """What the contenders are paired with: the user's config when it ran, else the best contender."""
+        if any(t.ok and t.config == self.baseline for t in self._f2_trials()):
+            return self.baseline
+        return contenders[0] if contenders else None
+
+    def _confirm(self) -> None:
+        """F3, paired: the reference (the user's config) and the contenders run interleaved, `confirm_rounds`
+        times, in reversed order every other round (A B C, C B A: a linear drift cancels), so every
+        contender is compared with the reference measured in the same window. F3 trials already in the
+        store (a resumed study) count towards their round."""
+        if self.options.confirm_top == 0:
+            return
+        contenders = self._contenders()
+        reference = self._reference(contenders)
+        challengers = [c for c in contenders if c != reference]
+        if reference is None or not challengers:
+            return  # nothing measured better than the reference: there is no claim to confirm
+        order = [reference] + challengers
+        for round_ in range(self.options.confirm_rounds):
+            for config in order if round_ % 2 == 0 else order[::-1]:
+                done = sum(1 for t in self.trials if t.fidelity == Fidelity.F3 and t.config == config)
+                if done <= round_:
+                    self._measure(config, Fidelity.F3)
+
+    def _paired(self, reference: Config | None) -> list[PairedComparison]:
+        """Each confirmed config's per-round ratios to the reference measured in the same round."""
+        if reference is None:
+            return []
+        f3: dict[str, list[Trial]] = {}
+        for t in self.trials:
+            if t.fidelity == Fidelity.F3:
+                f3.setdefault(json.dumps(t.config, sort_keys=True), []).append(t)
+        ref_runs = f3.get(json.dumps(reference, sort_keys=True), [])
+        out = []
+        for runs in f3.values():
+            config = runs[0].config
+            if config == reference:
+                continue
+            ratios = [a.value / b.value for a, b in zip(runs, ref_runs) if a.ok and b.ok and a.value and b.value]
+            failed = any(not t.ok for t in runs)
+            out.append(PairedComparison(config=config, reference=reference, ratios=ratios, failed=failed))
+        return out
 
     def _scores(self) -> dict[str, tuple[Config, list[float]]]:
         """Each config's measured values at the fidelity it is judged on: its F3 values once confirmed,
@@ -326,24 +401,38 @@ class Tuner:
                 failed_f3.add(key)
             elif t.ok and t.value is not None:
                 (f3 if t.fidelity == Fidelity.F3 else f2).setdefault(key, (t.config, []))[1].append(t.value)
-        return {**{k: v for k, v in f2.items() if k not in failed_f3}, **f3}
+        return {**{k: v for k, v in f2.items() if k not in failed_f3},
+                **{k: v for k, v in f3.items() if k not in failed_f3}}
 
     def _result(self, reason: str) -> TuneResult:
         scores = self._scores()
         mean = {key: sum(values) / len(values) for key, (_, values) in scores.items()}
-        confirmed = {json.dumps(t.config, sort_keys=True) for t in self.trials
-                     if t.fidelity == Fidelity.F3 and t.ok}
-        # F3 exists to overrule noisy F2 numbers: the winner comes from the confirmed configs if any.
-        pool = [k for k in mean if k in confirmed] or list(mean)
-        best_key = max(pool, key=lambda k: mean[k]) if pool else None
-        best_config = scores[best_key][0] if best_key else None
+        reference = self._reference(self._contenders()) if self.options.confirm_top else None
+        paired = [p for p in self._paired(reference) if not p.failed and p.ratios]
+        best_key: str | None
+        if paired:
+            # The paired ratios decide: the best contender wins if it beat the reference in the same
+            # windows (geometric mean of the round ratios above 1), else the reference stays.
+            best = max(paired, key=lambda p: p.ratio)
+            best_key = json.dumps(best.config if best.ratio > 1.0 else reference, sort_keys=True)
+        else:
+            confirmed = {json.dumps(t.config, sort_keys=True) for t in self.trials
+                         if t.fidelity == Fidelity.F3 and t.ok}
+            # F3 exists to overrule noisy F2 numbers: the winner comes from the confirmed configs if any.
+            pool = [k for k in mean if k in confirmed] or list(mean)
+            best_key = max(pool, key=lambda k: mean[k]) if pool else None
+        best_config = scores[best_key][0] if best_key in scores else None
+        if best_config is None:
+            best_key = None
         baseline_value = None
         if self.baseline is not None:
             baseline_value = mean.get(json.dumps(self.baseline, sort_keys=True))
+        versus_baseline = [p for p in paired if p.reference == self.baseline]
         return TuneResult(
             best_config=best_config,
             best_value=mean[best_key] if best_key else None,
             baseline_config=self.baseline, baseline_value=baseline_value, trials=list(self.trials),
             importances=self.search.importances(), tuning_s=self._spent_s(), stop_reason=reason,
             fingerprint=self.fingerprint, derived=self.space.derived(best_config) if best_config else {},
+            paired=versus_baseline, exclusions=[ex.to_json() for ex in self.search.exclusions],
         )

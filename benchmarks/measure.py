@@ -58,7 +58,7 @@ KNOB_COLUMNS = (
     "micro_batch_size",
     "num_threads",
 )
-RESULT_COLUMNS = ("samples_per_s", "peak_rss_mb", "trial_wall_s", "status")
+RESULT_COLUMNS = ("samples_per_s", "peak_rss_mb", "trial_wall_s", "status", "error")
 PRECISIONS = ("32-true", "bf16-mixed")
 COMPILE_MODES = ("off", "default")
 WARMUP_STEPS = 2
@@ -125,6 +125,7 @@ class TrialResult:
             "peak_rss_mb": _fmt(self.peak_rss_mb, 1),
             "trial_wall_s": _fmt(self.trial_wall_s, 2),
             "status": self.status,
+            "error": " ".join(self.message.split())[:300],
         }
 
 
@@ -302,9 +303,11 @@ def worker_main(workload_name: str, cfg: TrialConfig, result_file: Path) -> int:
             dist.init_process_group("gloo", rank=rank, world_size=world)
         result["samples_per_s"] = _train_and_time(workload_name, cfg, rank, world)
     except Exception as exc:  # noqa: BLE001 - every failure is a data point
+        from autoscout_plugin.failures import describe_exception
+
         traceback.print_exc()
         result["status"] = "oom" if _is_oom(exc) else "error"
-        result["message"] = f"{type(exc).__name__}: {exc}"[:400]
+        result["message"] = describe_exception(exc, limit=400)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result_file.write_text(json.dumps(result))
     _shutdown_distributed()
@@ -527,8 +530,11 @@ def measure_table(args: argparse.Namespace, command: str) -> None:
     done = _done_configs(out) if args.resume else set()
     columns = [*KNOB_COLUMNS, *RESULT_COLUMNS]
     fresh = not (args.resume and out.exists())
+    if not fresh:  # a table measured before the error column keeps its own header
+        with out.open(newline="") as handle:
+            columns = next(csv.reader(handle), columns)
     with out.open("w" if fresh else "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         if fresh:
             writer.writeheader()
         for index, cfg in enumerate(configs, 1):
@@ -556,7 +562,7 @@ def _progress_line(index: int, total: int, cfg: TrialConfig, result: TrialResult
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of both the table measurement and the worker mode."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", required=True, choices=["gpt2", "cnn", "encoder"])
+    parser.add_argument("--workload", required=True, choices=["gpt2", "cnn", "encoder", "recurrent"])
     parser.add_argument("--out", type=Path, help="CSV path, e.g. benchmarks/tables/gpt2_50k.csv")
     parser.add_argument("--only-first", type=int, default=None, help="measure only the first N rows")
     parser.add_argument("--filter", action="append", default=[], metavar="KNOB=VALUE", help="repeatable")

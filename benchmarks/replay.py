@@ -1,12 +1,19 @@
 """Replay benchmark: run every optimizer against a ground-truth table, offline.
 
     python -m benchmarks.replay --table benchmarks/tables/gpt2_50k.csv [--seeds 20] [--budget 20]
-                                [--json OUT.json] [--optimizers autoscout,random,...]
+                                [--json OUT.json] [--optimizers autoscout,random,...] [--scenario NAME]
 
-The optimizer asks, the table answers (samples/s, status, trial seconds); nothing is re-run. The
-space comes from the table itself (DESIGN.md): every non-result column is a knob, its values are
-the distinct values in the table, its kind comes from the catalogue, a knob left empty in some rows
-is conditional. A candidate the table lacks is answered `invalid` (a trial that cost no seconds).
+The optimizer asks, the table answers (samples/s, status, trial seconds, error text); nothing is
+re-run. The space comes from the table itself (format: benchmarks/README.md): every non-result column
+is a knob, its values are the distinct values in the table (the knob's catalogue default first), its
+kind comes from the catalogue, a knob left empty in some rows is conditional. A candidate the table
+lacks is answered `invalid` (a trial that cost no seconds). A failed row's `error` text is what the
+failure is classified from (`autoscout_plugin.failures`), as a live trial's exception would be.
+
+`--scenario` lays a fault over the table (`benchmarks.synthetic.SCENARIOS`: bf16 or DDP failing
+everywhere, an out-of-memory line, 10% transient failures). Every optimizer runs under the tuner's
+retry rule: a transient failure is retried once (both runs count as trials) and is not told to the
+optimizer; a second one in a row counts as a crash.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import csv
 import json
 import math
 import multiprocessing
+import os
+import random
 import statistics
 import sys
 import time
@@ -39,8 +48,9 @@ from autoscout_plugin.space import (
     parse_cell,
 )
 from autoscout_plugin.trial import Trial
+from benchmarks.synthetic import SCENARIOS, apply_scenario, transient_failure
 
-RESULT_COLUMNS = ("samples_per_s", "peak_rss_mb", "peak_mem_mb", "trial_wall_s", "status")
+RESULT_COLUMNS = ("samples_per_s", "peak_rss_mb", "peak_mem_mb", "trial_wall_s", "status", "error")
 RATIO_AT = (5, 10, 20)
 
 
@@ -52,17 +62,27 @@ class Table:
     space: Space
     rows: dict[str, dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    scenario: str | None = None
+    """The fault laid over the measured rows (`benchmarks.synthetic.SCENARIOS`), if any."""
 
     @property
     def oracle(self) -> float:
         return max(r["samples_per_s"] for r in self.rows.values() if r["status"] == "ok")
 
-    def answer(self, config: Config) -> Trial:
+    @property
+    def transient_rate(self) -> float:
+        return SCENARIOS[self.scenario].transient_rate if self.scenario else 0.0
+
+    def answer(self, config: Config, rng: random.Random | None = None) -> Trial:
+        """The table's measurement of `config`; with a transient scenario and `rng`, sometimes a
+        transient failure instead."""
         row = self.rows.get(self.space.key(config))
         if row is None:
             return Trial(config=config, status="invalid", cost_s=0.0, error="not in the table")
+        if rng is not None and self.transient_rate and rng.random() < self.transient_rate:
+            row = transient_failure(row)
         if row["status"] != "ok":
-            return Trial(config=config, status=row["status"], cost_s=row["trial_wall_s"])
+            return Trial(config=config, status=row["status"], cost_s=row["trial_wall_s"], error=row.get("error"))
         return Trial(config=config, status="ok", value=row["samples_per_s"], cost_s=row["trial_wall_s"],
                      peak_mem_mb=row.get("peak_mem_mb"))
 
@@ -81,7 +101,8 @@ def _parse_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         knobs = [c for c in reader.fieldnames if c not in RESULT_COLUMNS]
         missing = [c for c in ("samples_per_s", "status") if c not in reader.fieldnames]
         if missing:
-            raise ValueError(f"{path}: missing result column(s) {missing}; see DESIGN.md for the table format")
+            raise ValueError(f"{path}: missing result column(s) {missing}; see benchmarks/README.md for the"
+                             " table format")
         rows = []
         for line, raw in enumerate(reader, start=2):
             try:
@@ -93,7 +114,8 @@ def _parse_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
                 mem = raw.get("peak_mem_mb") or raw.get("peak_rss_mb") or ""
                 row["_result"] = {"samples_per_s": value, "status": status,
                                   "trial_wall_s": float(raw.get("trial_wall_s") or 0.0),
-                                  "peak_mem_mb": float(mem) if mem.strip() else None}
+                                  "peak_mem_mb": float(mem) if mem.strip() else None,
+                                  "error": (raw.get("error") or "").strip() or None}
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"{path}:{line}: cannot parse row: {exc}") from exc
             rows.append(row)
@@ -141,11 +163,13 @@ def _catalogue_constraints(knob_names: list[str], rows: list[dict[str, Any]], me
     return [c for c in out if all(c.violation({k: v for k, v in r.items() if k != "_result"}) is None for r in rows)]
 
 
-def load_table(path: str | Path) -> Table:
-    """Read `NAME.csv` (and `NAME.json` beside it, if present) and derive the space."""
+def load_table(path: str | Path, scenario: str | None = None) -> Table:
+    """Read `NAME.csv` (and `NAME.json` beside it, if present) and derive the space; `scenario` lays
+    a fault over the rows (see `benchmarks.synthetic.SCENARIOS`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no table at {path}; pass a CSV in the DESIGN.md ground-truth format")
+        raise FileNotFoundError(f"no table at {path}; pass a CSV in the ground-truth table format"
+                                " (benchmarks/README.md)")
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     names, rows = _parse_rows(path)
@@ -154,15 +178,22 @@ def load_table(path: str | Path) -> Table:
     names = _ordered([n for n in names if any(n in r for r in rows)])
     knobs = []
     for i, name in enumerate(names):
-        values = sorted({r[name] for r in rows if name in r}, key=lambda v: (str(type(v)), v))
+        default = CATALOGUE[name].default if name in CATALOGUE else None
+        # The knob's default first (a grid walks from what the user has), then in sorted order.
+        values = sorted({r[name] for r in rows if name in r}, key=lambda v: (v != default, str(type(v)), v))
         knobs.append(make_knob(name, values, when=_condition_for(name, rows, names[:i])))
     space = Space(knobs, _catalogue_constraints(names, rows, meta))
+    configs = [space.canonical({k: v for k, v in row.items() if k in names}, allow_inactive=True) for row in rows]
+    results = [row["_result"] for row in rows]
+    if scenario is not None:
+        results = apply_scenario(scenario, list(zip(configs, results)))
     by_key: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        config = {k: v for k, v in row.items() if k in names}
-        key = space.key(space.canonical(config, allow_inactive=True))
-        by_key.setdefault(key, row["_result"])
-    return Table(name=path.stem, space=space, rows=by_key, meta=meta)
+    for config, result in zip(configs, results):
+        by_key.setdefault(space.key(config), result)
+    if not any(r["status"] == "ok" for r in by_key.values()):
+        raise ValueError(f"{path}: no row ran ok" + (f" under scenario {scenario!r}" if scenario else ""))
+    name = path.stem + (f"+{scenario}" if scenario else "")
+    return Table(name=name, space=space, rows=by_key, meta=meta, scenario=scenario)
 
 
 # ---------------------------------------------------------------------- replay
@@ -170,6 +201,14 @@ def load_table(path: str | Path) -> Table:
 class Run:
     values: list[float | None]
     costs: list[float]
+    configs: list[Config] = field(default_factory=list)
+    failures: list[str | None] = field(default_factory=list)
+
+    def add(self, trial: Trial) -> None:
+        self.values.append(trial.value if trial.ok else None)
+        self.costs.append(trial.cost_s)
+        self.configs.append(trial.config)
+        self.failures.append(trial.failure)
 
 
 def replay_one(table: Table, optimizer: str, seed: int, budget: int) -> Run:
@@ -180,20 +219,26 @@ def replay_one(table: Table, optimizer: str, seed: int, budget: int) -> Run:
     elif optimizer == "autoscout_no_f0":
         name = "autoscout"
     strategy = make_strategy(name, table.space, seed=seed, **options)
+    faults = random.Random(f"{table.name}/{optimizer}/{seed}")  # transient failures, same for a seed
     run = Run([], [])
-    for _ in range(budget):
+    while len(run.values) < budget:
         try:
             config = strategy.ask()
         except SearchExhausted:
             break
-        trial = table.answer(config)
-        strategy.tell(trial)
-        run.values.append(trial.value if trial.ok else None)
-        run.costs.append(trial.cost_s)
+        trial = table.answer(config, faults)
+        if trial.failure == "transient" and len(run.values) + 1 < budget:
+            run.add(trial)  # the tuner's rule: retried once, not told
+            trial = table.answer(config, faults)
+            if trial.failure == "transient":
+                trial.failure = "crash"
+        run.add(trial)
+        if trial.failure != "transient":
+            strategy.tell(trial)
     return run
 
 
-def _metrics(run: Run, oracle: float, budget: int) -> dict[str, Any]:
+def _metrics(run: Run, oracle: float, budget: int, failing: Any = None) -> dict[str, Any]:
     best, reached = 0.0, None
     best_at: list[float] = []
     for i, value in enumerate(run.values):
@@ -207,16 +252,22 @@ def _metrics(run: Run, oracle: float, budget: int) -> dict[str, Any]:
         n = max(len(run.values), 1)
         trials, seconds = budget, sum(run.costs) * budget / n
     ratio = {str(k): (best_at[min(k, len(best_at)) - 1] if best_at else 0.0) / oracle for k in RATIO_AT}
-    return {"trials": trials, "seconds": seconds, "ratio": ratio, "reached": reached is not None}
+    on_failing = sum(1 for c in run.configs if failing(c)) if failing is not None else None
+    return {"trials": trials, "seconds": seconds, "ratio": ratio, "reached": reached is not None,
+            "failing_trials": on_failing, "failed_trials": sum(1 for f in run.failures if f is not None)}
 
 
 def _replay_seed(args: tuple[Table, str, int, int]) -> dict[str, Any]:
     table, optimizer, seed, budget = args
-    return _metrics(replay_one(table, optimizer, seed, budget), table.oracle, budget)
+    failing = SCENARIOS[table.scenario].failing if table.scenario else None
+    return _metrics(replay_one(table, optimizer, seed, budget), table.oracle, budget, failing)
 
 
 def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, jobs: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if jobs > 1:  # one BLAS thread per worker: `jobs` workers share the cores, none oversubscribes them
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
     pool = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else None
     try:
         for optimizer in optimizers:
@@ -232,23 +283,33 @@ def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, job
 
 
 def _summary(runs: list[dict[str, Any]], table: Table, seeds: int, budget: int, wall_s: float) -> dict[str, Any]:
-    return {
+    out = {
         "median_trials_to_95": statistics.median(r["trials"] for r in runs),
         "median_seconds_to_95": round(statistics.median(r["seconds"] for r in runs), 1),
         "median_ratio_at": {str(k): round(statistics.median(r["ratio"][str(k)] for r in runs), 4) for k in RATIO_AT},
         "reached_95_share": sum(r["reached"] for r in runs) / len(runs),
+        "median_failed_trials": statistics.median(r["failed_trials"] for r in runs),
         "table": table.name, "seeds": seeds, "budget": budget, "wall_s": round(wall_s, 1),
     }
+    if runs and runs[0]["failing_trials"] is not None:  # trials spent on the setting that fails everywhere
+        spent = [r["failing_trials"] for r in runs]
+        out["failing_trials"] = {"median": statistics.median(spent), "max": max(spent)}
+    return out
 
 
 def format_results(table: Table, results: dict[str, Any]) -> str:
+    failing = any("failing_trials" in r for r in results.values())
     lines = [f"table {table.name}: {len(table.rows)} configs, oracle {table.oracle:.2f} samples/s",
-             "| optimizer | trials to 95% | seconds to 95% | best/oracle @5 | @10 | @20 |",
-             "|---|---|---|---|---|---|"]
+             "| optimizer | trials to 95% | seconds to 95% | best/oracle @5 | @10 | @20 | failed trials |"
+             + (" on the failing setting (median / max) |" if failing else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if failing else "")]
     for name, r in results.items():
         ratio = r["median_ratio_at"]
-        lines.append(f"| {name} | {r['median_trials_to_95']} | {r['median_seconds_to_95']} | {ratio['5']:.3f} |"
-                     f" {ratio['10']:.3f} | {ratio['20']:.3f} |")
+        line = (f"| {name} | {r['median_trials_to_95']} | {r['median_seconds_to_95']} | {ratio['5']:.3f} |"
+                f" {ratio['10']:.3f} | {ratio['20']:.3f} | {r['median_failed_trials']} |")
+        if failing:
+            line += f" {r['failing_trials']['median']} / {r['failing_trials']['max']} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -261,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--jobs", type=int, default=1, help="seeds replayed in parallel processes")
     parser.add_argument("--optimizers", default=",".join(names), help=f"comma-separated subset of {names}")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS),
+                        help="lay a fault over the table: " + "; ".join(f"{k}: {v.doc}" for k, v in SCENARIOS.items()))
     args = parser.parse_args(argv)
     chosen = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     unknown = [o for o in chosen if o not in names]
@@ -268,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown optimizer(s) {unknown}; choose from {names}")
     if args.seeds < 1 or args.budget < 1:
         parser.error(f"--seeds and --budget must be >= 1 (got {args.seeds}, {args.budget})")
-    table = load_table(args.table)
+    table = load_table(args.table, args.scenario)
     if table.cost_model() is None and "autoscout" in chosen:
         print(f"note: {args.table} has no JSON workload description; autoscout runs without F0", file=sys.stderr)
     results = replay(table, chosen, args.seeds, args.budget, max(args.jobs, 1))

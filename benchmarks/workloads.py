@@ -51,6 +51,7 @@ SPECS: dict[str, WorkloadSpec] = {
     "gpt2": WorkloadSpec("gpt2", global_batch=8, micro_batch_sizes=(2, 4)),
     "cnn": WorkloadSpec("cnn", global_batch=64, micro_batch_sizes=(8, 32)),
     "encoder": WorkloadSpec("encoder", global_batch=64, micro_batch_sizes=(8, 32)),
+    "recurrent": WorkloadSpec("recurrent", global_batch=32, micro_batch_sizes=(8, 32)),
 }
 
 # Workloads for a GPU only (the GPU benchmark), kept out of the CPU measurement grid's choices.
@@ -250,11 +251,112 @@ def build_cnn() -> Workload:
     return Workload(SPECS["cnn"], model, make_batch, loss_fn, list(model.features), info)
 
 
+# --------------------------------------------------------------------------- recurrent
+
+RECURRENT_SEQ_LEN = 64
+_SCAN_OP: Any = None
+
+
+def linear_scan_op() -> Any:
+    """The custom operator ``autoscout_bench::linear_scan``: ``h_t = a_t * h_(t-1) + x_t`` along dim 1.
+
+    It stands in for the fused scan kernel of a recurrent model (minGRU, Mamba-style SSMs): registered
+    with ``torch.library`` and its autograd formula, but with no fake (meta) kernel, as such kernels
+    often ship. Eager training works; ``torch.compile`` fails deterministically while tracing it
+    (``torch._dynamo.exc.TorchRuntimeError``: no fake impl registered), in every mode.
+    """
+    global _SCAN_OP
+    if _SCAN_OP is not None:
+        return _SCAN_OP
+
+    @torch.library.custom_op("autoscout_bench::linear_scan", mutates_args=())
+    def linear_scan(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x)
+        h = torch.zeros_like(x[:, 0])
+        for t in range(x.shape[1]):
+            h = a[:, t] * h + x[:, t]
+            out[:, t] = h
+        return out
+
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], output)
+
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, h = ctx.saved_tensors
+        # dL/dx_t = g_t + a_(t+1) dL/dx_(t+1): the same scan, backwards in time.
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+        grad_x = linear_scan(a_next.flip(1), grad.flip(1)).flip(1)
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        return grad_x * h_prev, grad_x
+
+    linear_scan.register_autograd(backward, setup_context=setup_context)
+    _SCAN_OP = linear_scan
+    return linear_scan
+
+
+class MinGRUBlock(nn.Module):
+    """Pre-norm minGRU (Feng et al. 2024, "Were RNNs All We Needed?") and a GELU MLP, each residual:
+    ``z = sigmoid(W_z x)``, ``h_t = (1 - z_t) h_(t-1) + z_t W_h x_t``."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.gate_and_candidate = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, candidate = self.gate_and_candidate(self.norm1(x)).chunk(2, dim=-1)
+        z = torch.sigmoid(gate)
+        x = x + self.out(linear_scan_op()(1 - z, z * candidate))
+        return x + self.mlp(self.norm2(x))
+
+
+class RecurrentLM(nn.Module):
+    """Token embedding, minGRU blocks, a final norm and an untied LM head."""
+
+    def __init__(self, vocab: int, d_model: int, n_layer: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        self.blocks = nn.ModuleList(MinGRUBlock(d_model) for _ in range(n_layer))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def build_recurrent() -> Workload:
+    """A recurrent LM that torch.compile cannot trace: 2 minGRU blocks over a custom scan operator,
+    d_model 128, 8k vocabulary, sequence length 64."""
+    vocab, d_model, n_layer = 8192, 128, 2
+    torch.manual_seed(0)
+    model = RecurrentLM(vocab, d_model, n_layer)
+
+    def make_batch(batch_size: int, seed: int) -> Batch:
+        ids = torch.randint(0, vocab, (batch_size, RECURRENT_SEQ_LEN + 1), generator=_generator(seed))
+        return {"input_ids": ids}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        ids = batch["input_ids"]
+        logits = m(ids[:, :-1])
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+
+    info = {"family": "recurrent", "arch": "decoder", "n_layer": n_layer, "d_model": d_model, "vocab": vocab,
+            "seq_len": RECURRENT_SEQ_LEN}
+    return Workload(SPECS["recurrent"], model, make_batch, loss_fn, list(model.blocks), info)
+
+
 BUILDERS: dict[str, Callable[[], Workload]] = {
     "gpt2": build_gpt2,
     "gpt2_124m": build_gpt2_124m,
     "cnn": build_cnn,
     "encoder": build_encoder,
+    "recurrent": build_recurrent,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from autoscout_plugin.report.result import format_config
+from autoscout_plugin.report.result import format_config, status_label
 from autoscout_plugin.space import Config
 from autoscout_plugin.trial import Fidelity, Trial
 from autoscout_plugin.tuner import Tuner
@@ -38,7 +38,7 @@ class Progress:
 
     def trial(self, trial: Trial, tuner: Tuner) -> None:
         value = f"{trial.value:8.2f} samples/s" if trial.value is not None else f"{'-':>8} samples/s"
-        line = (f"  #{trial.number:<2} {trial.fidelity.value} {trial.status:7} {value}  {trial.cost_s:6.1f} s"
+        line = (f"  #{trial.number:<2} {trial.fidelity.value} {status_label(trial):11} {value}  {trial.cost_s:6.1f} s"
                 f"  {format_config(trial.config)}" + (f"  ({trial.error})" if trial.error else ""))
         if self.bar is not None:
             self.bar.write(line, file=sys.stderr)

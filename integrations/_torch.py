@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode  # public as a class since torch 2.0, in a private module
 
 from autoscout_plugin.costmodel import Hardware, Layer, Workload, detect_cpu
 from autoscout_plugin.costmodel.presets import workload_from_hf_config
@@ -101,7 +102,9 @@ def workload_from_module(module: nn.Module, *, global_batch: int, seq_len: int |
     """Describe `module` for the cost model: a transformer from its Hugging Face config when it has
     one; else its convolution and linear layer shapes, seen in one forward pass on `example` (a batch
     the module accepts), when given; else its parameter count only (the cost model then falls back to
-    generic facts)."""
+    generic facts). A module with recurrent layers (`nn.RNNBase`) is family `recurrent`, one that calls
+    operators outside PyTorch's own (a custom scan or attention kernel) family `custom`: the cost model
+    does not describe those (`CostModel.describes_workload`) and says so."""
     n_params = sum(p.numel() for p in module.parameters())
     config = find_hf_config(module)
     if config is not None:
@@ -113,19 +116,45 @@ def workload_from_module(module: nn.Module, *, global_batch: int, seq_len: int |
             decoder = bool(getattr(config, "is_decoder", False)) or any(
                 name.endswith("lm_head") for name, _ in module.named_modules())
             return replace(described, task=task, arch="decoder" if decoder else "encoder", n_params=n_params)
-    layers = layers_from_module(module, example) if example is not None else ()
-    if layers:
+    layers, namespaces = _probe_forward(module, example) if example is not None else ((), set())
+    recurrent = any(isinstance(m, nn.RNNBase) for m in module.modules())
+    if recurrent or namespaces - PYTORCH_OP_NAMESPACES:
+        family = "recurrent" if recurrent else "custom"
+    elif layers:
         family = "cnn" if any(layer.type == "conv2d" for layer in layers) else "mlp"
-        return Workload(task=task, family=family, global_batch=global_batch, n_params=n_params, seq_len=seq_len,
-                        layers=layers)
-    return Workload(task=task, family="unknown", global_batch=global_batch, n_params=n_params, seq_len=seq_len)
+    else:
+        family = "unknown"
+    return Workload(task=task, family=family, global_batch=global_batch, n_params=n_params, seq_len=seq_len,
+                    layers=layers)
+
+
+PYTORCH_OP_NAMESPACES = frozenset({"aten", "prim", "prims", "_c10d_functional", "c10d", "profiler", "quantized"})
+"""Operator namespaces of PyTorch itself; an operator from any other is a custom kernel."""
+
+
+class _OpNamespaces(TorchDispatchMode):
+    """Records the namespace of every operator a forward pass dispatches (`aten`, or a custom library's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.seen.add(str(getattr(func, "namespace", "aten")))
+        return func(*args, **(kwargs or {}))
 
 
 def layers_from_module(module: nn.Module, example: Any) -> tuple[Layer, ...]:
     """The `Conv2d` and `Linear` layers `module` runs on `example`, with their output shapes per sample,
     from forward hooks during one pass in eval mode under `torch.no_grad`; the module's state, modes
     and the RNGs are left as they were. Empty when the module does not accept `example` as input."""
+    return _probe_forward(module, example)[0]
+
+
+def _probe_forward(module: nn.Module, example: Any) -> tuple[tuple[Layer, ...], set[str]]:
+    """`layers_from_module`, and the namespaces of the operators the same pass dispatched."""
     found: list[Layer] = []
+    namespaces = _OpNamespaces()
 
     def hook(mod: nn.Module, _inputs: Any, output: Any) -> None:
         if not isinstance(output, torch.Tensor) or output.dim() < 2:
@@ -148,19 +177,22 @@ def layers_from_module(module: nn.Module, example: Any) -> tuple[Layer, ...]:
             module.eval()
             for candidate in _inputs_of(example):
                 found.clear()
+                namespaces.seen.clear()
                 try:
-                    module(candidate)
+                    with namespaces:
+                        module(candidate)
                 except Exception:  # noqa: BLE001 - not an input this module takes; try the next reading
                     continue
                 break
             else:
                 found.clear()
+                namespaces.seen.clear()
     finally:
         for handle in handles:
             handle.remove()
         for m, training in modes.items():
             m.train(training)
-    return tuple(found)
+    return tuple(found), set(namespaces.seen)
 
 
 def _inputs_of(batch: Any) -> list[Any]:

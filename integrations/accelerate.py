@@ -325,7 +325,7 @@ class AutoScoutLauncher:
         """Run `config` as one trial: its outcome, the knobs the script declared, and whether it
         marked a step at all."""
         opts = self.options
-        measure = opts.measure_steps * (2 if fidelity == Fidelity.F3 else 1)
+        measure = opts.measure_steps  # a confirmation repeats the trial, paired, instead of lengthening it
         floor = None
         if fidelity == Fidelity.F2 and opts.cut_below and self._best:
             floor = opts.cut_below * self._best

@@ -389,8 +389,8 @@ class AutoScoutCallback(Callback):
 
     # ------------------------------------------------------------ trials
     def _steps(self, fidelity: Fidelity) -> tuple[int, int]:
-        scale = 2 if fidelity == Fidelity.F3 else 1
-        return self.options.warmup_steps, self.options.measure_steps * scale
+        # A confirmation (F3) repeats trials, paired with the user's config, instead of lengthening them.
+        return self.options.warmup_steps, self.options.measure_steps
 
     def _profile(self, trainer: Trainer, pl_module: LightningModule, plan: _Plan, config: Config,
                  fidelity: Fidelity) -> TrialOutcome:

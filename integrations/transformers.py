@@ -385,12 +385,11 @@ class _Session:
         return result
 
     def _trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
-        scale = 2 if fidelity == Fidelity.F3 else 1
         floor = None
         if fidelity == Fidelity.F2 and self.options.cut_below and self.best_so_far:
             floor = self.options.cut_below * self.best_so_far
         outcome = run_trial(self.trainer, config, global_batch=self.plan.global_batch,
-                            warmup=self.options.warmup_steps, measure=self.options.measure_steps * scale,
+                            warmup=self.options.warmup_steps, measure=self.options.measure_steps,
                             floor=floor, timeout_s=self.options.trial_timeout_s)
         if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
             self.best_so_far = max(self.best_so_far or 0.0, outcome.value)

@@ -37,17 +37,23 @@ from .tuner_helpers import (
 
 
 # ----------------------------------------------------------------------------------------- budgets
+def close_race(config: dict[str, Any], fidelity: Fidelity) -> float:
+    """Every config within 10% of the best: all of the top ones are worth confirming."""
+    return 100.0 + config["num_threads"]
+
+
 @pytest.mark.parametrize("search", ["grid", "random"])
 @pytest.mark.parametrize("confirm_top", [0, 2])
 def test_max_trials_stops_at_exactly_that_many_f2_trials(search: str, confirm_top: int) -> None:
-    profile = Recorder(by_threads)
+    profile = Recorder(close_race)
     opts = options(max_trials=5, search=search, confirm_top=confirm_top)
     result = Tuner(threads_space(), profile, opts).run()
     assert len(f2(result)) == 5
-    assert len(f3(result)) == confirm_top
-    assert len(profile.calls) == 5 + confirm_top
+    # the best is the reference, the next best its challenger: both in each of the 2 rounds
+    assert len(f3(result)) == 2 * confirm_top
+    assert len(profile.calls) == 5 + 2 * confirm_top
     assert "trial budget of 5" in result.stop_reason
-    assert [t.number for t in result.trials] == list(range(5 + confirm_top))
+    assert [t.number for t in result.trials] == list(range(5 + 2 * confirm_top))
 
 
 def test_max_seconds_stops_once_spent() -> None:
@@ -156,25 +162,44 @@ def test_search_exhausted_ends_the_run() -> None:
     assert "exhausted" in result.stop_reason
 
 
-def test_confirm_top_two_measures_the_two_best_at_f3_and_chooses_on_f3() -> None:
-    f2_values = {7: 150.0, 8: 200.0}  # 8 is a lucky F2 measurement
-    f3_values = {7: 140.0, 8: 100.0}
+def test_confirmation_interleaves_the_baseline_and_the_contenders_in_counterbalanced_rounds() -> None:
+    f2_values = {2: 20.0, 7: 150.0, 8: 160.0}
+    profile = Recorder(lambda c, f: f2_values.get(c["num_threads"], 1.0))
+    result = Tuner(threads_space(8), profile, options(max_trials=8, confirm_top=2),
+                   baseline={"num_threads": 2}).run()
+    order = [c["num_threads"] for c in profile.configs(Fidelity.F3)]
+    assert order == [2, 8, 7, 7, 8, 2]  # A B C, C B A: a linear drift hits both sides alike
+    assert result.trials[-6:] == f3(result) == result.confirmed()  # confirmation comes after exploration
+    assert [p.config["num_threads"] for p in result.paired] == [8, 7]
+    assert all(p.reference == {"num_threads": 2} for p in result.paired)
 
-    def noisy(config: dict[str, Any], fidelity: Fidelity) -> float:
+
+def test_the_paired_ratio_decides_and_is_reported() -> None:
+    # The machine slows down by half in the second round: unpaired means would compare a quiet
+    # measurement with a loaded one; the paired ratios compare like with like.
+    f2_values = {2: 20.0, 7: 150.0, 8: 160.0}
+    rounds: dict[int, int] = {}
+
+    def loaded(config: dict[str, Any], fidelity: Fidelity) -> float:
         n = config["num_threads"]
-        table = f3_values if fidelity == Fidelity.F3 else f2_values
-        return table.get(n, 10.0 * n)
+        if fidelity == Fidelity.F2:
+            return f2_values.get(n, 1.0)
+        rounds[n] = rounds.get(n, 0) + 1
+        load = 1.0 if rounds[n] == 1 else 0.5
+        return {2: 100.0, 7: 130.0, 8: 120.0}[n] * load * (1.02 if rounds[n] == 2 and n == 7 else 1.0)
 
-    profile = Recorder(noisy)
-    result = Tuner(threads_space(8), profile, options(max_trials=8, confirm_top=2)).run()
-    confirmed = f3(result)
-    assert len(confirmed) == 2
-    assert [t.config for t in confirmed] == [{"num_threads": 8}, {"num_threads": 7}]  # best F2 first
-    assert result.trials[-2:] == confirmed  # confirmation comes after exploration
-    assert result.confirmed() == confirmed
-    assert profile.configs(Fidelity.F3) == [{"num_threads": 8}, {"num_threads": 7}]
+    result = Tuner(threads_space(8), Recorder(loaded), options(max_trials=8, confirm_top=2),
+                   baseline={"num_threads": 2}).run()
+    pair = {p.config["num_threads"]: p for p in result.paired}
+    assert pair[7].ratios == pytest.approx([1.3, 1.3 * 1.02])
+    assert pair[8].ratios == pytest.approx([1.2, 1.2])
     assert result.best_config == {"num_threads": 7}
-    assert result.best_value == pytest.approx(140.0)  # the confirmed number, not an F2 one
+    assert result.speedup == pytest.approx(math.sqrt(1.3 * 1.3 * 1.02))
+    assert result.chosen_pair is pair[7] and pair[7].spread == pytest.approx((1.3, 1.326))
+    table = result.table()
+    assert "paired with your settings over 2 rounds: 1.313x (rounds 1.300-1.326x), applied" in table
+    saved = {p["config"]["num_threads"]: p for p in json.loads(json.dumps(result.to_json()))["paired"]}
+    assert saved[7]["ratios"] == pytest.approx([1.3, 1.326]) and saved[7]["spread"] == pytest.approx([1.3, 1.326])
 
 
 def test_confirmation_takes_distinct_configs_and_skips_failures() -> None:
@@ -182,11 +207,12 @@ def test_confirmation_takes_distinct_configs_and_skips_failures() -> None:
         n = config["num_threads"]
         if n == 8:
             return TrialOutcome(status="oom", error="too big")
-        return 10.0 * n
+        return 100.0 + n
 
     profile = Recorder(objective)
-    result = Tuner(threads_space(8), profile, options(max_trials=8, confirm_top=3)).run()
-    assert [t.config["num_threads"] for t in f3(result)] == [7, 6, 5]
+    result = Tuner(threads_space(8), profile, options(max_trials=8, confirm_top=3),
+                   baseline={"num_threads": 1}).run()
+    assert [t.config["num_threads"] for t in f3(result)] == [1, 7, 6, 5, 5, 6, 7, 1]
     assert result.best_config == {"num_threads": 7}
 
 
@@ -195,15 +221,17 @@ def test_a_config_that_fails_its_confirmation_is_not_chosen() -> None:
         n = config["num_threads"]
         if n == 8 and fidelity == Fidelity.F3:
             raise MemoryError("the long run needs more memory")
-        return 10.0 * n
+        return 100.0 + n
 
-    result = Tuner(threads_space(8), Recorder(objective), options(max_trials=8, confirm_top=2)).run()
-    assert [t.status for t in f3(result)] == ["oom", "ok"]
+    result = Tuner(threads_space(8), Recorder(objective), options(max_trials=8, confirm_top=2),
+                   baseline={"num_threads": 1}).run()
+    assert [(t.config["num_threads"], t.status) for t in f3(result)] == [
+        (1, "ok"), (8, "oom"), (7, "ok"), (7, "ok"), (8, "oom"), (1, "ok")]
     assert result.best_config == {"num_threads": 7}
 
 
-def test_the_baseline_is_confirmed_beside_the_best_and_wins_when_the_best_was_luck() -> None:
-    # F2 says 4 threads beat the user's 2; the long F3 runs say otherwise: keep the user's config.
+def test_the_baseline_wins_when_the_best_was_luck() -> None:
+    # F2 says 4 threads beat the user's 2; the paired F3 runs say otherwise: keep the user's config.
     def lucky(config: dict[str, Any], fidelity: Fidelity) -> float:
         n = config["num_threads"]
         if fidelity == Fidelity.F3:
@@ -213,9 +241,28 @@ def test_the_baseline_is_confirmed_beside_the_best_and_wins_when_the_best_was_lu
     profile = Recorder(lucky)
     result = Tuner(threads_space(4), profile, options(max_trials=4, confirm_top=1),
                    baseline={"num_threads": 2}).run()
-    assert profile.configs(Fidelity.F3) == [{"num_threads": 4}, {"num_threads": 2}]
+    assert profile.configs(Fidelity.F3) == [{"num_threads": 2}, {"num_threads": 4}] * 1 + [
+        {"num_threads": 4}, {"num_threads": 2}]
     assert result.best_config == {"num_threads": 2}
     assert result.speedup == pytest.approx(1.0)
+    assert result.paired[0].ratio == pytest.approx(0.9)
+    assert "0.900x (rounds 0.900-0.900x), not applied" in result.table()
+
+
+def test_nothing_is_confirmed_when_the_users_config_measured_best() -> None:
+    profile = Recorder(lambda c, f: 50.0 if c["num_threads"] == 3 else 10.0)
+    result = Tuner(threads_space(4), profile, options(max_trials=4, confirm_top=1),
+                   baseline={"num_threads": 3}).run()
+    assert f3(result) == [] and result.paired == []
+    assert result.best_config == {"num_threads": 3} and result.speedup == pytest.approx(1.0)
+
+
+def test_confirm_rounds_sets_the_number_of_paired_rounds() -> None:
+    profile = Recorder(close_race)
+    result = Tuner(threads_space(4), profile, options(max_trials=4, confirm_top=1, confirm_rounds=3),
+                   baseline={"num_threads": 1}).run()
+    assert [c["num_threads"] for c in profile.configs(Fidelity.F3)] == [1, 4, 4, 1, 1, 4]
+    assert len(result.paired[0].ratios) == 3
 
 
 def test_baseline_is_measured_first_and_speedup_is_best_over_baseline() -> None:
@@ -231,6 +278,7 @@ def test_baseline_is_measured_first_and_speedup_is_best_over_baseline() -> None:
     assert result.best_config == {"num_threads": 8}
     assert result.speedup == pytest.approx(result.best_value / 20.0)
     assert result.speedup == pytest.approx(4.0)
+    assert [c["num_threads"] for c in profile.configs(Fidelity.F3)] == [2, 8, 8, 2]
     table = result.table()
     assert "default: 20.00 samples/s" in table and "speed-up 4.00x" in table
 
@@ -297,11 +345,35 @@ def test_faults_are_recorded_and_the_run_goes_on(tmp_path: Path, search: str) ->
     # failed configs are neither asked again nor confirmed
     f2_counts = [c["num_threads"] for c in profile.configs()]
     assert sorted(f2_counts) == list(range(1, 11))
-    assert [c["num_threads"] for c in profile.configs(Fidelity.F3)] == [9, 8]
+    assert profile.configs(Fidelity.F3) == []  # no baseline, and 8 is more than 10% behind 9
     # and the store holds the failures with their errors
     with SQLiteStore(store_path) as store:
         stored = store.trials(store.open_study(result.fingerprint or "", workload={}, hardware={}, space={}))
     assert [(t.status, t.error) for t in stored] == [(t.status, t.error) for t in result.trials]
+
+
+PORT_CLASH = ("torch.distributed.DistNetworkError: The server socket has failed to listen on any local network"
+              " address. port: 29500, useIpv6: false, code: -98, name: EADDRINUSE, message: address already in use")
+
+
+def test_a_transient_failure_is_retried_once_and_never_told_to_the_search() -> None:
+    clashes = {3: 1, 5: 2}  # 3 threads clashes once, 5 threads twice in a row
+
+    def flaky(config: dict[str, Any], fidelity: Fidelity) -> Any:
+        n = config["num_threads"]
+        if clashes.get(n, 0) > 0:
+            clashes[n] -= 1
+            return TrialOutcome(status="error", error=PORT_CLASH, cost_s=0.5)
+        return 10.0 * n
+
+    tuner = Tuner(threads_space(6), Recorder(flaky), options(max_trials=9))
+    result = tuner.run()
+    runs = [(t.config["num_threads"], t.failure) for t in f2(result)]
+    assert runs == [(1, None), (2, None), (3, "transient"), (3, None), (4, None), (5, "transient"),
+                    (5, "crash"), (6, None)]
+    assert "transient failure repeated on retry" in (result.trials[6].error or "")
+    assert [t.failure for t in tuner.search.trials].count("transient") == 0  # only the retries were told
+    assert result.best_config == {"num_threads": 6}
 
 
 def test_every_trial_failing_leaves_no_winner(tmp_path: Path) -> None:
@@ -421,11 +493,11 @@ def test_on_trial_sees_every_trial_in_order() -> None:
         assert tuner.trials[-1] is trial  # already recorded when the callback runs
 
     tuner = Tuner(threads_space(10), Recorder(faulty), options(max_trials=10, search="random", confirm_top=2),
-                  on_trial=on_trial)
+                  on_trial=on_trial, baseline={"num_threads": 8})
     result = tuner.run()
     assert seen == [(t.number, t.fidelity, t.config, t.status) for t in result.trials]
-    assert [n for n, *_ in seen] == list(range(12))
-    assert [f for _, f, *_ in seen] == [Fidelity.F2] * 10 + [Fidelity.F3] * 2
+    assert [n for n, *_ in seen] == list(range(14))
+    assert [f for _, f, *_ in seen] == [Fidelity.F2] * 10 + [Fidelity.F3] * 4
     assert all(t is tuner for t in tuners)
 
 
@@ -440,19 +512,22 @@ def test_save_writes_json_that_round_trips(tmp_path: Path) -> None:
     assert data["baseline_config"] == {"num_threads": 8}
     assert data["speedup"] == pytest.approx(95.0 / 80.0)
     assert data["stop_reason"] == result.stop_reason
-    assert len(data["trials"]) == result.n_trials == 12
+    assert len(data["trials"]) == result.n_trials == 14
     assert [Trial.from_json(t) for t in data["trials"]] == result.trials
     assert {t["status"] for t in data["trials"]} == {"ok", "oom", "timeout", "error", "nan"}
-    assert [t["fidelity"] for t in data["trials"]][-2:] == ["F3", "F3"]
+    assert {t["failure"] for t in data["trials"]} == {None, "oom", "timeout", "crash", "nan"}
+    assert [t["fidelity"] for t in data["trials"]][-4:] == ["F3"] * 4
+    assert data["paired"][0]["ratios"] == pytest.approx([95.0 / 80.0] * 2)
 
 
 def test_table_lists_every_trial_and_the_choice() -> None:
-    result = Tuner(threads_space(10), Recorder(faulty), options(max_trials=10, confirm_top=1)).run()
+    result = Tuner(threads_space(10), Recorder(faulty), options(max_trials=10, confirm_top=1),
+                   baseline={"num_threads": 8}).run()
     table = result.table()
     lines = table.splitlines()
-    assert len([line for line in lines if line.strip().split(" ")[0].isdigit()]) == 11
+    assert len([line for line in lines if line.strip().split(" ")[0].isdigit()]) == 14
     assert "chosen:  95.00 samples/s  num_threads=9" in table
-    assert "oom" in table and "timeout" in table
+    assert "oom" in table and "timeout" in table and "crash" in table
     assert f"stopped: {result.stop_reason}" in table
 
 
@@ -460,9 +535,11 @@ def test_default_search_runs_the_loop() -> None:
     """The default `autoscout` strategy behind the same loop (a tiny budget: it is the slow one)."""
     w = workload()
     profile = Recorder(cost_model_objective(w))
+    baseline = {"strategy": "single", "num_processes": 1, "precision": "32-true",
+                "activation_checkpointing": True, "micro_batch_size": 4, "num_threads": 1}
     result = Tuner(training_space(), profile, TuneOptions(max_trials=2, confirm_top=1),
-                   workload=w, hardware=HARDWARE).run()
-    assert len(f2(result)) == 2 and len(f3(result)) == 1
+                   workload=w, hardware=HARDWARE, baseline=baseline).run()
+    assert len(f2(result)) == 2 and len(f3(result)) == 4
     assert result.best_config is not None
     assert training_space().canonical(result.best_config) == result.best_config
 

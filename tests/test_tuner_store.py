@@ -173,3 +173,68 @@ def test_no_warm_start_from_a_different_family(tmp_path: Path) -> None:
     cold = _first_configs(str(tmp_path / "cold.sqlite"), large)
     assert past.best_config != cold[0]
     assert _first_configs(store_path, large) == cold
+
+
+# --------------------------------------------------------------------------- exclusions in the store
+DYNAMO = "torch._dynamo.exc.TorchRuntimeError: RuntimeError when making fake tensor call"
+
+
+def _compile_fails(config: dict[str, Any], fidelity: Any) -> Any:
+    if config.get("compile", "off") != "off":
+        raise RuntimeError("wrapped") from _DynamoError("no fake impl registered for <CustomOpDef(x::scan)>")
+    return 10.0 * config["num_threads"]
+
+
+class _DynamoError(Exception):
+    """Stands in for `torch._dynamo.exc.TorchRuntimeError` (its module is what the class names)."""
+
+
+_DynamoError.__module__ = "torch._dynamo.exc"
+
+
+def _compile_space(threads: int) -> Any:
+    from autoscout_plugin.space import Categorical, Int, Space
+
+    return Space([Categorical(name="compile", choices=("off", "default", "max-autotune"), structural=True),
+                  Int(name="num_threads", choices=tuple(range(1, threads + 1)))])
+
+
+def test_an_unsupported_setting_is_excluded_in_a_later_study_of_the_same_model(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    w = workload()
+    first = Tuner(_compile_space(2), Recorder(_compile_fails), options(max_trials=6, search="autoscout",
+                                                                       store=store_path),
+                  workload=w, hardware=HARDWARE, baseline={"compile": "off", "num_threads": 1}).run()
+    compiled = [t for t in first.trials if t.config["compile"] != "off"]
+    assert len(compiled) == 1 and compiled[0].failure == "unsupported" and compiled[0].blame == ["compile"]
+    assert "[from torch._dynamo.exc._DynamoError: no fake impl" in (compiled[0].error or "")
+    (exclusion,) = first.exclusions
+    assert exclusion["knob"] == "compile" and exclusion["values"] == ["default", "max-autotune"]
+    assert exclusion["reason"].startswith(f"trial {compiled[0].number}: RuntimeError: wrapped [from torch._dynamo")
+    # The same model, another space (more threads): a new study that starts with the exclusion.
+    profile = Recorder(_compile_fails)
+    second = Tuner(_compile_space(4), profile, options(max_trials=6, search="autoscout", store=store_path),
+                   workload=w, hardware=HARDWARE, baseline={"compile": "off", "num_threads": 1}).run()
+    assert second.fingerprint != first.fingerprint and not second.reused
+    assert all(c["compile"] == "off" for c in profile.configs())
+    (exclusion,) = second.exclusions
+    assert exclusion["reason"].startswith("study-1 on this machine, trial ")
+    # a study of another model does not inherit it
+    other = Recorder(_compile_fails)
+    Tuner(_compile_space(3), other, options(max_trials=6, search="autoscout", store=store_path),
+          workload=workload(family="cnn"), hardware=HARDWARE).run()
+    assert any(c["compile"] != "off" for c in other.configs())
+
+
+def test_a_study_tuned_again_keeps_its_exclusion_without_paying_again(tmp_path: Path) -> None:
+    store_path = str(tmp_path / "trials.sqlite")
+    space, w = _compile_space(3), workload()
+    Tuner(space, Recorder(_compile_fails), options(max_trials=3, search="autoscout", store=store_path,
+                                                   reuse=False), workload=w, hardware=HARDWARE).run()
+    with SQLiteStore(store_path) as store:
+        before = store.trials("study-1")
+    assert sum(t.failure == "unsupported" for t in before) == 1
+    profile = Recorder(_compile_fails)
+    Tuner(space, profile, options(max_trials=6, search="autoscout", store=store_path, reuse=False),
+          workload=w, hardware=HARDWARE).run()
+    assert all(c["compile"] == "off" for c in profile.configs())

@@ -144,6 +144,15 @@ class CostModel:
     def with_efficiency(self, eff: Efficiency) -> CostModel:
         return replace(self, eff=eff)
 
+    @property
+    def describes_workload(self) -> bool:
+        """Whether the model knows the workload's architecture: a transformer with its shape, or a CNN/MLP
+        with its layer list. Any other family (recurrent layers, custom operators) it describes only by
+        generic facts (parameter count, measured FLOPs), so its knob effects there are guesses: the search
+        then starts from a low trust in F0 and lets F0 earn its weight on the study's own trials."""
+        w = self.workload
+        return w.is_transformer or (w.family in ("cnn", "mlp") and bool(w.layers))
+
     # ------------------------------------------------------------------ time
     def estimate(self, config: dict[str, Any]) -> Estimate:
         step_s, breakdown = self.step_time(config)

@@ -8,7 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..failures import FailureClass, describe_exception
 from ..trial import Fidelity, Status
+
+__all__ = ["ProfileFn", "Profiler", "TrialOutcome", "classify_exception", "describe_exception"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -28,6 +31,8 @@ class TrialOutcome:
     peak_mem_mb: float | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    failure: FailureClass | None = None
+    """The failure class when the profiler knows it; else it is diagnosed from `status` and `error`."""
 
     def checked(self) -> TrialOutcome:
         """A non-finite or missing value of an `ok` outcome becomes a `nan` failure."""
@@ -63,7 +68,3 @@ def classify_exception(exc: BaseException) -> Status:
         return "nan"
     return "error"
 
-
-def describe_exception(exc: BaseException, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -15,10 +16,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..failures import FAILURE_CLASSES
 from ..trial import STATUSES
 from .outcome import TrialOutcome
 
 RESULT_ENV = "AUTOSCOUT_RESULT"
+STDERR_TAIL_BYTES = 8000
+"""How much of a failed child's stderr is searched for its exception (dynamo's messages are long)."""
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*\.)*\w*(Error|Exception|Failed|Unsupported|Interrupt|Exit)\w*:")
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
@@ -94,8 +99,9 @@ def run_subprocess_trial(cmd: Sequence[str], *, timeout_s: float, env: dict[str,
                     error=f"no result after {timeout_s:g} s; the trial's processes were killed")
             finally:
                 _kill_group(proc, grace_s=1.0)  # stragglers the child left in its group
-            stderr.seek(0)
-            tail = stderr.read()[-2000:].decode(errors="replace")
+            stderr.seek(0, os.SEEK_END)
+            stderr.seek(max(stderr.tell() - STDERR_TAIL_BYTES, 0))
+            tail = stderr.read().decode(errors="replace")
         return _read_result(Path(result_path), code, tail, time.perf_counter() - start)
     finally:
         Path(result_path).unlink(missing_ok=True)
@@ -107,8 +113,8 @@ def _read_result(path: Path, code: int, stderr_tail: str, wall_s: float) -> Tria
     if not text.strip():
         killed = code in (-signal.SIGKILL, 137)  # what the kernel's OOM killer leaves
         status = "oom" if killed or "out of memory" in stderr_tail.lower() else "error"
-        last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else ""
-        return TrialOutcome(status=status, cost_s=wall_s, error=f"exit code {code}; {last}"[:300])
+        error = f"exit code {code}; {stderr_evidence(stderr_tail)}"
+        return TrialOutcome(status=status, cost_s=wall_s, error=error[:300])
     try:
         data = json.loads(text)
         if not isinstance(data, dict):
@@ -116,13 +122,26 @@ def _read_result(path: Path, code: int, stderr_tail: str, wall_s: float) -> Tria
         status = data.get("status", "ok")
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; use one of {STATUSES}")
+        failure = data.get("failure")
+        if failure is not None and failure not in FAILURE_CLASSES:
+            raise ValueError(f"unknown failure class {failure!r}; use one of {FAILURE_CLASSES}")
         outcome = TrialOutcome(status=status, value=data.get("value"), cost_s=wall_s,
                                peak_mem_mb=data.get("peak_mem_mb"), error=data.get("error"),
-                               metrics=dict(data.get("metrics") or {}))
+                               metrics=dict(data.get("metrics") or {}), failure=failure)
         return outcome.checked()
     except (TypeError, ValueError) as exc:  # a damaged result is the trial's failure, not the tuner's
         return TrialOutcome(status="error", cost_s=wall_s,
                             error=f"exit code {code}; unreadable trial result: {exc}"[:300])
+
+
+def stderr_evidence(stderr_tail: str) -> str:
+    """The exception a dead child printed last (`torch._dynamo.exc.Unsupported: ...`), else its last
+    line: tracebacks end with hints ("Set TORCHDYNAMO_VERBOSE=1 ...") after the line that matters."""
+    lines = [ln.strip() for ln in stderr_tail.splitlines() if ln.strip()]
+    found = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    if found:
+        return found[-1] if found[-1] == lines[-1] else f"{found[-1]} | {lines[-1]}"
+    return lines[-1] if lines else ""
 
 
 def write_result(outcome: TrialOutcome) -> bool:
@@ -131,7 +150,7 @@ def write_result(outcome: TrialOutcome) -> bool:
     if not target:
         return False
     data = {"status": outcome.status, "value": outcome.value, "peak_mem_mb": outcome.peak_mem_mb,
-            "error": outcome.error, "metrics": outcome.metrics}
+            "error": outcome.error, "metrics": outcome.metrics, "failure": outcome.failure}
     # Write then rename, so a child killed mid-write leaves no half-written result behind.
     partial = Path(f"{target}.partial")
     partial.write_text(json.dumps(data), encoding="utf-8")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .result import TuneResult, format_config
+from .result import TuneResult, format_config, status_label
 
 _W, _H, _PAD = 420, 240, 40
 
@@ -107,12 +107,16 @@ def render_html(result: TuneResult, *, title: str = "AutoScout report", notes: d
     for t in result.trials:
         value = f"{t.value:.2f}" if t.value is not None else "-"
         pred = f"{t.predicted:.2f}" if t.predicted is not None else "-"
-        rows.append(f"<tr><td>{t.number}</td><td>{t.fidelity.value}</td><td>{html.escape(t.status)}</td>"
+        rows.append(f"<tr><td>{t.number}</td><td>{t.fidelity.value}</td><td>{html.escape(status_label(t))}</td>"
                     f"<td>{value}</td><td>{pred}</td><td>{t.cost_s:.1f}</td>"
                     f"<td><code>{html.escape(format_config(t.config))}</code></td>"
                     f"<td>{html.escape(t.error or '')}</td></tr>")
     items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(json.dumps(v, default=str))}</li>"
                     for k, v in (notes or {}).items())
+    excluded = "".join(f"<li><b>{html.escape(ex['knob'])}</b> in {html.escape(json.dumps(ex['values']))}:"
+                       f" {html.escape(ex['reason'])}</li>" for ex in result.exclusions)
+    if excluded:
+        items += f"<li><b>excluded after an unsupported failure</b><ul>{excluded}</ul></li>"
     plots = [line_plot("Best so far by trial", "trial", "samples/s", numbers, best),
              line_plot("Best so far by profiling seconds", "seconds", "samples/s", seconds, best),
              bar_plot("Knob importance", [k for k, _ in importances], [v for _, v in importances]),
@@ -123,7 +127,7 @@ def render_html(result: TuneResult, *, title: str = "AutoScout report", notes: d
             "svg{margin:6px;border:1px solid #eee}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><pre>{html.escape(result.table())}</pre><ul>{items}</ul>"
             f"<div>{''.join(plots)}</div>"
-            "<h2>Trials</h2><table><tr><th>#</th><th>fidelity</th><th>status</th><th>samples/s</th>"
+            "<h2>Trials</h2><table><tr><th>#</th><th>fidelity</th><th>status (failure class)</th><th>samples/s</th>"
             f"<th>predicted</th><th>cost s</th><th>config</th><th>error</th></tr>{''.join(rows)}</table>"
             "</body></html>")
 

@@ -3,11 +3,50 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..trial import Fidelity, Trial
+
+
+@dataclass(slots=True, kw_only=True)
+class PairedComparison:
+    """A confirmed config against the reference (the user's config) measured in the same rounds.
+
+    Example:
+        >>> p = PairedComparison(config={"num_threads": 2}, reference={"num_threads": 1}, ratios=[1.2, 1.1])
+        >>> round(p.ratio, 3), p.spread
+        (1.149, (1.1, 1.2))
+    """
+
+    config: dict[str, Any]
+    reference: dict[str, Any]
+    ratios: list[float] = field(default_factory=list)
+    """Per round: the config's speed over the reference's, both measured in that round."""
+    failed: bool = False
+    """A confirmation run of the config failed: it is never applied."""
+
+    @property
+    def ratio(self) -> float:
+        """The geometric mean of the round ratios (nan without any)."""
+        return math.exp(statistics.fmean(math.log(r) for r in self.ratios)) if self.ratios else math.nan
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The lowest and highest round ratio."""
+        return (min(self.ratios), max(self.ratios)) if self.ratios else (math.nan, math.nan)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "reference": self.reference, "ratios": self.ratios, "failed": self.failed,
+                "ratio": None if not self.ratios else self.ratio, "spread": None if not self.ratios else self.spread}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairedComparison:
+        return cls(config=data["config"], reference=data["reference"], ratios=list(data.get("ratios", [])),
+                   failed=bool(data.get("failed", False)))
 
 
 @dataclass(slots=True, kw_only=True)
@@ -41,9 +80,25 @@ class TuneResult:
     """Values that follow from the winner (e.g. `grad_accum`)."""
     pinned: dict[str, Any] = field(default_factory=dict)
     """Knobs the user fixed; not searched."""
+    paired: list[PairedComparison] = field(default_factory=list)
+    """The confirmation's paired comparisons with the user's config (see `TuneOptions.confirm_rounds`)."""
+    exclusions: list[dict[str, Any]] = field(default_factory=list)
+    """Settings the study stopped trying after an `unsupported` failure: knob, values, reason."""
+
+    @property
+    def chosen_pair(self) -> PairedComparison | None:
+        """The paired comparison of the applied config with the user's, when the confirmation made one."""
+        return next((p for p in self.paired if p.config == self.best_config), None)
 
     @property
     def speedup(self) -> float | None:
+        """The chosen config's speed over the user's: the paired ratio when the confirmation measured one,
+        else the ratio of their mean measured speeds."""
+        if self.best_config is not None and self.best_config == self.baseline_config:
+            return 1.0 if self.baseline_value else None
+        pair = self.chosen_pair
+        if pair is not None and pair.ratios:
+            return pair.ratio
         if self.best_value and self.baseline_value:
             return self.best_value / self.baseline_value
         return None
@@ -60,6 +115,7 @@ class TuneResult:
             "importances": self.importances, "tuning_s": self.tuning_s, "wall_s": self.wall_s,
             "reused": self.reused, "stop_reason": self.stop_reason, "fingerprint": self.fingerprint,
             "derived": self.derived, "pinned": self.pinned,
+            "paired": [p.to_json() for p in self.paired], "exclusions": self.exclusions,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -70,13 +126,15 @@ class TuneResult:
 
     def table(self) -> str:
         """A plain-text summary: trials, then default vs chosen."""
-        lines = [f"{'#':>3} {'fid':3} {'status':7} {'samples/s':>10} {'pred':>8} {'cost s':>7}  config"]
+        lines = [f"{'#':>3} {'fid':3} {'status':11} {'samples/s':>10} {'pred':>8} {'cost s':>7}  config"]
         for t in self.trials:
             value = f"{t.value:10.2f}" if t.value is not None else f"{'-':>10}"
             pred = f"{t.predicted:8.2f}" if t.predicted is not None else f"{'-':>8}"
-            lines.append(f"{t.number:>3} {t.fidelity.value:3} {t.status:7} {value} {pred} {t.cost_s:7.1f}  "
+            lines.append(f"{t.number:>3} {t.fidelity.value:3} {status_label(t):11} {value} {pred} {t.cost_s:7.1f}  "
                          + format_config(t.config))
         lines.append("")
+        for ex in self.exclusions:
+            lines.append(f"excluded {ex['knob']} in {ex['values']}: {ex['reason']}")
         if self.reused:
             lines.append("reused the stored winner for this workload and machine: 0 trials")
         if self.baseline_value is not None and self.baseline_config is not None:
@@ -88,6 +146,12 @@ class TuneResult:
             lines.append("no trial succeeded: keep your own settings")
         if self.speedup is not None:
             lines.append(f"speed-up {self.speedup:.2f}x; tuning cost {self.tuning_s:.0f} s over {self.n_trials} trials")
+        for pair in self.paired:
+            if pair.ratios:
+                low, high = pair.spread
+                verdict = "applied" if pair.config == self.best_config else "not applied"
+                lines.append(f"paired with your settings over {len(pair.ratios)} rounds: {pair.ratio:.3f}x"
+                             f" (rounds {low:.3f}-{high:.3f}x), {verdict}: {format_config(pair.config)}")
         if self.importances:
             top = sorted(self.importances.items(), key=lambda kv: -kv[1])[:5]
             lines.append("knob importance: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
@@ -97,6 +161,15 @@ class TuneResult:
 
     def confirmed(self) -> list[Trial]:
         return [t for t in self.trials if t.fidelity == Fidelity.F3]
+
+
+def status_label(trial: Trial) -> str:
+    """`ok`, or the failure class with the status where they differ (`unsupported`, `crash/timeout`)."""
+    if trial.ok or trial.failure is None:
+        return trial.status
+    if trial.failure == trial.status or trial.status == "error":
+        return trial.failure
+    return f"{trial.failure}/{trial.status}"
 
 
 def format_config(config: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from ..failures import Exclusion
 from ..space import Config, Space
 from ..trial import Trial
 
@@ -41,6 +42,7 @@ class SearchStrategy(ABC):
         self.seed = seed
         self.trials: list[Trial] = []
         self._seen: set[str] = set()
+        self._given: list[Exclusion] = []
 
     @abstractmethod
     def ask(self) -> Config:
@@ -56,6 +58,16 @@ class SearchStrategy(ABC):
 
     def _observe(self, trial: Trial) -> None:  # noqa: B027 - optional hook
         """Update internal models with a new trial (default: nothing)."""
+
+    def exclude(self, exclusions: list[Exclusion]) -> None:
+        """Settings known not to run here (an earlier study's `unsupported` failures, from the store).
+        Strategies that learn from failures (AutoScout's) never ask for them; the baselines ignore them."""
+        self._given = list(exclusions)
+
+    @property
+    def exclusions(self) -> list[Exclusion]:
+        """The settings the strategy no longer tries, with the reason (empty for the baselines)."""
+        return []
 
     def importances(self) -> dict[str, float]:
         """Knob importances in [0, 1] (sum 1) as far as the strategy knows them; {} if it does not."""

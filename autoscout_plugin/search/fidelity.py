@@ -179,3 +179,56 @@ class SurrogateSource:
     @property
     def weights(self) -> dict[str, float]:
         return dict(getattr(self.ensemble, "weights_", {})) if self._fitted else {}
+
+
+class EvidenceWeight:
+    """How far to trust F0: Bayesian model averaging of "F1 on F0's residuals" against "F1 alone",
+    weighted by each one's prequential evidence (Dawid 1984): the density each gave a trial's measured
+    log value *before* seeing it, over the study's own trials.
+
+    The weight starts at `prior` (high where the cost model describes the architecture, low where it
+    only guesses) and follows the log-likelihood ratio, tempered by `temper` so that one surprising
+    trial does not flip it, with `noise_std` of measurement noise added to both predictions. A trial is
+    scored only once `min_points` successes came before it: with fewer, F1 alone has no scale yet.
+
+    Example:
+        >>> w = EvidenceWeight(prior=0.5)
+        >>> w.update(with_f0=(2.0, 0.1), without_f0=(2.3, 0.1), observed=2.3); w.weight < 0.5
+        True
+    """
+
+    def __init__(self, prior: float, *, noise_std: float = 0.1, temper: float = 0.5, min_points: int = 2) -> None:
+        if not 0.0 < prior < 1.0:
+            raise ValueError(f"the prior weight of F0 must be in (0, 1), got {prior!r}")
+        self.prior = prior
+        self.noise_std = noise_std
+        self.temper = temper
+        self.min_points = min_points
+        self.log_ratio = 0.0
+        self.scored = 0
+
+    @staticmethod
+    def _log_density(x: float, mean: float, std: float) -> float:
+        return -0.5 * ((x - mean) / std) ** 2 - math.log(std)
+
+    def update(self, *, with_f0: tuple[float, float], without_f0: tuple[float, float], observed: float) -> None:
+        """Score one trial: each model's (mean, std) of its log value, predicted before it ran."""
+        s1 = math.hypot(with_f0[1], self.noise_std)
+        s0 = math.hypot(without_f0[1], self.noise_std)
+        gain = self._log_density(observed, with_f0[0], s1) - self._log_density(observed, without_f0[0], s0)
+        self.log_ratio = min(max(self.log_ratio + self.temper * gain, -30.0), 30.0)
+        self.scored += 1
+
+    @property
+    def weight(self) -> float:
+        logit = math.log(self.prior / (1.0 - self.prior)) + self.log_ratio
+        return 1.0 / (1.0 + math.exp(-logit))
+
+
+def mixture(weight: float, with_f0: tuple[np.ndarray, np.ndarray],
+            without_f0: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of the two-model mixture: the spread includes where the models disagree."""
+    (m1, s1), (m0, s0) = with_f0, without_f0
+    mean = weight * m1 + (1.0 - weight) * m0
+    var = weight * (s1**2 + m1**2) + (1.0 - weight) * (s0**2 + m0**2) - mean**2
+    return mean, np.sqrt(np.maximum(var, 1e-6))

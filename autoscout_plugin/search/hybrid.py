@@ -2,15 +2,20 @@
 knobs refined per arm with scikit-optimize, low-impact knobs held, failures learned as regions.
 
 One `ask`:
-1. candidates: the feasible grid (or a sample), minus what was tried, minus predicted out-of-memory;
+1. candidates: the feasible grid (or a sample), minus what was tried, minus predicted out-of-memory,
+   minus settings an `unsupported` failure excluded (`autoscout_plugin.failures`);
 2. the model: F0 (calibrated cost model, when there is one) plus F1 (ensemble on F0's residuals)
-   gives a mean and a spread of log samples/s for each candidate;
+   gives a mean and a spread of log samples/s for each candidate, averaged with F1 alone by how well
+   each predicted this study's trials before they ran (`EvidenceWeight`): F0 that describes the
+   architecture starts trusted, F0 that only guesses (a recurrent model) starts at even odds, and
+   both follow the evidence;
 3. a trust region: only candidates within a few knob changes of the best measured config, the
    radius widening while the search stalls;
 4. prioritisation: knobs whose measured main effect is negligible are held at the incumbent's value;
 5. acquisition: expected improvement over the best measured value, times the probability the
-   config runs at all (learned from failures), per expected trial second (Snoek et al. 2012,
-   "EI per second"; a compile trial costs several plain ones);
+   config runs at all (learned from failures by class: crashes blame what is new in them, an
+   out-of-memory marks every config that needs at least as much memory), per expected trial second
+   (Snoek et al. 2012, "EI per second"; a compile trial costs several plain ones);
 6. the winning candidate's arm (its structural knobs) is refined by that arm's skopt optimizer over
    the dense knobs once the arm has measurements; its proposal is kept when it scores at least as well.
 """
@@ -26,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from ..costmodel import CostModel
+from ..failures import Exclusion, blamed_by_exclusion, exclusions_from, needs_at_least
 from ..space import Config, Space
 from ..trial import Trial
 from .base import SearchExhausted, SearchStrategy
-from .fidelity import AnalyticalSource, SurrogateSource, latest_values
+from .fidelity import AnalyticalSource, EvidenceWeight, SurrogateSource, latest_values, mixture
 from .priority import held_knobs, main_effects, restrict
 from .trialcost import TrialCostModel
 
@@ -94,6 +100,10 @@ class HybridSearch(SearchStrategy):
             `_trust_region`); `min_radius` and `patience_per_radius` set its schedule.
         cost_power: exponent on the trial-cost penalty (0 ignores trial cost).
         steps_per_trial: profiled steps per trial, for the trial-cost model.
+        f0_prior_weight: the initial trust in F0 (see `EvidenceWeight`); None: 0.999 when the cost model
+            describes the architecture (`CostModel.describes_workload`: validated on such models, it keeps
+            its lead until about three trials it mispredicted badly), else 0.5 (no opinion either way: its
+            generic facts, such as emulated bf16 being slow, may still hold).
 
     Example:
         >>> from autoscout_plugin.space import Categorical, Int, Space
@@ -111,16 +121,22 @@ class HybridSearch(SearchStrategy):
                  memory_limit_mb: float | None = None, prioritise: bool = True, hold_threshold: float = 0.02,
                  cost_power: float = 1.0, steps_per_trial: int = 5, max_candidates: int = 4000,
                  competitive_log: float = 0.4, trust_region: bool = True, min_radius: int = 2,
-                 patience_per_radius: int = 2) -> None:
+                 patience_per_radius: int = 2, f0_prior_weight: float | None = None) -> None:
         super().__init__(space, seed=seed)
         self.rng = random.Random(seed)
         self.f0 = AnalyticalSource(cost_model, space) if cost_model is not None else None
+        self.f0_describes = cost_model is not None and cost_model.describes_workload
         all_candidates = space.candidates(self.rng)
         if len(all_candidates) > max_candidates:
             all_candidates = self.rng.sample(all_candidates, max_candidates)
         self.candidates: list[Config] = all_candidates
         self.modeled = self._modeled_knobs() if self.f0 is not None else set()
         self.f1 = SurrogateSource(space, self.f0, seed=seed, modeled=self.modeled)
+        # F1 without F0, and how far the study's own trials say F0 can be trusted over it.
+        self.f1_alone = SurrogateSource(space, None, seed=seed) if self.f0 is not None else None
+        prior = f0_prior_weight if f0_prior_weight is not None else (0.999 if self.f0_describes else 0.5)
+        self.f0_trust = EvidenceWeight(prior)
+        self._choices = {k.name: list(k.grid()) for k in space.knobs}
         self.memory_limit_mb = memory_limit_mb
         self.prioritise = prioritise
         self.hold_threshold = hold_threshold
@@ -137,6 +153,7 @@ class HybridSearch(SearchStrategy):
         self._importances: dict[str, float] = {}
         self.held: list[str] = []
         self._refine_base: Config = {}
+        self._exclusions: list[Exclusion] = []
 
     # ------------------------------------------------------------------ model
     def _modeled_knobs(self, probes: int = 12) -> set[str]:
@@ -166,8 +183,21 @@ class HybridSearch(SearchStrategy):
                 out.add(differ[0])
         return out
 
+    def _predict(self, configs: Sequence[Config]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread of log samples/s: F1 on F0's residuals, averaged with F1 alone by F0's trust."""
+        with_f0 = self.f1.predict_arrays(configs)
+        if self.f1_alone is None:
+            return with_f0
+        return mixture(self.f0_trust.weight, with_f0, self.f1_alone.predict_arrays(configs))
+
+    @property
+    def f0_weight(self) -> float | None:
+        """The current trust in F0 (None without a cost model)."""
+        return self.f0_trust.weight if self.f0 is not None else None
+
     def _open_candidates(self) -> list[Config]:
-        open_ = [c for c in self.candidates if not self.seen(c)]
+        excluded = self.exclusions
+        open_ = [c for c in self.candidates if not self.seen(c) and not any(ex.matches(c) for ex in excluded)]
         if self.f0 is not None and self.memory_limit_mb is not None:
             preds = self.f0.predict(open_)
             fits = [c for c, p in zip(open_, preds) if p.peak_mem_mb is None or p.peak_mem_mb <= self.memory_limit_mb]
@@ -175,14 +205,25 @@ class HybridSearch(SearchStrategy):
         return open_
 
     def _feasibility(self, configs: Sequence[Config]) -> np.ndarray:
-        """P(the config runs), learned from failures as regions (see `failure_regions`); an
-        out-of-memory also marks every config predicted to need at least as much memory."""
-        failed = [t for t in self.trials if not t.ok]
+        """P(the config runs), learned from failures by their class.
+
+        Crashes, hangs, NaNs and unsupported failures that no exclusion explains are blamed as regions
+        (see `failure_regions`); a transient failure blames nothing; an out-of-memory marks every config
+        that needs at least as much memory (`failures.needs_at_least`: a larger micro-batch, less
+        checkpointing or sharding, all else equal) and, where the cost model describes the architecture,
+        every config it predicts to need at least as much, without banning any value outright.
+        """
+        failed = [t for t in self.trials if not t.ok and t.failure != "transient"]
         if not failed:
             return np.ones(len(configs))
-        p_ok = failure_regions(configs, failed, [t for t in self.trials if t.ok])
-        ooms = [t for t in failed if t.status == "oom"]
-        if ooms and self.f0 is not None:
+        excluded = self.exclusions
+        blamed = [t for t in failed if t.failure != "oom" and not blamed_by_exclusion(t, excluded)]
+        p_ok = failure_regions(configs, blamed, [t for t in self.trials if t.ok])
+        ooms = [t for t in failed if t.failure == "oom"]
+        for oom in ooms:
+            hungry = np.array([needs_at_least(c, oom.config) for c in configs])
+            p_ok = np.where(hungry, np.minimum(p_ok, 0.05), p_ok)
+        if ooms and self.f0 is not None and self.f0_describes:
             limit = min(p.peak_mem_mb or math.inf for p in self.f0.predict([t.config for t in ooms]))
             mem = np.array([p.peak_mem_mb or 0.0 for p in self.f0.predict(configs)])
             p_ok = np.where(mem >= limit, np.minimum(p_ok, 0.05), p_ok)
@@ -200,12 +241,14 @@ class HybridSearch(SearchStrategy):
     def ask(self) -> Config:
         configs = self._open_candidates()
         if not configs:
-            raise SearchExhausted("every feasible candidate has been tried")
-        if self.f0 is None and not self.trials:
+            excluded = "; ".join(f"{ex.knob} in {list(ex.values)}" for ex in self.exclusions)
+            raise SearchExhausted("every feasible candidate has been tried"
+                                  + (f" or uses an excluded setting ({excluded})" if excluded else ""))
+        if (self.f0 is None or self.f0_trust.weight < 0.5) and not self.trials:
             default = self._default_or_none(configs)
             if default is not None:
                 return default
-        mean, std = self.f1.predict_arrays(configs)
+        mean, std = self._predict(configs)
         self._importances = self._competitive_importances(configs, mean)
         scores = self._acquisition(configs, mean, std)
         pool = self._trust_region(configs)
@@ -283,7 +326,7 @@ class HybridSearch(SearchStrategy):
             return choice
         if self.seen(proposal) or not self.space.is_feasible(proposal):
             return choice
-        mean, std = self.f1.predict_arrays([proposal])
+        mean, std = self._predict([proposal])
         if self._acquisition([proposal], mean, std)[0] >= score:
             return proposal
         return choice
@@ -297,7 +340,7 @@ class HybridSearch(SearchStrategy):
             def prior(configs: list[Config]) -> np.ndarray:
                 # Knobs the adapter does not search (held ones) take the candidate's values.
                 full = [self.space.canonical(self._refine_base | c, allow_inactive=True) for c in configs]
-                return -self.f1.predict_arrays(full)[0]
+                return -self._predict(full)[0]
 
             self._arm_optimizers[key] = SkoptAdapter(
                 dense, seed=self.seed, base_estimator=SurrogateEnsemble(seed=self.seed), n_initial_points=0,
@@ -316,6 +359,13 @@ class HybridSearch(SearchStrategy):
     # ------------------------------------------------------------------- tell
     def _observe(self, trial: Trial) -> None:
         previous = [t.value or 0.0 for t in self.trials[:-1] if t.ok]
+        if (self.f1_alone is not None and trial.ok and trial.value and trial.value > 0
+                and len(latest_values(self.trials[:-1], self.space)) >= self.f0_trust.min_points):
+            # Scored before the models see it: how well each predicted this trial (prequential).
+            with_f0, without_f0 = self.f1.predict_arrays([trial.config]), self.f1_alone.predict_arrays([trial.config])
+            self.f0_trust.update(with_f0=(float(with_f0[0][0]), float(with_f0[1][0])),
+                                 without_f0=(float(without_f0[0][0]), float(without_f0[1][0])),
+                                 observed=math.log(trial.value))
         if trial.ok and (not previous or (trial.value or 0.0) > max(previous)):
             self._radius, self._stalled = self.min_radius, 0
         elif previous:
@@ -323,25 +373,39 @@ class HybridSearch(SearchStrategy):
             if self._stalled >= self.patience_per_radius:
                 self._radius, self._stalled = self._radius + 1, 0
         self.f1.observe(self.trials)
+        if self.f1_alone is not None:
+            self.f1_alone.observe(self.trials)
+        self._exclusions = exclusions_from(self.trials, self._choices)
         steps = ([p.step_s for p in self.f0.predict([t.config for t in self.trials])] if self.f0 is not None
                  else [None] * len(self.trials))
         self.trial_cost.fit(self.trials, steps)
 
     # ---------------------------------------------------------------- reports
+    @property
+    def exclusions(self) -> list[Exclusion]:
+        """Settings this study no longer tries: what its `unsupported` failures named, plus what
+        `exclude()` was given (an earlier study's), unless a trial has since run with them."""
+        worked = {(k, repr(v)) for t in self.trials if t.ok for k, v in t.config.items()}
+        given = [Exclusion(ex.knob, tuple(v for v in ex.values if (ex.knob, repr(v)) not in worked), ex.reason)
+                 for ex in self._given if ex.knob not in {e.knob for e in self._exclusions}]
+        return self._exclusions + [ex for ex in given if ex.values]
+
     def importances(self) -> dict[str, float]:
         """Each knob's share of the predicted variance over the whole space, normalised to sum 1."""
-        mean, _ = self.f1.predict_arrays(self.candidates)
+        mean, _ = self._predict(self.candidates)
         effects = main_effects(self.candidates, mean, self.space.names)
         total = sum(effects.values()) or 1.0
         return {k: v / total for k, v in effects.items()}
 
     def predict(self, config: Config) -> float | None:
-        mean, _ = self.f1.predict_arrays([self.space.canonical(config)])
+        mean, _ = self._predict([self.space.canonical(config)])
         return float(math.exp(mean[0]))
 
     def expected_cost_s(self, config: Config) -> float:
         return float(self._expected_cost([config])[0])
 
     def describe(self) -> dict[str, Any]:
-        return super().describe() | {"f0": self.f0 is not None, "held": list(self.held),
-                                     "ensemble_weights": self.f1.weights}
+        return super().describe() | {"f0": self.f0 is not None, "f0_describes": self.f0_describes,
+                                     "f0_weight": self.f0_weight, "held": list(self.held),
+                                     "ensemble_weights": self.f1.weights,
+                                     "exclusions": [ex.to_json() for ex in self.exclusions]}

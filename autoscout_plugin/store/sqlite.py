@@ -38,8 +38,13 @@ from .base import (
 from .errors import StoreError, UnknownStudyError
 from .fingerprint import hardware_key
 
-SCHEMA_VERSION = 1
-"""The layout this code writes and reads; a file with another version is refused, not guessed at."""
+SCHEMA_VERSION = 2
+"""The layout this code writes and reads; a file with an unknown version is refused, not guessed at.
+Version 2: trials carry their failure class and blamed knobs (`Trial.failure`, `Trial.blame`) in
+`data`; a version-1 file is upgraded in place on open (its trials are diagnosed when read), after
+which an older AutoScout refuses it with a clear error instead of misreading it."""
+UPGRADABLE = (1,)
+"""Versions this code upgrades on open: the tables are the same, only the trials' JSON gained keys."""
 APP_NAME = "autoscout"
 """Written in `schema_version.app`: tells an AutoScout store from another file with such a table."""
 
@@ -282,12 +287,13 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path, timeout_s: float) -> N
             raise StoreError(
                 f"{path} is not an SQLite database ({exc}); pass a new path or an AutoScout trial store"
             ) from exc
-        if tables:
-            _check_schema(conn, path, tables)
+        version = _check_schema(conn, path, tables) if tables else None
     with _sqlite_errors(path, timeout_s):
         conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
         if not tables:
             _create_schema(conn, path)
+        elif version != SCHEMA_VERSION:
+            _upgrade(conn, path)
 
 
 def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
@@ -312,7 +318,21 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _check_schema(conn, path, _tables(conn))  # another process may have upgraded it
+        if version in UPGRADABLE:
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> int:
+    """The file's schema version, when this code can read it (now or after `_upgrade`); else StoreError."""
     rows: list[tuple[Any, ...]] = []
     if "schema_version" in tables:
         rows = conn.execute("SELECT app, version FROM schema_version").fetchall()
@@ -322,7 +342,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> Non
             f" (tables: {', '.join(sorted(tables))}); pass a new path for the store"
         )
     version = rows[0][1]
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in UPGRADABLE:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
         raise StoreError(
             f"{path} holds trial-store schema version {version!r}, "
@@ -336,3 +356,4 @@ def _check_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> Non
             f"{path} is an AutoScout trial store missing tables {sorted(_TABLES - tables)}; it is damaged:"
             " move it aside and pass a new path"
         )
+    return int(version)

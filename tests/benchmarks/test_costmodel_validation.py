@@ -13,7 +13,8 @@ TABLES = Path(__file__).parents[2] / "benchmarks" / "tables"
 
 def test_every_committed_table_ranks_and_sizes_well_after_three_trials() -> None:
     results = costmodel_cpu.validate_all(TABLES, draws=5)
-    assert {r["table"] for r in results} == {"gpt2_50k", "cnn_small", "bert_encoder"}
+    # recurrent_lm's architecture is not described (a custom scan); its ranking rests on generic facts
+    assert {r["table"] for r in results} == {"gpt2_50k", "cnn_small", "bert_encoder", "recurrent_lm"}
     for r in results:
         assert r["spearman_median"] >= 0.8, r["table"]
         assert r["memory_error_median"] <= 0.2, r["table"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import replay
-from benchmarks.synthetic import make_table
+from benchmarks.synthetic import SCENARIOS, make_table
 
 COMMITTED = sorted((Path(__file__).parents[2] / "benchmarks" / "tables").glob("*.csv"))
 
@@ -100,3 +100,70 @@ def test_committed_tables_load_with_enough_real_rows(path):
     strategies = {json.loads(k)["strategy"] for k in table.rows}
     assert {"single", "ddp", "fsdp"} <= strategies
     assert table.cost_model() is not None
+
+
+# ------------------------------------------------------------------------------ failure scenarios
+def test_the_error_column_is_classified_like_a_live_trial(tmp_path):
+    csv = tmp_path / "errors.csv"
+    csv.write_text("compile,precision,samples_per_s,trial_wall_s,status,error\n"
+                   "off,32-true,10,1,ok,\n"
+                   "default,32-true,,15,error,torch._dynamo.exc.TorchRuntimeError: no fake impl registered\n"
+                   "off,bf16-mixed,,3,error,\n", encoding="utf-8")
+    table = replay.load_table(csv)
+    compiled = table.answer({"compile": "default", "precision": "32-true"})
+    assert (compiled.failure, compiled.blame, compiled.cost_s) == ("unsupported", ["compile"], 15.0)
+    assert table.answer({"compile": "off", "precision": "bf16-mixed"}).failure == "crash"  # no text: no evidence
+
+
+@pytest.mark.parametrize("scenario, failing", [("bf16_fails", "precision"), ("ddp_fails", "strategy")])
+def test_a_scenario_fails_its_setting_everywhere_with_the_real_error(synth, scenario, failing):
+    plain, table = replay.load_table(synth), replay.load_table(synth, scenario)
+    assert table.name == f"unseen+{scenario}"
+    fails = SCENARIOS[scenario].failing
+    for key in table.rows:
+        config = json.loads(key)
+        trial = table.answer(config)
+        if fails(config):
+            assert trial.failure == "unsupported" and trial.blame == [failing], config
+        else:  # the rest as measured (the synthetic table's own FSDP + compile crashes included)
+            assert trial.status == plain.answer(config).status
+    assert table.oracle == max(r["samples_per_s"] for r in table.rows.values() if r["status"] == "ok")
+
+
+def test_the_oom_line_is_monotone_in_the_micro_batch_and_checkpointing_lifts_it(synth):
+    plain, table = replay.load_table(synth), replay.load_table(synth, "oom_line")
+    for key, row in table.rows.items():
+        config = json.loads(key)  # micro-batches 4, 8, 16: the line is above 8, checkpointing halves the need
+        need = config["micro_batch_size"] * (0.5 if config["activation_checkpointing"] else 1.0)
+        assert row["status"] == ("oom" if need > 8 else plain.rows[key]["status"]), config
+    big = next(json.loads(k) for k, r in table.rows.items() if r["status"] == "oom")
+    assert table.answer(big).failure == "oom"
+
+
+def test_transient_failures_are_retried_once_and_never_told(synth):
+    table = replay.load_table(synth, "transient")
+    run = replay.replay_one(table, "random", seed=3, budget=40)
+    transient = [i for i, f in enumerate(run.failures) if f == "transient"]
+    assert transient, "10% of 40 trials: some must have failed transiently"
+    for i in transient:  # the next trial is the same config, once more
+        assert run.configs[i + 1] == run.configs[i] and run.failures[i + 1] != "transient"
+    assert len(run.values) == 40
+
+
+def test_autoscout_spends_at_most_one_trial_on_a_setting_that_fails_everywhere(synth):
+    table = replay.load_table(synth, "ddp_fails")
+    fails = SCENARIOS["ddp_fails"].failing
+    for seed in range(2):
+        run = replay.replay_one(table, "autoscout", seed=seed, budget=8)
+        assert sum(fails(c) for c in run.configs) <= 1
+
+
+def test_the_cli_reports_trials_spent_on_the_failing_setting(synth, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert replay.main(["--table", str(synth), "--scenario", "bf16_fails", "--seeds", "2", "--budget", "5",
+                        "--optimizers", "random", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())["random"]
+    assert set(data["failing_trials"]) == {"median", "max"} and data["table"] == "unseen+bf16_fails"
+    assert "on the failing setting" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        replay.main(["--table", str(synth), "--scenario", "cosmic_rays"])

@@ -354,7 +354,8 @@ def test_crashing_and_hanging_trials_are_survived(tmp_path: Path, recorder: Path
               for t in data["trials"]}
     assert status[("bf16-mixed", 1, "F2")] == status[("bf16-mixed", 2, "F2")] == "error"
     assert status[("32-true", 2, "F2")] == "timeout"
-    assert status[("32-true", 1, "F2")] == status[("32-true", 1, "F3")] == "ok"
+    assert status[("32-true", 1, "F2")] == "ok"
+    assert not any(t["fidelity"] == "F3" for t in data["trials"])  # nothing ran better: nothing to confirm
     out = read_out(tmp_path)
     assert (out["mode"], out["precision"], out["threads"]) == ("apply", "no", "1")
     assert "timeout" in capfd.readouterr().err

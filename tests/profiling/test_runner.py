@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from autoscout_plugin.profiling import RESULT_ENV, TrialOutcome, run_subprocess_trial, write_result
+from autoscout_plugin.profiling.runner import stderr_evidence
 
 GRACE_S = 3.0
 """`_kill_group`'s SIGTERM -> SIGKILL grace in the runner."""
@@ -133,6 +134,30 @@ def test_unknown_status_in_result_is_an_error() -> None:
     """), timeout_s=20)
     assert outcome.status == "error"
     assert outcome.error and "great" in outcome.error
+
+
+def test_a_child_reports_its_failure_class_and_an_unknown_class_is_an_error() -> None:
+    outcome = run_subprocess_trial(_child("""
+        import json, os
+        with open(os.environ["AUTOSCOUT_RESULT"], "w") as fh:
+            json.dump({"status": "error", "error": "boom", "failure": "unsupported"}, fh)
+    """), timeout_s=20)
+    assert (outcome.status, outcome.failure) == ("error", "unsupported")
+    outcome = run_subprocess_trial(_child("""
+        import json, os
+        with open(os.environ["AUTOSCOUT_RESULT"], "w") as fh:
+            json.dump({"status": "error", "failure": "gremlins"}, fh)
+    """), timeout_s=20)
+    assert outcome.status == "error" and "unknown failure class 'gremlins'" in (outcome.error or "")
+
+
+def test_the_exception_line_is_found_behind_the_hints_a_traceback_ends_with() -> None:
+    tail = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+            "torch._dynamo.exc.Unsupported: generic_jump TensorVariable()\n\nfrom user code:\n   File \"y\"\n\n"
+            "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace\n")
+    assert stderr_evidence(tail) == ("torch._dynamo.exc.Unsupported: generic_jump TensorVariable() | Set"
+                                     " TORCHDYNAMO_VERBOSE=1 for the internal stack trace")
+    assert stderr_evidence("just a line\n") == "just a line" and stderr_evidence("") == ""
 
 
 def test_hanging_child_times_out_and_its_grandchild_is_killed(tmp_path: Path,

@@ -1,5 +1,6 @@
-"""HybridSearch behaviour beyond the shared ask/tell contract: F0 use, failure regions, knob
-prioritisation, cost-awareness and the per-arm skopt refinement."""
+"""HybridSearch behaviour beyond the shared ask/tell contract: F0 use and F0's earned trust, failure
+classes (exclusions, the memory boundary, regions), knob prioritisation, cost-awareness and the per-arm
+skopt refinement."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from autoscout_plugin.costmodel import CostModel, Efficiency, Hardware, Workload
+from autoscout_plugin.failures import Exclusion
+from autoscout_plugin.search.base import SearchExhausted
 from autoscout_plugin.search.ensemble import SurrogateEnsemble
 from autoscout_plugin.search.hybrid import HybridSearch, expected_improvement, failure_regions
 from autoscout_plugin.space import Bool, Categorical, Condition, Float, GlobalBatch, Implies, Int, MaxProduct, Space
@@ -39,12 +42,16 @@ def truth_model(**changes: float) -> CostModel:
     return CostModel(WORKLOAD, HARDWARE, replace(Efficiency(), **changes))
 
 
-def run(search: HybridSearch, truth: CostModel, n: int, fails=lambda c: False) -> list[Trial]:
+DYNAMO_ERROR = ("torch._dynamo.exc.TorchRuntimeError: RuntimeError when making fake tensor call Explanation:"
+                " Dynamo failed to run FX node with fake tensors")
+
+
+def run(search: HybridSearch, truth: CostModel, n: int, fails=lambda c: False, error: str = "boom") -> list[Trial]:
     out = []
     for _ in range(n):
         config = search.ask()
         if fails(config):
-            trial = Trial(config=config, status="error", cost_s=10.0, error="boom")
+            trial = Trial(config=config, status="error", cost_s=10.0, error=error)
         else:
             est = truth.estimate(config)
             compiled = config["compile"] != "off"
@@ -182,3 +189,107 @@ def test_tell_rejects_configs_outside_the_space(bad):
     config = dict(space.default(), **bad)
     with pytest.raises(ValueError, match=next(iter(bad))):
         search.tell(Trial(config=config, value=1.0))
+
+
+# ------------------------------------------------------------------------------- failure classes
+def test_an_unsupported_compile_is_excluded_after_one_failure():
+    # The truth (and F0) would make compile the winner: only the failure's class stops the retries.
+    space = cpu_space()
+    truth = truth_model(compile_elementwise_speedup=3.0)
+    for seed in range(3):
+        search = HybridSearch(space, seed=seed, cost_model=CostModel(WORKLOAD, HARDWARE))
+        trials = run(search, truth, 12, fails=lambda c: c["compile"] != "off", error=DYNAMO_ERROR)
+        compiled = [t for t in trials if t.config["compile"] != "off"]
+        assert len(compiled) <= 1 and all(t.failure == "unsupported" for t in compiled)
+        if compiled:
+            (exclusion,) = search.exclusions
+            assert (exclusion.knob, exclusion.values) == ("compile", ("default",))
+            assert "torch._dynamo.exc.TorchRuntimeError" in exclusion.reason
+
+
+def test_a_crash_without_evidence_is_not_excluded_but_blamed_as_a_region():
+    space = cpu_space()
+    search = HybridSearch(space, seed=0, cost_model=CostModel(WORKLOAD, HARDWARE))
+    config = dict(space.default(), compile="default")
+    search.tell(Trial(config=config, status="error", error="Segmentation fault", cost_s=5.0))
+    assert search.exclusions == []
+    assert search._feasibility([dict(config, num_threads=1)])[0] < 0.9  # compile shares the blame
+
+
+def test_exclusions_given_by_an_earlier_study_are_never_asked_and_can_exhaust_the_search():
+    space = Space([Categorical(name="compile", choices=("off", "default"), structural=True),
+                   Int(name="num_threads", choices=(1, 2))])
+    search = HybridSearch(space, seed=0)
+    search.exclude([Exclusion("compile", ("default",), "study-1 on this machine, trial 3: dynamo")])
+    asked = []
+    with pytest.raises(SearchExhausted, match=r"excluded setting \(compile in \['default'\]\)"):
+        for _ in range(5):
+            asked.append(search.ask())
+            search.tell(Trial(config=asked[-1], value=1.0 + len(asked), cost_s=1.0))
+    assert [c["compile"] for c in asked] == ["off", "off"]
+    assert search.exclusions[0].reason.startswith("study-1")
+
+
+def test_an_out_of_memory_moves_a_boundary_without_a_cost_model():
+    space = cpu_space()
+    search = HybridSearch(space, seed=0)
+    oom = {"activation_checkpointing": False, "compile": "off", "micro_batch_size": 16, "num_processes": 1,
+           "num_threads": 2, "precision": "32-true", "strategy": "single"}
+    search.tell(Trial(config=oom, status="oom", error="DefaultCPUAllocator: can't allocate memory", cost_s=5.0))
+    bigger = dict(oom, micro_batch_size=32, num_threads=1)
+    smaller = dict(oom, micro_batch_size=8)
+    checkpointed = dict(oom, activation_checkpointing=True)  # less memory: not implied
+    p_big, p_small, p_ckpt = search._feasibility([bigger, smaller, checkpointed])
+    assert p_big <= 0.05 and p_small == p_ckpt == 1.0  # no value is banned outright
+    assert search.exclusions == []
+
+
+def test_a_transient_failure_blames_nothing():
+    space = cpu_space()
+    search = HybridSearch(space, seed=0)
+    config = dict(space.default(), compile="default")
+    search.tell(Trial(config=config, status="error", cost_s=1.0,
+                      error="torch.distributed.DistNetworkError: ... EADDRINUSE, message: address already in use"))
+    assert search.trials[-1].failure == "transient"
+    assert search._feasibility([dict(config, num_threads=1)])[0] == 1.0
+
+
+# --------------------------------------------------------------------------------- F0's trust
+def test_f0_that_describes_the_model_keeps_its_trust_when_it_predicts_well():
+    space = cpu_space()
+    search = HybridSearch(space, seed=0, cost_model=CostModel(WORKLOAD, HARDWARE))
+    assert search.f0_weight == pytest.approx(0.999)
+    run(search, truth_model(flops_per_core=30e9), 8)  # the same form, another machine's speed
+    assert search.f0_trust.scored >= 4 and search.f0_weight > 0.99
+
+
+def test_f0_whose_predictions_carry_no_information_loses_its_trust():
+    import hashlib
+    import random
+
+    space = cpu_space()
+    model = CostModel(WORKLOAD, HARDWARE)
+
+    class Scrambled:  # each config's speed is a fixed random draw: nothing F0 says about it holds
+        def estimate(self, config):
+            est = model.estimate(config)
+            draw = random.Random(hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()).gauss(0, 0.5)
+            return type(est)(samples_per_s=100 * math.exp(draw), step_s=est.step_s, peak_mem_mb=est.peak_mem_mb)
+
+    weights = []
+    for seed in range(3):
+        search = HybridSearch(space, seed=seed, cost_model=model, f0_prior_weight=0.9)
+        run(search, Scrambled(), 10)
+        weights.append(search.f0_weight)
+    assert max(weights) < 0.6 and min(weights) < 0.3, weights
+
+
+def test_a_family_the_cost_model_does_not_describe_starts_at_half_trust():
+    recurrent = Workload(family="recurrent", n_params=2_460_928, fwd_flops_per_sample=1.8e8, global_batch=32)
+    model = CostModel(recurrent, HARDWARE)
+    assert not model.describes_workload and CostModel(WORKLOAD, HARDWARE).describes_workload
+    search = HybridSearch(cpu_space(), seed=0, cost_model=model)
+    assert search.f0_weight == pytest.approx(0.5)
+    assert search.describe()["f0_describes"] is False
+    distrusted = HybridSearch(cpu_space(), seed=0, cost_model=model, f0_prior_weight=0.1)
+    assert distrusted.ask() == cpu_space().default()  # below half trust: the default first, as without F0

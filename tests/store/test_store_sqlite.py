@@ -145,7 +145,7 @@ def test_the_file_holds_json_text_not_pickle(tmp_path: Path) -> None:
         for (table,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
             for cells in raw.execute(f"SELECT * FROM {table}").fetchall():
                 assert not any(isinstance(cell, bytes) for cell in cells), f"a blob in table {table}"
-        assert raw.execute("SELECT app, version FROM schema_version").fetchall() == [("autoscout", 1)]
+        assert raw.execute("SELECT app, version FROM schema_version").fetchall() == [("autoscout", 2)]
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         raw.close()
@@ -194,7 +194,7 @@ def test_a_directory_path_is_refused(tmp_path: Path) -> None:
     assert str(tmp_path) in str(info.value)
 
 
-@pytest.mark.parametrize(("version", "advice"), [(2, "newer AutoScout.*upgrade"), (0, "does not know")])
+@pytest.mark.parametrize(("version", "advice"), [(3, "newer AutoScout.*upgrade"), (0, "does not know")])
 def test_an_unknown_schema_version_is_refused(tmp_path: Path, version: int, advice: str) -> None:
     path = tmp_path / "trials.sqlite"
     SQLiteStore(path).close()
@@ -204,6 +204,28 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path, version: int, advi
     with pytest.raises(StoreError, match=advice) as info:
         SQLiteStore(path)
     assert str(path) in str(info.value) and f"version {version}" in str(info.value)
+
+
+def test_a_version_1_store_is_upgraded_and_its_failed_trials_get_a_class(tmp_path: Path) -> None:
+    """Version 1 stored trials without `failure`/`blame`: they are diagnosed when read, and the file is
+    marked version 2 so that an older AutoScout refuses it instead of misreading it."""
+    path = tmp_path / "trials.sqlite"
+    with SQLiteStore(path) as store:
+        study = store.open_study("fp", workload=WORKLOAD, hardware=HARDWARE, space=SPACE)
+        store.add_trial(study, Trial(config={"compile": "default"}, status="error",
+                                     error="torch._dynamo.exc.Unsupported: generic_jump"))
+    with sqlite3.connect(path) as raw:  # what version 1 wrote: no failure keys, version 1
+        (data,) = raw.execute("SELECT data FROM trials").fetchone()
+        old = {k: v for k, v in json.loads(data).items() if k not in ("failure", "blame")}
+        raw.execute("UPDATE trials SET data = ?", (json.dumps(old),))
+        raw.execute("UPDATE schema_version SET version = 1")
+    raw.close()
+    with SQLiteStore(path) as store:
+        (trial,) = store.trials(store.open_study("fp", workload={}, hardware={}, space={}))
+    assert (trial.failure, trial.blame) == ("unsupported", ["compile"])
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    raw.close()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
