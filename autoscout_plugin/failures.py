@@ -168,61 +168,106 @@ def _qualified(exc: BaseException) -> str:
 
 
 # ------------------------------------------------------------------ what failures rule out
+# Knobs that change what a blamed setting runs through, so that its failure under one of their values
+# says nothing certain about the others. Checkpointed regions are traced by dynamo as their own
+# higher-order ops (with their own fallbacks), so a compile error without checkpointing need not recur
+# with it: measured on benchmarks/tables/recurrent_lm, where compile fails without checkpointing and is
+# the fastest single-process setting with it. An exclusion of such a knob is scoped to the failing
+# trial's values of these; once it has failed under every one of them, it holds everywhere.
+_SCOPE: dict[str, tuple[str, ...]] = {"compile": ("activation_checkpointing",)}
+
+
 @dataclass(frozen=True, slots=True)
 class Exclusion:
-    """Values of one knob the study no longer tries, and why (an `unsupported` failure named it).
+    """Values of one knob the study no longer tries, and why (an `unsupported` failure named it);
+    `when` scopes it to configs with those values of other knobs (empty: everywhere).
 
     Example:
         >>> ex = Exclusion("compile", ("default", "max-autotune"), "trial 1: torch._dynamo.exc.Unsupported")
         >>> ex.matches({"compile": "default"}), ex.matches({"compile": "off"})
         (True, False)
+        >>> scoped = Exclusion("compile", ("default",), "trial 1", (("activation_checkpointing", False),))
+        >>> scoped.matches({"compile": "default", "activation_checkpointing": True})
+        False
     """
 
     knob: str
     values: tuple[Any, ...]
     reason: str
+    when: tuple[tuple[str, Any], ...] = ()
 
     def matches(self, config: Mapping[str, Any]) -> bool:
-        return self.knob in config and config[self.knob] in self.values
+        return (self.knob in config and config[self.knob] in self.values
+                and all(k in config and config[k] == v for k, v in self.when))
+
+    def describe(self) -> str:
+        """`compile in ['default'] (where activation_checkpointing=False)`."""
+        scope = ", ".join(f"{k}={v}" for k, v in self.when)
+        return f"{self.knob} in {list(self.values)}" + (f" (where {scope})" if scope else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"knob": self.knob, "values": list(self.values), "reason": self.reason}
+        out = {"knob": self.knob, "values": list(self.values), "reason": self.reason}
+        if self.when:
+            out["when"] = dict(self.when)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Exclusion:
-        return cls(str(data["knob"]), tuple(data["values"]), str(data.get("reason", "")))
+        when = tuple(sorted(dict(data.get("when") or {}).items()))
+        return cls(str(data["knob"]), tuple(data["values"]), str(data.get("reason", "")), when)
 
 
 def exclusions_from(trials: Sequence[Any], choices: Mapping[str, Sequence[Any]]) -> list[Exclusion]:
     """The exclusions a study's trials justify: for each `unsupported` failure, the values of each knob
     it blames (see `excluded_values`) that no successful trial has used. A value that ran fine somewhere
-    is not excluded: the failure then lies in a combination, which the Occam blame handles.
+    is not excluded: the failure then lies in a combination, which the Occam blame handles. A knob
+    whose failure depends on another's value (`compile` on `activation_checkpointing`) is excluded
+    only where that value holds, until it has failed under every value.
 
     `trials` are `Trial`s; `choices` maps each knob of the space to its values.
     """
-    worked: dict[str, set[str]] = {}
-    for trial in trials:
-        if trial.ok:
-            for knob, value in trial.config.items():
-                worked.setdefault(knob, set()).add(repr(value))
-    out: dict[str, Exclusion] = {}
+    ok = [t for t in trials if t.ok]
+    out: dict[tuple[str, tuple[tuple[str, Any], ...]], Exclusion] = {}
     for trial in trials:
         if trial.ok or trial.failure != "unsupported":
             continue
         for knob in trial.blame:
             if knob not in trial.config or knob not in choices:
                 continue
+            when = tuple((k, trial.config[k]) for k in _SCOPE.get(knob, ()) if k in trial.config and k in choices)
+            worked = {repr(t.config.get(knob)) for t in ok if all(t.config.get(k) == v for k, v in when)}
             values = tuple(v for v in excluded_values(knob, trial.config[knob], choices[knob], trial.error)
-                           if repr(v) not in worked.get(knob, set()))
+                           if repr(v) not in worked)
             if trial.config[knob] not in values:
                 continue
             reason = f"trial {trial.number}: {_first_line(trial.error) or 'unsupported'}"
-            if knob in out:  # a second value of the same knob failed too: one exclusion holds both
-                known = out[knob]
+            known = out.get((knob, when))
+            if known is not None:  # a second value of the same knob failed too: one exclusion holds both
                 values = known.values + tuple(v for v in values if v not in known.values)
                 reason = known.reason if trial.config[knob] in known.values else f"{known.reason}; {reason}"
-            out[knob] = Exclusion(knob, values, reason)
-    return list(out.values())
+            out[(knob, when)] = Exclusion(knob, values, reason, when)
+    return _widen(list(out.values()), choices)
+
+
+def _widen(exclusions: list[Exclusion], choices: Mapping[str, Sequence[Any]]) -> list[Exclusion]:
+    """Scoped exclusions of one knob that together cover every value of their scope knob become one
+    that holds everywhere (the values excluded under all of them)."""
+    out = [ex for ex in exclusions if len(ex.when) != 1]
+    groups: dict[tuple[str, str], list[Exclusion]] = {}
+    for ex in exclusions:
+        if len(ex.when) == 1:
+            groups.setdefault((ex.knob, ex.when[0][0]), []).append(ex)
+    for (knob, scope), group in groups.items():
+        covered = {repr(ex.when[0][1]) for ex in group}
+        common = [v for v in group[0].values if all(v in ex.values for ex in group)]
+        if covered >= {repr(v) for v in choices.get(scope, ())} and common:
+            out.append(Exclusion(knob, tuple(common), "; ".join(ex.reason for ex in group)))
+            rest = [Exclusion(ex.knob, tuple(v for v in ex.values if v not in common), ex.reason, ex.when)
+                    for ex in group]
+            out += [ex for ex in rest if ex.values]
+        else:
+            out += group
+    return out
 
 
 def blamed_by_exclusion(trial: Any, exclusions: Sequence[Exclusion]) -> bool:

@@ -234,10 +234,10 @@ class Tuner:
         for study_id, score in sources:
             trials = self.store.trials(study_id)
             if score >= SAME_MODEL_SIMILARITY:
-                known = {ex.knob for ex in inherited}
+                known = {(ex.knob, ex.when) for ex in inherited}
                 where = "an earlier run of this study" if study_id == self.study_id else f"{study_id} on this machine"
-                inherited += [Exclusion(ex.knob, ex.values, f"{where}, {ex.reason}")
-                              for ex in exclusions_from(trials, choices) if ex.knob not in known]
+                inherited += [Exclusion(ex.knob, ex.values, f"{where}, {ex.reason}", ex.when)
+                              for ex in exclusions_from(trials, choices) if (ex.knob, ex.when) not in known]
             if study_id == self.study_id:
                 continue
             ok = [t for t in trials if t.ok]

@@ -196,6 +196,24 @@ def test_a_value_that_ran_somewhere_is_not_excluded() -> None:
     assert exclusions_from(trials, CHOICES) == []
 
 
+def test_a_compile_exclusion_is_scoped_to_checkpointing_until_it_failed_under_both() -> None:
+    choices = {**CHOICES, "activation_checkpointing": [False, True]}
+    error = "torch._dynamo.exc.TorchRuntimeError: RuntimeError when making fake tensor call"
+    without = _failed(1, {"compile": "default", "strategy": "single", "activation_checkpointing": False}, error)
+    (scoped,) = exclusions_from([without], choices)
+    assert scoped.when == (("activation_checkpointing", False),)
+    assert not scoped.matches({"compile": "default", "activation_checkpointing": True})
+    # It ran with checkpointing: only the scope without stays excluded.
+    ran = Trial(config={"compile": "default", "strategy": "single", "activation_checkpointing": True},
+                value=5.0, number=2)
+    assert exclusions_from([without, ran], choices) == [scoped]
+    # It failed under both: one exclusion that holds everywhere, both trials as its reason.
+    with_ = _failed(2, {"compile": "max-autotune", "strategy": "ddp", "activation_checkpointing": True}, error)
+    (everywhere,) = exclusions_from([without, with_], choices)
+    assert (everywhere.values, everywhere.when) == (("default", "max-autotune"), ())
+    assert "trial 1" in everywhere.reason and "trial 2" in everywhere.reason
+
+
 def test_the_memory_boundary_is_monotone_and_ignores_threads() -> None:
     oom = {"strategy": "single", "micro_batch_size": 16, "activation_checkpointing": True, "num_threads": 2}
     bigger = {**oom, "micro_batch_size": 32, "activation_checkpointing": False, "num_threads": 1}

@@ -226,6 +226,40 @@ def test_an_unsupported_setting_is_excluded_in_a_later_study_of_the_same_model(t
     assert any(c["compile"] != "off" for c in other.configs())
 
 
+def _compile_fails_without_checkpointing(config: dict[str, Any], fidelity: Any) -> Any:
+    if config["compile"] != "off" and not config["activation_checkpointing"]:
+        raise _DynamoError("no fake impl registered for <CustomOpDef(x::scan)>")
+    return 10.0 * config["num_threads"] + (5.0 if config["compile"] != "off" else 0.0)
+
+
+def test_a_scoped_exclusion_is_stored_and_inherited_with_its_scope(tmp_path: Path) -> None:
+    """As on benchmarks/tables/recurrent_lm: compile fails without checkpointing and runs with it."""
+    from autoscout_plugin.space import Bool, Categorical, Int, Space
+
+    def space(threads: int) -> Space:
+        return Space([Categorical(name="compile", choices=("off", "default", "max-autotune"), structural=True),
+                      Bool("activation_checkpointing", structural=True),
+                      Int(name="num_threads", choices=tuple(range(1, threads + 1)))])
+
+    store_path, w = str(tmp_path / "trials.sqlite"), workload()
+    first = Tuner(space(1), Recorder(_compile_fails_without_checkpointing),
+                  options(max_trials=6, search="autoscout", store=store_path), workload=w, hardware=HARDWARE).run()
+    failed = [t for t in first.trials if not t.ok]
+    assert len(failed) == 1 and failed[0].failure == "unsupported"
+    assert any(t.ok and t.config["compile"] != "off" for t in first.trials)  # compile with checkpointing ran
+    (exclusion,) = first.exclusions
+    assert exclusion["when"] == {"activation_checkpointing": False}
+    assert "where activation_checkpointing=False" in first.table()
+    profile = Recorder(_compile_fails_without_checkpointing)
+    second = Tuner(space(2), profile, options(max_trials=8, search="autoscout", store=store_path),
+                   workload=w, hardware=HARDWARE).run()
+    assert not any(c["compile"] != "off" and not c["activation_checkpointing"] for c in profile.configs())
+    assert any(c["compile"] != "off" for c in profile.configs())
+    (exclusion,) = second.exclusions
+    assert exclusion["when"] == {"activation_checkpointing": False}
+    assert exclusion["reason"].startswith("study-1 on this machine, trial ")
+
+
 def test_a_study_tuned_again_keeps_its_exclusion_without_paying_again(tmp_path: Path) -> None:
     store_path = str(tmp_path / "trials.sqlite")
     space, w = _compile_space(3), workload()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..failures import Exclusion
 from .result import TuneResult, format_config, status_label
 
 _W, _H, _PAD = 420, 240, 40
@@ -113,8 +114,8 @@ def render_html(result: TuneResult, *, title: str = "AutoScout report", notes: d
                     f"<td>{html.escape(t.error or '')}</td></tr>")
     items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(json.dumps(v, default=str))}</li>"
                     for k, v in (notes or {}).items())
-    excluded = "".join(f"<li><b>{html.escape(ex['knob'])}</b> in {html.escape(json.dumps(ex['values']))}:"
-                       f" {html.escape(ex['reason'])}</li>" for ex in result.exclusions)
+    excluded = "".join(f"<li><b>{html.escape(Exclusion.from_json(ex).describe())}</b>: {html.escape(ex['reason'])}</li>"
+                       for ex in result.exclusions)
     if excluded:
         items += f"<li><b>excluded after an unsupported failure</b><ul>{excluded}</ul></li>"
     plots = [line_plot("Best so far by trial", "trial", "samples/s", numbers, best),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..failures import Exclusion
 from ..trial import Fidelity, Trial
 
 
@@ -134,7 +135,7 @@ class TuneResult:
                          + format_config(t.config))
         lines.append("")
         for ex in self.exclusions:
-            lines.append(f"excluded {ex['knob']} in {ex['values']}: {ex['reason']}")
+            lines.append(f"excluded {Exclusion.from_json(ex).describe()}: {ex['reason']}")
         if self.reused:
             lines.append("reused the stored winner for this workload and machine: 0 trials")
         if self.baseline_value is not None and self.baseline_config is not None:

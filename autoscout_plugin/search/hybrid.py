@@ -241,7 +241,7 @@ class HybridSearch(SearchStrategy):
     def ask(self) -> Config:
         configs = self._open_candidates()
         if not configs:
-            excluded = "; ".join(f"{ex.knob} in {list(ex.values)}" for ex in self.exclusions)
+            excluded = "; ".join(ex.describe() for ex in self.exclusions)
             raise SearchExhausted("every feasible candidate has been tried"
                                   + (f" or uses an excluded setting ({excluded})" if excluded else ""))
         if (self.f0 is None or self.f0_trust.weight < 0.5) and not self.trials:
@@ -385,8 +385,10 @@ class HybridSearch(SearchStrategy):
     def exclusions(self) -> list[Exclusion]:
         """Settings this study no longer tries: what its `unsupported` failures named, plus what
         `exclude()` was given (an earlier study's), unless a trial has since run with them."""
-        worked = {(k, repr(v)) for t in self.trials if t.ok for k, v in t.config.items()}
-        given = [Exclusion(ex.knob, tuple(v for v in ex.values if (ex.knob, repr(v)) not in worked), ex.reason)
+        ok = [t.config for t in self.trials if t.ok]
+        given = [Exclusion(ex.knob, tuple(v for v in ex.values
+                                          if not any(ex.matches(c) and c[ex.knob] == v for c in ok)),
+                           ex.reason, ex.when)
                  for ex in self._given if ex.knob not in {e.knob for e in self._exclusions}]
         return self._exclusions + [ex for ex in given if ex.values]
 

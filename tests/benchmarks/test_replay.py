@@ -130,6 +130,17 @@ def test_a_scenario_fails_its_setting_everywhere_with_the_real_error(synth, scen
     assert table.oracle == max(r["samples_per_s"] for r in table.rows.values() if r["status"] == "ok")
 
 
+def test_a_failing_setting_missing_from_the_table_fails_like_its_rows(tmp_path):
+    # The machine's fault does not depend on the table having measured that config.
+    csv = tmp_path / "gap.csv"
+    csv.write_text("precision,num_threads,samples_per_s,trial_wall_s,status\n"
+                   "32-true,1,10,1,ok\n32-true,2,12,1,ok\nbf16-mixed,1,14,1,ok\n", encoding="utf-8")
+    gap = {"precision": "bf16-mixed", "num_threads": 2}
+    assert replay.load_table(csv).answer(gap).status == "invalid"  # no scenario: just a gap
+    trial = replay.load_table(csv, "bf16_fails").answer(gap)
+    assert (trial.failure, trial.blame, trial.cost_s) == ("unsupported", ["precision"], 0.0)
+
+
 def test_the_oom_line_is_monotone_in_the_micro_batch_and_checkpointing_lifts_it(synth):
     plain, table = replay.load_table(synth), replay.load_table(synth, "oom_line")
     for key, row in table.rows.items():

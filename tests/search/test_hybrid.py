@@ -192,19 +192,44 @@ def test_tell_rejects_configs_outside_the_space(bad):
 
 
 # ------------------------------------------------------------------------------- failure classes
-def test_an_unsupported_compile_is_excluded_after_one_failure():
+def test_an_unsupported_compile_is_excluded_after_one_failure_per_checkpointing_setting():
     # The truth (and F0) would make compile the winner: only the failure's class stops the retries.
+    # A compile error under one checkpointing setting excludes compile there; under both, everywhere.
     space = cpu_space()
     truth = truth_model(compile_elementwise_speedup=3.0)
     for seed in range(3):
         search = HybridSearch(space, seed=seed, cost_model=CostModel(WORKLOAD, HARDWARE))
         trials = run(search, truth, 12, fails=lambda c: c["compile"] != "off", error=DYNAMO_ERROR)
         compiled = [t for t in trials if t.config["compile"] != "off"]
-        assert len(compiled) <= 1 and all(t.failure == "unsupported" for t in compiled)
+        assert all(t.failure == "unsupported" for t in compiled)
+        scopes = [t.config["activation_checkpointing"] for t in compiled]
+        assert len(scopes) == len(set(scopes)) <= 2, scopes
         if compiled:
             (exclusion,) = search.exclusions
             assert (exclusion.knob, exclusion.values) == ("compile", ("default",))
+            assert exclusion.when == ((("activation_checkpointing", scopes[0]),) if len(scopes) == 1 else ())
             assert "torch._dynamo.exc.TorchRuntimeError" in exclusion.reason
+
+
+def test_a_compile_error_without_checkpointing_leaves_compile_with_checkpointing_open():
+    # As measured on benchmarks/tables/recurrent_lm: dynamo fails without checkpointing, runs with it.
+    space = Space([Categorical(name="compile", choices=("off", "default"), structural=True),
+                   Categorical(name="activation_checkpointing", choices=(False, True), structural=True)])
+    search = HybridSearch(space, seed=0)
+    search.tell(Trial(config={"compile": "off", "activation_checkpointing": False}, value=1.0, cost_s=1.0))
+    failed = {"compile": "default", "activation_checkpointing": False}
+    search.tell(Trial(config=failed, status="error", error=DYNAMO_ERROR, cost_s=1.0))
+    (exclusion,) = search.exclusions
+    assert exclusion.when == (("activation_checkpointing", False),)
+    assert "compile in ['default'] (where activation_checkpointing=False)" == exclusion.describe()
+    asked = []
+    with pytest.raises(SearchExhausted, match=r"where activation_checkpointing=False"):
+        for _ in range(4):
+            asked.append(search.ask())
+            search.tell(Trial(config=asked[-1], value=2.0, cost_s=1.0))
+    assert sorted(c["compile"] for c in asked) == ["default", "off"]
+    assert all(c["activation_checkpointing"] for c in asked)
+    assert Exclusion.from_json(exclusion.to_json()) == exclusion
 
 
 def test_a_crash_without_evidence_is_not_excluded_but_blamed_as_a_region():
