@@ -187,9 +187,11 @@ class EvidenceWeight:
     log value *before* seeing it, over the study's own trials.
 
     The weight starts at `prior` (high where the cost model describes the architecture, low where it
-    only guesses) and follows the log-likelihood ratio, tempered by `temper` so that one surprising
-    trial does not flip it, with `noise_std` of measurement noise added to both predictions. A trial is
-    scored only once `min_points` successes came before it: with fewer, F1 alone has no scale yet.
+    only guesses) and follows the log-likelihood ratio, tempered by `temper`, with `noise_std` of
+    measurement noise added to both predictions. One trial moves the log odds by at most `max_step`:
+    a prediction off by 14x (bf16 on a CPU without it) is strong evidence for the other model, not
+    proof, and later trials can still move the weight. A trial is scored only once `min_points`
+    successes came before it: with fewer, F1 alone has no scale yet.
 
     Example:
         >>> w = EvidenceWeight(prior=0.5)
@@ -197,13 +199,15 @@ class EvidenceWeight:
         True
     """
 
-    def __init__(self, prior: float, *, noise_std: float = 0.1, temper: float = 0.5, min_points: int = 2) -> None:
+    def __init__(self, prior: float, *, noise_std: float = 0.1, temper: float = 0.5, min_points: int = 2,
+                 max_step: float | None = 3.0) -> None:
         if not 0.0 < prior < 1.0:
             raise ValueError(f"the prior weight of F0 must be in (0, 1), got {prior!r}")
         self.prior = prior
         self.noise_std = noise_std
         self.temper = temper
         self.min_points = min_points
+        self.max_step = max_step
         self.log_ratio = 0.0
         self.scored = 0
 
@@ -215,8 +219,11 @@ class EvidenceWeight:
         """Score one trial: each model's (mean, std) of its log value, predicted before it ran."""
         s1 = math.hypot(with_f0[1], self.noise_std)
         s0 = math.hypot(without_f0[1], self.noise_std)
-        gain = self._log_density(observed, with_f0[0], s1) - self._log_density(observed, without_f0[0], s0)
-        self.log_ratio = min(max(self.log_ratio + self.temper * gain, -30.0), 30.0)
+        ratio = self._log_density(observed, with_f0[0], s1) - self._log_density(observed, without_f0[0], s0)
+        gain = self.temper * ratio
+        if self.max_step is not None:  # one gross miss is strong evidence, not proof
+            gain = min(max(gain, -self.max_step), self.max_step)
+        self.log_ratio = min(max(self.log_ratio + gain, -30.0), 30.0)
         self.scored += 1
 
     @property

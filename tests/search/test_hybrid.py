@@ -318,3 +318,18 @@ def test_a_family_the_cost_model_does_not_describe_starts_at_half_trust():
     assert search.describe()["f0_describes"] is False
     distrusted = HybridSearch(cpu_space(), seed=0, cost_model=model, f0_prior_weight=0.1)
     assert distrusted.ask() == cpu_space().default()  # below half trust: the default first, as without F0
+
+
+def test_one_gross_miss_does_not_make_the_f0_weight_certain():
+    # A bf16 trial 14x slower than F1 alone guessed (F0 knew: no native bf16) is strong evidence, not
+    # proof: it moves the weight a lot, not to 1, so later trials can still move it.
+    from autoscout_plugin.search.fidelity import EvidenceWeight
+
+    robust, gaussian = EvidenceWeight(prior=0.5), EvidenceWeight(prior=0.5, max_step=None)
+    for w in (robust, gaussian):
+        w.update(with_f0=(math.log(10.8), 0.2), without_f0=(math.log(85.3), 0.2), observed=math.log(6.2))
+    assert 0.8 < robust.weight < 0.99 and gaussian.weight > 0.999999
+    for _ in range(3):  # then F1 alone predicts three trials well and F1 on F0 misses by 40%
+        robust.update(with_f0=(math.log(60.0), 0.1), without_f0=(math.log(84.0), 0.1), observed=math.log(85.0))
+    assert robust.weight < 0.5
+
