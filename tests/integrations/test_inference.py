@@ -103,8 +103,9 @@ def test_compile_is_in_effect_and_its_time_is_cost_not_measurement(tmp_path, mon
     compiled = runner.profile({"batch_size": 4, "compile": "default"}, None)
     assert runner.log[-1]["evidence"]["compile"] == "default" and runner.log[0]["evidence"]["compile"] == "off"
     assert compiled.status == "ok" and compiled.metrics["agreement"] == 1.0
-    # compilation (seconds) is in the trial's cost, not in its measured batches (milliseconds)
-    assert compiled.cost_s > 1.0 and compiled.metrics["latency_p99_s"] < 0.5
+    # compilation (seconds) is in the trial's cost, not in its measured batches (milliseconds; on a
+    # loaded machine up to a second, still a small share of the compile)
+    assert compiled.cost_s > 1.0 and compiled.metrics["latency_p99_s"] < compiled.cost_s / 10
     assert plain.cost_s < compiled.cost_s
     assert not hasattr(model.forward, "_torchdynamo_orig_callable")  # the user's module is not compiled
 
