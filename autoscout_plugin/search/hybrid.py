@@ -389,7 +389,7 @@ class HybridSearch(SearchStrategy):
         given = [Exclusion(ex.knob, tuple(v for v in ex.values
                                           if not any(ex.matches(c) and c[ex.knob] == v for c in ok)),
                            ex.reason, ex.when)
-                 for ex in self._given if ex.knob not in {e.knob for e in self._exclusions}]
+                 for ex in self._given if (ex.knob, ex.when) not in {(e.knob, e.when) for e in self._exclusions}]
         return self._exclusions + [ex for ex in given if ex.values]
 
     def importances(self) -> dict[str, float]:
