@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 FailureClass = Literal["unsupported", "oom", "timeout", "nan", "transient", "crash"]
@@ -200,6 +200,11 @@ class Exclusion:
         return (self.knob in config and config[self.knob] in self.values
                 and all(k in config and config[k] == v for k, v in self.when))
 
+    def without(self, ran: Sequence[Mapping[str, Any]]) -> Exclusion:
+        """This exclusion less the values some config in `ran` (successful trials) used within its scope."""
+        return replace(self, values=tuple(v for v in self.values
+                                          if not any(self.matches(c) and c[self.knob] == v for c in ran)))
+
     def describe(self) -> str:
         """`compile in ['default'] (where activation_checkpointing=False)`."""
         scope = ", ".join(f"{k}={v}" for k, v in self.when)
@@ -226,7 +231,7 @@ def exclusions_from(trials: Sequence[Any], choices: Mapping[str, Sequence[Any]])
 
     `trials` are `Trial`s; `choices` maps each knob of the space to its values.
     """
-    ok = [t for t in trials if t.ok]
+    ok = [t.config for t in trials if t.ok]
     out: dict[tuple[str, tuple[tuple[str, Any], ...]], Exclusion] = {}
     for trial in trials:
         if trial.ok or trial.failure != "unsupported":
@@ -235,9 +240,8 @@ def exclusions_from(trials: Sequence[Any], choices: Mapping[str, Sequence[Any]])
             if knob not in trial.config or knob not in choices:
                 continue
             when = tuple((k, trial.config[k]) for k in _SCOPE.get(knob, ()) if k in trial.config and k in choices)
-            worked = {repr(t.config.get(knob)) for t in ok if all(t.config.get(k) == v for k, v in when)}
-            values = tuple(v for v in excluded_values(knob, trial.config[knob], choices[knob], trial.error)
-                           if repr(v) not in worked)
+            values = Exclusion(knob, excluded_values(knob, trial.config[knob], choices[knob], trial.error), "",
+                               when).without(ok).values
             if trial.config[knob] not in values:
                 continue
             reason = f"trial {trial.number}: {_first_line(trial.error) or 'unsupported'}"

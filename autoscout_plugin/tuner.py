@@ -227,7 +227,7 @@ class Tuner:
             return []
         out = []
         similar = self.store.similar(self.workload.to_json(), self.hardware.to_json(), exclude=self.study_id)
-        choices = {k.name: list(k.grid()) for k in self.space.knobs}
+        choices = self.space.choices
         # This study's own earlier runs first (a re-tune with reuse=False is not resumed), then alike ones.
         sources = [(self.study_id, 1.0)] + list(similar)
         inherited: list[Exclusion] = []

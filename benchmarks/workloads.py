@@ -7,6 +7,7 @@ checkpointing and FSDP wrap, and a ``describe()`` dict for the table's sidecar J
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,9 +255,9 @@ def build_cnn() -> Workload:
 # --------------------------------------------------------------------------- recurrent
 
 RECURRENT_SEQ_LEN = 64
-_SCAN_OP: Any = None
 
 
+@functools.cache
 def linear_scan_op() -> Any:
     """The custom operator ``autoscout_bench::linear_scan``: ``h_t = a_t * h_(t-1) + x_t`` along dim 1.
 
@@ -265,10 +266,6 @@ def linear_scan_op() -> Any:
     often ship. Eager training works; ``torch.compile`` fails deterministically while tracing it
     (``torch._dynamo.exc.TorchRuntimeError``: no fake impl registered), in every mode.
     """
-    global _SCAN_OP
-    if _SCAN_OP is not None:
-        return _SCAN_OP
-
     @torch.library.custom_op("autoscout_bench::linear_scan", mutates_args=())
     def linear_scan(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(x)
@@ -290,7 +287,6 @@ def linear_scan_op() -> Any:
         return grad_x * h_prev, grad_x
 
     linear_scan.register_autograd(backward, setup_context=setup_context)
-    _SCAN_OP = linear_scan
     return linear_scan
 
 

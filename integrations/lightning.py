@@ -388,13 +388,10 @@ class AutoScoutCallback(Callback):
             return None
 
     # ------------------------------------------------------------ trials
-    def _steps(self, fidelity: Fidelity) -> tuple[int, int]:
-        # A confirmation (F3) repeats trials, paired with the user's config, instead of lengthening them.
-        return self.options.warmup_steps, self.options.measure_steps
-
     def _profile(self, trainer: Trainer, pl_module: LightningModule, plan: _Plan, config: Config,
                  fidelity: Fidelity) -> TrialOutcome:
-        warmup, measure = self._steps(fidelity)
+        # A confirmation (F3) repeats trials, paired with the user's config, instead of lengthening them.
+        warmup, measure = self.options.warmup_steps, self.options.measure_steps
         floor = None
         if fidelity == Fidelity.F2 and self.options.cut_below and self._best_so_far:
             floor = self.options.cut_below * self._best_so_far

@@ -136,7 +136,7 @@ class HybridSearch(SearchStrategy):
         self.f1_alone = SurrogateSource(space, None, seed=seed) if self.f0 is not None else None
         prior = f0_prior_weight if f0_prior_weight is not None else (0.999 if self.f0_describes else 0.5)
         self.f0_trust = EvidenceWeight(prior)
-        self._choices = {k.name: list(k.grid()) for k in space.knobs}
+        self._choices = space.choices
         self.memory_limit_mb = memory_limit_mb
         self.prioritise = prioritise
         self.hold_threshold = hold_threshold
@@ -386,10 +386,8 @@ class HybridSearch(SearchStrategy):
         """Settings this study no longer tries: what its `unsupported` failures named, plus what
         `exclude()` was given (an earlier study's), unless a trial has since run with them."""
         ok = [t.config for t in self.trials if t.ok]
-        given = [Exclusion(ex.knob, tuple(v for v in ex.values
-                                          if not any(ex.matches(c) and c[ex.knob] == v for c in ok)),
-                           ex.reason, ex.when)
-                 for ex in self._given if (ex.knob, ex.when) not in {(e.knob, e.when) for e in self._exclusions}]
+        own = {(e.knob, e.when) for e in self._exclusions}
+        given = [ex.without(ok) for ex in self._given if (ex.knob, ex.when) not in own]
         return self._exclusions + [ex for ex in given if ex.values]
 
     def importances(self) -> dict[str, float]:

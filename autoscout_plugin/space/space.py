@@ -235,6 +235,11 @@ class Space:
                         parent[root(m)] = root(n)
         return len({root(n) for n in changed})
 
+    @property
+    def choices(self) -> dict[str, list[Any]]:
+        """Each knob's values (its grid), by name."""
+        return {k.name: list(k.grid()) for k in self.knobs}
+
     def default(self) -> Config:
         """Every active knob at its default (or its first/lowest value)."""
         out: Config = {}
