@@ -29,11 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .profiling import TrialOutcome, write_result
+from .profiling import StepProbe, TrialOutcome, report_and_exit, write_result
 
 LAUNCH_ENV = "AUTOSCOUT_LAUNCH"
 """JSON set by the launcher: `{"mode": "trial" | "apply", "config": {knob: value}, "warmup": int,
-"measure": int, "floor": float | null, "global_batch": int | null}`."""
+"measure": int, "cut_off": float | null, "global_batch": int | null}`. The one child protocol: the
+launcher's trials and real run, and the Lightning callback's subprocess trials and relaunched fit."""
 DECLARED_ENV = "AUTOSCOUT_DECLARED"
 """In a trial: the JSON file where rank 0 records the knobs the script reads (name -> default)."""
 NO_STEP_ERROR = "the script never called autoscout_plugin.step()"
@@ -74,10 +75,10 @@ def launch_spec() -> dict[str, Any] | None:
         value = spec.setdefault(name, 0 if spec["mode"] == "apply" else None)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{LAUNCH_ENV} {name} must be an integer >= {low}, got {value!r}")
-    floor = spec.setdefault("floor", None)
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float))
-                              or not math.isfinite(floor) or floor <= 0):
-        raise ValueError(f"{LAUNCH_ENV} floor must be a positive number of samples/s or null, got {floor!r}")
+    cut_off = spec.setdefault("cut_off", None)
+    if cut_off is not None and (isinstance(cut_off, bool) or not isinstance(cut_off, (int, float))
+                                or not math.isfinite(cut_off) or cut_off <= 0):
+        raise ValueError(f"{LAUNCH_ENV} cut_off must be a positive number of samples/s or null, got {cut_off!r}")
     batch = spec.setdefault("global_batch", None)
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ValueError(f"{LAUNCH_ENV} global_batch must be a positive integer or null, got {batch!r}")
@@ -138,23 +139,22 @@ def step(samples: int | None = None, *, loss: float | None = None) -> None:
         stepped_marker(os.environ[DECLARED_ENV]).touch()  # the launcher tells a slow script from one with no step()
     outcome = probe.on_step(samples, loss)
     if outcome is not None:
-        _report_and_exit(outcome)
+        report_and_exit(outcome, rank_zero=_rank_zero())
 
 
-class Probe:
-    """Times steps `warmup` .. `warmup + measure` of a trial; a non-finite loss ends it as `nan`.
+class ScriptProbe:
+    """A custom loop's trial: the knobs the script read, and the core `StepProbe` fed one `step()` call
+    per optimizer step (samples given, else `micro_batch_size x grad_accum` as read with `knob()`, else
+    the launcher's global batch over the ranks).
 
-    With a `floor` (samples/s), a one-process trial that is clearly losing is cut short, as in the
-    Lightning probe: after a timed step when its speed so far is under the floor, or during warm-up
-    (unless `compiling`) when one step runs at under a third of it. It is recorded with the speed it
-    showed, marked `cut_short`.
-
-    The clock starts at the first step: a step's time includes nothing the script did before it.
-    With `warmup=0` timing starts when the probe is made (the script's first `knob()` or `step()`).
+    With several processes each rank would judge the cut-off on its own clock and might stop a step
+    before its peers, leaving them in a collective: there every trial runs all its steps. The clock
+    starts at the first step (a step's time includes nothing the script did before it); with
+    `warmup=0` timing starts when the probe is made (the script's first `knob()` or `step()`).
 
     Example:
         >>> ticks = iter([1.0, 2.0, 3.0])
-        >>> p = Probe({"warmup": 1, "measure": 2, "global_batch": 8}, clock=lambda: next(ticks), world=1)
+        >>> p = ScriptProbe({"warmup": 1, "measure": 2, "global_batch": 8}, clock=lambda: next(ticks), world=1)
         >>> p.on_step(), p.on_step()
         (None, None)
         >>> p.on_step().value   # 16 samples in the 2 s after the warm-up step
@@ -163,21 +163,24 @@ class Probe:
 
     def __init__(self, spec: dict[str, Any], *, clock: Callable[[], float] | None = None,
                  world: int | None = None) -> None:
-        self.warmup, self.measure = int(spec["warmup"]), int(spec["measure"])
         self.world = world if world is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
-        # Each rank would judge the floor on its own clock and might stop a step before its peers,
-        # leaving them in a collective: with several processes every trial runs its steps.
-        self.floor = spec.get("floor") if self.world == 1 else None
         self.global_batch = spec.get("global_batch")
-        self.compiling = (spec.get("config") or {}).get("compile", "off") != "off"
         self.clock = clock or device_clock
-        self.steps = 0
-        self.samples = 0.0
-        self.outcome: TrialOutcome | None = None
+        self.probe = StepProbe(int(spec["warmup"]), int(spec["measure"]), world=self.world, memory=peak_memory_mb,
+                               cut_off=spec.get("cut_off") if self.world == 1 else None,
+                               compiling=(spec.get("config") or {}).get("compile", "off") != "off")
         self.read: dict[str, Any] = {}
         """Knob values the script read (`knob()`), for the samples of a step given none."""
-        self._last: tuple[float, float] | None = None
-        self.start = (self.clock(), 0.0) if self.warmup == 0 else None
+        if self.probe.warmup == 0:
+            self.probe.begin(self.clock())
+
+    @property
+    def steps(self) -> int:
+        return self.probe.steps
+
+    @property
+    def outcome(self) -> TrialOutcome | None:
+        return self.probe.outcome
 
     def _per_rank(self, samples: int | None) -> float:
         if samples is not None:
@@ -191,28 +194,11 @@ class Probe:
 
     def on_step(self, samples: int | None = None, loss: float | None = None) -> TrialOutcome | None:
         """Count one step; the trial's outcome once it is decided, else None."""
-        if self.outcome is not None:
-            return self.outcome
+        if self.probe.outcome is not None:
+            return self.probe.outcome
         if loss is not None and not math.isfinite(float(loss)):
-            return self._finish(TrialOutcome(status="nan", error=f"non-finite loss {loss!r} at step {self.steps + 1}"))
-        self.steps += 1
-        self.samples += self._per_rank(samples)
-        now = self.clock()
-        last, self._last = self._last, (now, self.samples)
-        if self.steps <= self.warmup and self.floor and not self.compiling and last is not None:
-            rate = (self.samples - last[1]) / max(now - last[0], 1e-9) * self.world
-            if rate < self.floor / 3:
-                return self._finish(TrialOutcome(value=rate, peak_mem_mb=peak_memory_mb(), metrics={"cut_short": 1.0}))
-        if self.steps == self.warmup:
-            self.start = (now, self.samples)
-        elif self.start is not None:
-            seconds = max(now - self.start[0], 1e-9)
-            value = (self.samples - self.start[1]) / seconds * self.world
-            done = self.steps >= self.warmup + self.measure
-            if done or (self.floor and value < self.floor):
-                metrics = {"step_s": seconds / (self.steps - self.warmup)} | ({} if done else {"cut_short": 1.0})
-                return self._finish(TrialOutcome(value=value, peak_mem_mb=peak_memory_mb(), metrics=metrics))
-        return None
+            return self.probe.nan(f"{loss!r} at step {self.steps + 1}")
+        return self.probe.step(self._per_rank(samples), self.clock())
 
     def unfinished(self, crash: str | None = None) -> TrialOutcome | None:
         """The outcome of a script that ended before its trial was decided: it raised `crash`, or it
@@ -224,13 +210,9 @@ class Probe:
             return TrialOutcome(status="error", error=f"after {self.steps} steps the script raised {crash}"[:300])
         if self.steps == 0:
             return None
-        return TrialOutcome(status="error", error=f"the script ended after {self.steps} steps (step() calls),"
-                                                  f" before the {self.warmup + self.measure} a trial needs; train"
+        return TrialOutcome(status="error", error=f"the script ended after {self.steps} steps (step() calls), before"
+                                                  f" the {self.probe.warmup + self.probe.measure} a trial needs; train"
                                                   " longer or lower --autoscout-warmup/--autoscout-measure")
-
-    def _finish(self, outcome: TrialOutcome) -> TrialOutcome:
-        self.outcome = outcome.checked()
-        return self.outcome
 
 
 def _cuda_in_use() -> Any:
@@ -269,10 +251,10 @@ def _rank_zero() -> bool:
     return os.environ.get("RANK", "0") in ("", "0")
 
 
-def _probe(spec: dict[str, Any]) -> Probe:
+def _probe(spec: dict[str, Any]) -> ScriptProbe:
     probe = _state.get("probe")
     if probe is None:
-        probe = _state["probe"] = Probe(spec)
+        probe = _state["probe"] = ScriptProbe(spec)
         atexit.register(_on_exit, probe)
         previous = sys.excepthook
 
@@ -284,18 +266,10 @@ def _probe(spec: dict[str, Any]) -> Probe:
     return probe
 
 
-def _on_exit(probe: Probe) -> None:
+def _on_exit(probe: ScriptProbe) -> None:
     outcome = probe.unfinished(_state.get("crash"))
     if outcome is not None and _rank_zero():
         write_result(outcome)
-
-
-def _report_and_exit(outcome: TrialOutcome) -> None:
-    if _rank_zero():
-        write_result(outcome)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _declare(name: str, default: Any) -> None:
@@ -346,4 +320,4 @@ def _reset() -> None:
     _state.clear()
 
 
-__all__ = ["DECLARED_ENV", "LAUNCH_ENV", "NO_STEP_ERROR", "Probe", "describe", "knob", "launch_spec", "step"]
+__all__ = ["DECLARED_ENV", "LAUNCH_ENV", "NO_STEP_ERROR", "ScriptProbe", "describe", "knob", "launch_spec", "step"]

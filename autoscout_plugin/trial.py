@@ -14,7 +14,7 @@ STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout", "nan", "invalid")
 
 
 class Fidelity(str, Enum):
-    """The fidelity ladder (DESIGN.md): F0 model, F1 surrogates, F2 short profile, F3 confirmation."""
+    """The fidelity ladder (docs/design.md): F0 model, F1 surrogates, F2 short profile, F3 confirmation."""
 
     F0 = "F0"
     F1 = "F1"

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from benchmarks.workloads import Workload, WorkloadSpec
+    from benchmarks.workloads import BenchModel, WorkloadSpec
 
 from benchmarks.machine import (
     become_subreaper,
@@ -207,7 +207,7 @@ def _fsdp_no_sync(model: Any) -> Iterator[None]:
 
 
 def _wrap_model(
-    workload: Workload, cfg: TrialConfig, world: int
+    workload: BenchModel, cfg: TrialConfig, world: int
 ) -> tuple[nn.Module, Callable[[], AbstractContextManager[Any]]]:
     """Apply checkpointing and the strategy; return the module to train and its no-sync factory."""
     model = workload.model

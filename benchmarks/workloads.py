@@ -29,7 +29,7 @@ class WorkloadSpec:
 
 
 @dataclass
-class Workload:
+class BenchModel:
     """A built workload: model, data, loss, and the blocks to checkpoint or shard."""
 
     spec: WorkloadSpec
@@ -40,7 +40,7 @@ class Workload:
     info: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """Workload description for the sidecar JSON, with parameter count and forward FLOPs."""
+        """The workload description for the sidecar JSON, with parameter count and forward FLOPs."""
         out: dict[str, Any] = {"task": "train", **self.info, "global_batch": self.spec.global_batch}
         out["n_params"] = sum(p.numel() for p in self.model.parameters())
         out["fwd_flops_per_sample"] = forward_flops_per_sample(self)
@@ -68,7 +68,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def forward_flops_per_sample(workload: Workload) -> int:
+def forward_flops_per_sample(workload: BenchModel) -> int:
     """FLOPs of one sample's forward pass (loss included) in fp32, counted by FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -86,18 +86,18 @@ def forward_flops_per_sample(workload: Workload) -> int:
 # --------------------------------------------------------------------------- gpt2
 
 
-def build_gpt2() -> Workload:
+def build_gpt2() -> BenchModel:
     """GPT-2 decoder, 2 layers, d_model 128, 50k vocabulary, sequence length 128."""
     return _gpt2(SPECS["gpt2"], n_layer=2, n_embd=128, n_head=2, seq_len=SEQ_LEN)
 
 
-def build_gpt2_124m() -> Workload:
+def build_gpt2_124m() -> BenchModel:
     """GPT-2 small (124M parameters: 12 layers, d_model 768, 12 heads, 50k vocabulary), sequence length
     1024: the larger GPT-2 of the GPU benchmark (no ground-truth table; too slow for these CPUs)."""
     return _gpt2(GPU_SPECS["gpt2_124m"], n_layer=12, n_embd=768, n_head=12, seq_len=1024)
 
 
-def _gpt2(spec: WorkloadSpec, *, n_layer: int, n_embd: int, n_head: int, seq_len: int) -> Workload:
+def _gpt2(spec: WorkloadSpec, *, n_layer: int, n_embd: int, n_head: int, seq_len: int) -> BenchModel:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=seq_len, vocab_size=50257)
@@ -122,13 +122,13 @@ def _gpt2(spec: WorkloadSpec, *, n_layer: int, n_embd: int, n_head: int, seq_len
         "vocab": config.vocab_size,
         "seq_len": seq_len,
     }
-    return Workload(spec, model, make_batch, loss_fn, list(model.transformer.h), info)
+    return BenchModel(spec, model, make_batch, loss_fn, list(model.transformer.h), info)
 
 
 # --------------------------------------------------------------------------- encoder
 
 
-def build_encoder() -> Workload:
+def build_encoder() -> BenchModel:
     """BERT encoder for sequence classification, 2 layers, hidden 128, 8k vocabulary."""
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -163,7 +163,7 @@ def build_encoder() -> Workload:
         "vocab": config.vocab_size,
         "seq_len": SEQ_LEN,
     }
-    return Workload(SPECS["encoder"], model, make_batch, loss_fn, list(model.bert.encoder.layer), info)
+    return BenchModel(SPECS["encoder"], model, make_batch, loss_fn, list(model.bert.encoder.layer), info)
 
 
 # --------------------------------------------------------------------------- cnn
@@ -234,7 +234,7 @@ def cnn_layers(model: nn.Module) -> list[dict[str, Any]]:
     return layers
 
 
-def build_cnn() -> Workload:
+def build_cnn() -> BenchModel:
     """Small plain-torch CNN on 32x32x3 inputs, 10 classes, cross-entropy."""
     torch.manual_seed(0)
     model = SmallCNN()
@@ -249,7 +249,7 @@ def build_cnn() -> Workload:
         return nn.functional.cross_entropy(m(batch["images"]), batch["labels"])
 
     info = {"family": "cnn", "input_shape": list(CNN_INPUT), "layers": cnn_layers(model)}
-    return Workload(SPECS["cnn"], model, make_batch, loss_fn, list(model.features), info)
+    return BenchModel(SPECS["cnn"], model, make_batch, loss_fn, list(model.features), info)
 
 
 # --------------------------------------------------------------------------- recurrent
@@ -326,7 +326,7 @@ class RecurrentLM(nn.Module):
         return self.head(self.norm(x))
 
 
-def build_recurrent() -> Workload:
+def build_recurrent() -> BenchModel:
     """A recurrent LM that torch.compile cannot trace: 2 minGRU blocks over a custom scan operator,
     d_model 128, 8k vocabulary, sequence length 64."""
     vocab, d_model, n_layer = 8192, 128, 2
@@ -344,10 +344,10 @@ def build_recurrent() -> Workload:
 
     info = {"family": "recurrent", "arch": "decoder", "n_layer": n_layer, "d_model": d_model, "vocab": vocab,
             "seq_len": RECURRENT_SEQ_LEN}
-    return Workload(SPECS["recurrent"], model, make_batch, loss_fn, list(model.blocks), info)
+    return BenchModel(SPECS["recurrent"], model, make_batch, loss_fn, list(model.blocks), info)
 
 
-BUILDERS: dict[str, Callable[[], Workload]] = {
+BUILDERS: dict[str, Callable[[], BenchModel]] = {
     "gpt2": build_gpt2,
     "gpt2_124m": build_gpt2_124m,
     "cnn": build_cnn,
@@ -356,7 +356,7 @@ BUILDERS: dict[str, Callable[[], Workload]] = {
 }
 
 
-def build(name: str) -> Workload:
+def build(name: str) -> BenchModel:
     """Build the workload called ``name`` (one of ``BUILDERS``)."""
     try:
         return BUILDERS[name]()

@@ -58,6 +58,8 @@ class GPT2Module(pl.LightningModule):
         self.batch_size = batch_size
         self.lr = lr
         self.steps_seen = 0
+        self.ddp_seen: dict[str, Any] = {}
+        """Under DDP, the arguments of the DistributedDataParallel the fit runs (for the summary)."""
 
     def _faulty(self, rule: str | None, batch: torch.Tensor) -> bool:
         """Test hooks: `rule` is `micro_batch_size=N`, `threads=N`, `world=N` or `trial_world=N` (in an
@@ -70,6 +72,12 @@ class GPT2Module(pl.LightningModule):
             knob == "world" and self.trainer.world_size == int(value)) or (
             knob == "trial_world" and self.trainer.world_size == int(value)
             and not any(isinstance(c, AutoScoutCallback) for c in self.trainer.callbacks))
+
+    def on_train_start(self) -> None:
+        wrapped = self.trainer.strategy.model
+        if hasattr(wrapped, "gradient_as_bucket_view"):
+            self.ddp_seen = {k: getattr(wrapped, k) for k in ("gradient_as_bucket_view", "static_graph",
+                                                               "bucket_bytes_cap")}
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self._faulty(self.hparams.fail_if, batch):
@@ -156,17 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     trainer.fit(model)
     fit_s = time.perf_counter() - start
+    ddp = model.ddp_seen
     if trainer.is_global_zero:
         if args.weights_out:
             torch.save(model.state_dict(), args.weights_out)
         summary = {"fit_s": fit_s, "global_step": trainer.global_step, "steps_seen": model.steps_seen,
                    "accumulate_grad_batches": trainer.accumulate_grad_batches, "batch_size": model.batch_size,
                    "precision": str(trainer.precision), "world_size": trainer.world_size,
-                   "num_threads": torch.get_num_threads(), "report": autoscout.report if autoscout else None}
+                   "num_threads": torch.get_num_threads(), "ddp": ddp,
+                   "report": autoscout.report if autoscout else None}
         print(json.dumps({k: v for k, v in summary.items() if k != "report"}, default=str), file=sys.stderr)
     else:
         summary = {"global_step": trainer.global_step, "accumulate_grad_batches": trainer.accumulate_grad_batches,
-                   "batch_size": model.batch_size, "num_threads": torch.get_num_threads()}
+                   "batch_size": model.batch_size, "num_threads": torch.get_num_threads(), "ddp": ddp}
     if args.summary_out:
         suffix = "" if trainer.is_global_zero else f".rank{trainer.global_rank}"
         with open(args.summary_out + suffix, "w", encoding="utf-8") as fh:

@@ -21,17 +21,20 @@ from typing import Any
 
 from accelerate.commands.launch import launch_command_parser
 
+from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.options import AutoScoutOptions
-from autoscout_plugin.space.catalogue import CATALOGUE
+from autoscout_plugin.space.catalogue import CATALOGUE, DDP_KWARGS
 
 LAUNCHER_KNOBS = ("strategy", "num_processes", "precision", "compile", "num_threads",
                   "fsdp_reshard_after_forward", "cpu_offload")
 """Knobs set through `accelerate launch` flags."""
 GPU_ONLY = ("fsdp_reshard_after_forward", "cpu_offload")
 """FSDP options: tuned only where a GPU exists (FSDP through accelerate needs one)."""
-SCRIPT_KNOBS = {"micro_batch_size": int, "num_workers": int, "pin_memory": bool, "activation_checkpointing": bool,
-                "ddp_bucket_cap_mb": float, "ddp_static_graph": bool, "ddp_comm_hook": str}
-"""Knobs a script reads with `autoscout_plugin.knob()`, and the type of their value."""
+_TYPE = {"int": int, "float": float, "bool": bool, "categorical": str}
+SCRIPT_KNOBS = {name: _TYPE[CATALOGUE[name].kind] for name in (
+    "micro_batch_size", "num_workers", "pin_memory", "activation_checkpointing", *DDP_KWARGS, "ddp_comm_hook")}
+"""Knobs a script reads with `autoscout_plugin.knob()` (every DDP knob of the catalogue among them), and
+the type of their value."""
 
 _PRECISION = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 _MIXED = {v: k for k, v in _PRECISION.items()}
@@ -297,7 +300,7 @@ def current_config(ns: argparse.Namespace, *, gpus: int = 0, physical_cores: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Plan:
+class LaunchPlan:
     """What a launch tunes, what is pinned and why, and the user's own config."""
 
     current: dict[str, Any]
@@ -316,9 +319,13 @@ class Plan:
     ignored: dict[str, str] = field(default_factory=dict)
     """Declared names that are not tuned -> why."""
 
-    def space_global_batch(self) -> int | None:
-        """The global batch the space's constraint keeps: per process when the process count is fixed."""
-        return self.global_batch if "num_processes" in self.tunable else self.per_process_batch
+    def split(self) -> BatchSplit | None:
+        """The user's batch split (None: the script declares no micro-batch)."""
+        if self.per_process_batch is None:
+            return None
+        micro = int(self.current["micro_batch_size"])
+        return BatchSplit(self.per_process_batch * int(self.current["num_processes"]), micro,
+                          self.per_process_batch // micro, int(self.current["num_processes"]))
 
 
 def _valid(name: str, value: Any) -> bool:
@@ -333,7 +340,8 @@ def _valid(name: str, value: Any) -> bool:
     return value > 0 if kind is float else value >= 0
 
 
-def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0, physical_cores: int = 1) -> Plan:
+def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0,
+              physical_cores: int = 1) -> LaunchPlan:
     """The plan for `request` given the knobs the script declared (`{name: default}`)."""
     ns = request.namespace
     pins = {**request.config_pins, **pinned(ns, request.given)}
@@ -376,7 +384,7 @@ def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0
             in_space["strategy"] = current["strategy"]
         if per_process is not None and "micro_batch_size" not in tunable:
             in_space["micro_batch_size"] = mbs  # its constraint keeps the global batch as processes change
-    return Plan(current=current, tunable=tuple(tunable), pinned=pins, in_space_pins=in_space,
+    return LaunchPlan(current=current, tunable=tuple(tunable), pinned=pins, in_space_pins=in_space,
                 strategies=tuple(strategies), per_process_batch=per_process,
                 global_batch=per_process * int(current["num_processes"]) if per_process else None,
                 declared=dict(declared), ignored=ignored)
@@ -390,7 +398,7 @@ def launch_command(request: LaunchRequest, config: dict[str, Any], *, gpu: bool 
     """The `accelerate launch` command running `config`, and the environment it adds.
 
     The user's tokens come first, unchanged, except `--cpu` where a CPU job runs several processes
-    (accelerate then starts only one: DESIGN.md); flags follow for the knobs in `config`, which are
+    (accelerate then starts only one: docs/design.md); flags follow for the knobs in `config`, which are
     never ones the user gave (those are pinned, so not in a trial's config).
     """
     ns = request.namespace

@@ -10,54 +10,53 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.profiling import StepProbe, TrialOutcome
 
 from . import _torch
 
 
-class _OtherRankFailed(RuntimeError):
+class OtherRankFailed(RuntimeError):
     """Raised on a rank whose trial ran fine when another rank's trial raised (the whole trial fails)."""
 
 
-_FAILED = 3  # a verdict above `_Probe._agree`'s: a rank's trial raised
+_FAILED = 3  # a verdict above `HFProbe._agree`'s: a rank's trial raised
 
 
-class _Probe(TrainerCallback):
-    """Times optimizer steps `warmup` .. `warmup + measure` of a trial, ends it early when it is clearly
-    losing (`floor`, samples/s) or its loss is not finite, and gathers evidence of the knobs in effect.
-    On a GPU the clock is read once `device` has finished the step's queued work.
+class HFProbe(TrainerCallback):
+    """Feeds the core `StepProbe` (timing, cut-off) one call per optimizer step, ends the trial when its
+    loss is not finite, and gathers evidence of the knobs in effect. On a GPU the clock is read once
+    `device` has finished the step's queued work.
 
     Launched distributed, a trial that raises on one rank only must not leave the others waiting in a
     collective it never joins. The ranks meet after every forward (`checkpoint`) and after every
     optimizer step (`_agree`), both one all-reduce of a verdict; a rank whose trial raises joins the
-    next such meeting with `_FAILED` (`announce`), and the others then raise `_OtherRankFailed`. That
+    next such meeting with `_FAILED` (`announce`), and the others then raise `OtherRankFailed`. That
     holds for a failure in the forward, the optimizer step or a backward without gradient sync; a
     failure inside the backward that all-reduces gradients leaves the others in that all-reduce."""
 
-    def __init__(self, warmup: int, measure: int, global_batch: int, floor: float | None, compiling: bool,
+    def __init__(self, warmup: int, measure: int, global_batch: int, cut_off: float | None, compiling: bool,
                  device: Any = "cpu") -> None:
         self.warmup, self.measure, self.global_batch, self.device = warmup, measure, global_batch, device
-        self.floor, self.compiling = floor, compiling
-        self.outcome: TrialOutcome | None = None
+        self.core = StepProbe(warmup, measure, cut_off=cut_off, compiling=compiling, world=_torch.distributed_world(),
+                              memory=lambda: _torch.peak_memory_mb(device))
         self.evidence: dict[str, Any] = {"rows": 0, "autocast": set(), "compiling": False, "threads": set()}
         self.nan = False
-        self._start: float | None = None
-        self._last: float | None = None
         self.phase = "setup"
         """Where the trial is: `setup` (until the model is wrapped), `forward`, `backward` (without
         gradient sync) or `backward-sync`, `step`. A failure in `setup` or `backward-sync` cannot be
         announced: the others are then in a broadcast or an all-reduce of their own."""
         self.announced = False
-        self._steps_done = 0
+
+    @property
+    def outcome(self) -> TrialOutcome | None:
+        return self.core.outcome
 
     def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kw: Any) -> None:
         if train_dataloader is not None:
             self.evidence["num_workers"] = train_dataloader.num_workers
             self.evidence["pin_memory"] = bool(train_dataloader.pin_memory)
         _torch.synchronize(self.device)
-        self._last = time.perf_counter()
-        if self.warmup == 0:
-            self._start = self._last
+        self.core.begin(time.perf_counter())
         self.phase = "forward"
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -67,42 +66,16 @@ class _Probe(TrainerCallback):
         if self.outcome is not None:
             return
         _torch.synchronize(self.device)
-        step, now = state.global_step, time.perf_counter()
-        self._steps_done = step
-        last, self._last = self._last, now
-        outcome = self._decide(step, now, last)
-        if _torch.distributed_world() > 1:
-            outcome = self._agree(outcome, step, now, last)
+        now = time.perf_counter()
+        # This rank's verdict (an outcome ends the trial); launched distributed, the ranks agree on one.
+        outcome = self.core.nan(f"at step {state.global_step}") if self.nan else \
+            self.core.step(self.global_batch / self.core.world, now)
+        if self.core.world > 1:
+            outcome = self._agree(outcome, state.global_step, now)
         if outcome is not None:
-            self._finish(control, outcome)
+            control.should_training_stop = True
 
-    def _decide(self, step: int, now: float, last: float | None) -> TrialOutcome | None:
-        """This rank's verdict after optimizer step `step`: an outcome ends the trial, None goes on."""
-        if self.nan:
-            return TrialOutcome(status="nan", error=f"non-finite loss at step {step}")
-        if step <= self.warmup and self.floor and not self.compiling and last is not None:
-            rate = self.global_batch / max(now - last, 1e-9)
-            if rate < self.floor / 3:
-                return TrialOutcome(value=rate, metrics={"cut_short": 1.0})
-        if step == self.warmup:
-            self._start = now
-        elif self._start is not None:
-            timed = self._timed(step, now)
-            done = step >= self.warmup + self.measure
-            if done or (self.floor and timed.value < self.floor):
-                if not done:
-                    timed.metrics["cut_short"] = 1.0
-                return timed
-        return None
-
-    def _timed(self, step: int, now: float) -> TrialOutcome:
-        """Samples/s over the timed steps so far (after warm-up step `warmup`)."""
-        assert self._start is not None
-        seconds = now - self._start
-        return TrialOutcome(value=self.global_batch * (step - self.warmup) / seconds,
-                            metrics={"step_s": seconds / (step - self.warmup)})
-
-    def _agree(self, mine: TrialOutcome | None, step: int, now: float, last: float | None) -> TrialOutcome | None:
+    def _agree(self, mine: TrialOutcome | None, step: int, now: float) -> TrialOutcome | None:
         """Launched distributed, every rank stops at the same step, or the one that goes on waits in
         a gradient all-reduce that no other rank joins. Each rank's clock and loss are its own, so the
         verdicts are reduced: the trial ends when any rank ends it, as `nan` when any rank saw one."""
@@ -111,21 +84,18 @@ class _Probe(TrainerCallback):
         if agreed == code:
             return mine
         if agreed == 2:
-            return TrialOutcome(status="nan", error=f"non-finite loss on another rank at step {step}")
-        if self._start is not None and step > self.warmup:  # another rank's clock ended it
-            timed = self._timed(step, now)
-        else:
-            timed = TrialOutcome(value=self.global_batch / max(now - (last or now), 1e-9), metrics={})
+            return self.core.finish(TrialOutcome(status="nan", error=f"non-finite loss on another rank at step {step}"))
+        timed = self.core.timed(now)  # another rank's clock ended it
         timed.metrics["cut_short"] = 1.0
-        return timed
+        return self.core.finish(timed)
 
     def _meet(self, code: int) -> int:
-        """One all-reduce (MAX) of this rank's verdict; raises `_OtherRankFailed` when a rank failed."""
+        """One all-reduce (MAX) of this rank's verdict; raises `OtherRankFailed` when a rank failed."""
         agreed = _torch.all_reduce_max(code, self.device)
         if agreed >= _FAILED:
             self.announced = True
-            raise _OtherRankFailed(f"the trial failed on another rank (this rank: {self.phase}, step "
-                                   f"{self._steps_done + 1})")
+            raise OtherRankFailed(f"the trial failed on another rank (this rank: {self.phase}, step "
+                                  f"{self.core.steps + 1})")
         return agreed
 
     def checkpoint(self, sync_backward: bool) -> None:
@@ -146,14 +116,8 @@ class _Probe(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.outcome is None:
-            self.outcome = TrialOutcome(status="error", error=f"training ended after {state.global_step} optimizer"
-                                        f" steps, before the {self.warmup + self.measure} a trial needs")
-
-    def _finish(self, control: Any, outcome: TrialOutcome) -> None:
-        if outcome.status == "ok":
-            outcome.peak_mem_mb = _torch.peak_memory_mb(self.device)
-        self.outcome = outcome.checked()
-        control.should_training_stop = True
+            self.core.finish(TrialOutcome(status="error", error=f"training ended after {state.global_step} optimizer"
+                                          f" steps, before the {self.warmup + self.measure} a trial needs"))
 
     # evidence, gathered inside the model's forward (autocast is entered by accelerate around it)
     def inner_hook(self, module: Any, args: Any, kwargs: Any) -> None:

@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode  # public as a class since torch 2.0, in a private module
 
 from autoscout_plugin.costmodel import Hardware, Layer, Workload, detect_cpu
 from autoscout_plugin.costmodel.presets import workload_from_hf_config
 from autoscout_plugin.loop import peak_rss_mb
+
+from ._compat import TorchDispatchMode
 
 
 # ---------------------------------------------------------------- module knobs
@@ -295,9 +296,9 @@ def _restore(obj: Any, saved: Any) -> None:
 def no_trace(*objects: Any) -> Iterator[None]:
     """Run a block that may train `objects` (modules, datamodules) in place and put everything back
     after: parameter and buffer values (in the same tensor objects, so references stay valid), gradients,
-    attributes of the module and its submodules, the RNGs and torch's thread count."""
-    saved_rng = rng_state()
-    saved_threads = torch.get_num_threads()
+    attributes of the module and its submodules, the RNGs, torch's thread count and the environment
+    variables (an Accelerator sets some)."""
+    saved_rng, saved_threads, saved_env = rng_state(), torch.get_num_threads(), dict(os.environ)
     saved = [(obj, _snapshot(obj)) for obj in objects]
     try:
         yield
@@ -306,6 +307,9 @@ def no_trace(*objects: Any) -> Iterator[None]:
             _restore(obj, state)
         restore_rng_state(saved_rng)
         torch.set_num_threads(saved_threads)
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        os.environ.update(saved_env)
 
 
 # ---------------------------------------------------------------- trial guards

@@ -27,30 +27,24 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autoscout_plugin.costmodel import Hardware, Workload, measured_efficiency
+from autoscout_plugin.costmodel import Hardware, Workload
 from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
 from autoscout_plugin.options import default_store
-from autoscout_plugin.profiling import TrialOutcome, run_subprocess_trial
-from autoscout_plugin.report.html import write_report
-from autoscout_plugin.report.result import TuneResult, format_config
-from autoscout_plugin.space import Config, Space, SpaceError
-from autoscout_plugin.space.builder import build_space
-from autoscout_plugin.store import SQLiteStore
+from autoscout_plugin.profiling import TrialOutcome, free_port, run_subprocess_trial
+from autoscout_plugin.report.result import TuneResult
+from autoscout_plugin.space import Config
 from autoscout_plugin.trial import Fidelity
-from autoscout_plugin.tuner import Tuner
+from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
-from ._accelerate_args import LaunchError, LaunchRequest, Plan, launch_command, make_plan, parse
-from ._shared import Progress
+from ._accelerate_args import LaunchError, LaunchPlan, LaunchRequest, launch_command, make_plan, parse
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +55,7 @@ class JobWorkload(Workload):
     job: str = ""
 
 
-def machine() -> tuple[Hardware, int]:
+def launch_machine() -> tuple[Hardware, int]:
     """This machine (its GPUs when torch sees any) and its physical core count."""
     import psutil
     import torch
@@ -70,12 +64,6 @@ def machine() -> tuple[Hardware, int]:
 
     hardware = machine_of("cuda" if torch.cuda.is_available() else "cpu")
     return hardware, psutil.cpu_count(logical=False) or hardware.cores
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def plain_command(request: LaunchRequest) -> list[str]:
@@ -136,7 +124,7 @@ class AutoScoutLauncher:
 
     Args:
         request: the parsed command line (`_accelerate_args.parse`).
-        hardware: this machine; detected when None (`machine()`).
+        hardware: this machine; detected when None (`launch_machine()`).
         physical_cores: for accelerate's default thread count; detected with the hardware.
 
     Example:
@@ -151,20 +139,18 @@ class AutoScoutLauncher:
         self.request = request
         self.options = request.options
         if hardware is None:
-            hardware, physical_cores = machine()
+            hardware, physical_cores = launch_machine()
         self.hardware = hardware
         self.physical_cores = physical_cores or hardware.cores
         self.gpu = hardware.kind == "gpu"
         self.store = self.options.store or default_store()
-        self.plan: Plan | None = None
-        self.space: Space | None = None
+        self.plan: LaunchPlan | None = None
+        self.tuning: Tuning | None = None
         self.result: TuneResult | None = None
         self.report: dict[str, Any] = {}
         self._first: TrialOutcome | None = None
         self._described: dict[str, Any] | None = None
         """The model the script described with `autoscout_plugin.describe()` in a trial."""
-        self._baseline: Config | None = None
-        self._best: float | None = None
 
     # ------------------------------------------------------------ entry points
     def run(self) -> int:
@@ -184,7 +170,7 @@ class AutoScoutLauncher:
         if config is not None:
             batch = self.plan.global_batch if self.plan else None
             env[LAUNCH_ENV] = json.dumps({"mode": "apply", "config": config, "warmup": 0, "measure": 0,
-                                          "floor": None, "global_batch": batch})
+                                          "cut_off": None, "global_batch": batch})
         shown = " ".join(shlex.quote(a) for a in command[3:])
         print(f"AutoScout: real run: accelerate launch {shown}", file=sys.stderr, flush=True)
         return subprocess.call(command, env=env)
@@ -199,7 +185,9 @@ class AutoScoutLauncher:
         if declared is None:
             print("AutoScout: trial 0 runs your own settings and records the knobs the script reads",
                   file=sys.stderr, flush=True)
-            self._first, declared, stepped = self._trial({}, Fidelity.F2)
+            self._first, declared, stepped = self._trial(TrialRequest(
+                config={}, fidelity=Fidelity.F2, warmup=opts.warmup_steps, measure=opts.measure_steps, cut_off=None,
+                timeout_s=opts.trial_timeout_s, split=None))
             self._check_steps(self._first, stepped)
             if stepped:  # it reached its loop: every knob read before it is recorded
                 save_declared(self.store, job, declared, request.script, self._described)
@@ -211,40 +199,24 @@ class AutoScoutLauncher:
             print("AutoScout: nothing to tune (" + "; ".join(f"{k}: {v}" for k, v in
                   {**plan.pinned, **plan.ignored}.items()) + "); the real run uses your settings", file=sys.stderr)
             return None
-        space = self.space = self._space(plan)
-        self._baseline = self._baseline_config(space, plan)
-        workload = JobWorkload(job=job, global_batch=plan.space_global_batch())
-        if self._described:  # the model inside the script: the cost model can screen the space
-            workload = replace(JobWorkload.from_json(self._described), job=job,
-                               global_batch=plan.space_global_batch())
-        store = SQLiteStore(self.store)
-        progress = Progress(opts.max_trials, enabled=opts.progress)
-        try:
-            tuner = Tuner(space, self._profile, opts.tune_options(store=self.store), workload=workload,
-                          hardware=self.hardware, baseline=self._baseline, on_trial=progress.trial, store=store,
-                          efficiency=None if self.gpu else measured_efficiency(self.hardware))
-            result = tuner.run()
-        finally:
-            store.close()
-            progress.close()
-        result.pinned = dict(plan.pinned)
-        self.result = result
-        return self._conclude(plan, result)
+        tuning = self.tuning = self._tuning(plan, job)
+        result = self.result = tuning.run(self._profile)
+        config = {**result.best_config, **result.derived} if result.best_config is not None else None
+        self.report = tuning.conclude(result, applied=config, declared=plan.declared)
+        return config
 
-    @staticmethod
-    def _baseline_config(space: Space, plan: Plan) -> Config | None:
-        """Your own settings as a config of the space; None (with a note) where they break its
-        constraints, e.g. more threads than cores: then the search runs without that reference."""
+    def _tuning(self, plan: LaunchPlan, job: str) -> Tuning:
+        """The tuning flow of this launch: its space, the user's settings as its baseline."""
+        workload: Workload = JobWorkload(job=job)
+        if self._described:  # the model inside the script: the cost model can screen the space
+            workload = replace(JobWorkload.from_json(self._described), job=job, global_batch=None)  # type: ignore[call-arg]
         try:
-            config = space.canonical({k: v for k, v in plan.current.items() if k in space})
-            problems = space.violations(config)
-        except SpaceError as exc:
-            problems = [str(exc)]
-        if not problems:
-            return config
-        print(f"AutoScout: your own settings are outside the space ({problems[0]}); the search runs without"
-              " them as its baseline", file=sys.stderr)
-        return None
+            return Tuning(self.options, RunDescription(
+                current=plan.current, knobs=plan.tunable, hardware=self.hardware, workload=workload,
+                pinned=plan.pinned, fixed=plan.in_space_pins, split=plan.split(), strategies=plan.strategies,
+                subject="this command", main_run="the real run", ignored=plan.ignored))
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from exc
 
     def _check_steps(self, first: TrialOutcome, stepped: bool) -> None:
         """Refuse to tune a script that never marks a step: every trial would fail the same way."""
@@ -261,82 +233,32 @@ class AutoScoutLauncher:
                           " mark each optimizer step with autoscout_plugin.step() (import autoscout_plugin), or run"
                           f" it without --autoscout{hint}")
 
-    def _space(self, plan: Plan) -> Space:
-        include = [k for k in plan.tunable if k != "strategy" or len(plan.strategies) > 1]
-        current = {k: v for k, v in plan.current.items() if k in include or k in plan.in_space_pins}
-        workload = {"global_batch": plan.space_global_batch()} if plan.space_global_batch() else {}
-        hardware = self.hardware.to_json()
-        procs = int(plan.current["num_processes"])
-        if not self.gpu and "num_processes" not in include and procs > 1:
-            hardware["cores"] = max(hardware["cores"] // procs, 1)  # threads x fixed processes <= cores
-        try:
-            return build_space(workload, hardware, include=include, pin=plan.in_space_pins,
-                               strategies=plan.strategies, current=current)
-        except SpaceError as exc:
-            raise LaunchError(f"AutoScout cannot build the knob space for this launch: {exc}") from exc
-
-    def _conclude(self, plan: Plan, result: TuneResult) -> Config | None:
-        config = None
-        if result.best_config is not None:
-            config = {**result.best_config, **result.derived}
-        else:
-            warnings.warn("AutoScout: every trial failed; the real run uses your own settings. See each trial's"
-                          " error above (or in the report).", RuntimeWarning, stacklevel=2)
-        self.report = {"pinned": plan.pinned, "tuned": list(plan.tunable), "declared": plan.declared,
-                       "ignored": plan.ignored, "reused": result.reused, "trials": result.n_trials,
-                       "tuning_s": round(result.tuning_s, 2), "speedup": result.speedup, "applied": config,
-                       "global_batch": plan.global_batch}
-        if result.reused:
-            print("AutoScout: reused the stored winner for this command and machine (0 trials).", file=sys.stderr)
-        lines = ["AutoScout", result.table()]
-        if plan.pinned:
-            lines.append("pinned: " + ", ".join(f"{k} ({v})" for k, v in plan.pinned.items()))
-        lines.append("tuned: " + ", ".join(plan.tunable))
-        if plan.ignored:
-            lines.append("not tuned: " + ", ".join(f"{k} ({v})" for k, v in plan.ignored.items()))
-        lines.append("applied: " + (format_config(config) if config else "nothing (your own settings)"))
-        print("\n".join(lines), file=sys.stderr, flush=True)
-        if self.options.report:
-            json_path, html_path = write_report(result, self.options.report, notes=self.report)
-            self.report["report_files"] = [str(json_path), str(html_path)]
-        return config
-
     # ------------------------------------------------------------ trials
-    def _profile(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
-        if fidelity == Fidelity.F2 and self._first is not None and config == self._baseline:
+    def _profile(self, request: TrialRequest) -> TrialOutcome:
+        assert self.tuning is not None
+        if request.fidelity == Fidelity.F2 and self._first is not None and request.config == self.tuning.baseline:
             outcome, self._first = self._first, None  # trial 0 measured exactly this: not run twice
-        else:
-            outcome = self._unrunnable(config) or self._trial(config, fidelity)[0]
-        if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
-            self._best = max(self._best or 0.0, outcome.value)
-        return outcome
+            return outcome
+        return self._unrunnable(request) or self._trial(request)[0]
 
-    def _unrunnable(self, config: Config) -> TrialOutcome | None:
-        """Why `config` cannot run as the script is written (None when it can): keeping the global
+    def _unrunnable(self, request: TrialRequest) -> TrialOutcome | None:
+        """Why the request cannot run as the script is written (None when it can): keeping the global
         batch needs gradient accumulation the script does not read."""
-        accum = self.space.derived(config).get("grad_accum", 1) if self.space is not None else 1
+        accum = request.split.grad_accum if request.split is not None else 1
         if accum != 1 and self.plan is not None and "grad_accum" not in self.plan.declared:
             return TrialOutcome(status="invalid", cost_s=0.0, error=(
-                f"micro_batch_size={config.get('micro_batch_size')} needs grad_accum={accum} to keep the global"
-                " batch, and the script reads no knob('grad_accum')"))
+                f"micro_batch_size={request.config.get('micro_batch_size')} needs grad_accum={accum} to keep the"
+                " global batch, and the script reads no knob('grad_accum')"))
         return None
 
-    def _trial(self, config: Config, fidelity: Fidelity) -> tuple[TrialOutcome, dict[str, Any], bool]:
-        """Run `config` as one trial: its outcome, the knobs the script declared, and whether it
-        marked a step at all."""
-        opts = self.options
-        measure = opts.measure_steps  # a confirmation repeats the trial, paired, instead of lengthening it
-        floor = None
-        if fidelity == Fidelity.F2 and opts.cut_below and self._best:
-            floor = opts.cut_below * self._best
-        derived = self.space.derived(config) if self.space is not None else {}
-        spec = {"mode": "trial", "config": {**config, **derived}, "warmup": opts.warmup_steps, "measure": measure,
-                "floor": floor, "global_batch": self.plan.global_batch if self.plan else None}
-        command, extra = launch_command(self.request, config, gpu=self.gpu, port=_free_port())
+    def _trial(self, request: TrialRequest) -> tuple[TrialOutcome, dict[str, Any], bool]:
+        """Run one trial: its outcome, the knobs the script declared, and whether it marked a step at all."""
+        spec = request.spec()
+        command, extra = launch_command(self.request, request.config, gpu=self.gpu, port=free_port())
         with tempfile.TemporaryDirectory(prefix="autoscout-launch-") as tmp:
             declared_path = Path(tmp) / "declared.json"
             env = {**_clean_env(), **extra, LAUNCH_ENV: json.dumps(spec), DECLARED_ENV: str(declared_path)}
-            outcome = run_subprocess_trial(command, timeout_s=opts.trial_timeout_s, env=env)
+            outcome = run_subprocess_trial(command, timeout_s=request.timeout_s, env=env)
             try:
                 declared = json.loads(declared_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -356,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`autoscout launch ...`: the exit code of the real run (2 for a command that cannot go ahead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        hardware, physical = machine()
+        hardware, physical = launch_machine()
         request = parse(argv, gpu=hardware.kind == "gpu")
         return AutoScoutLauncher(request, hardware, physical).run()
     except LaunchError as exc:

@@ -40,9 +40,11 @@ from autoscout_plugin.space import Space
 from autoscout_plugin.space.catalogue import make_knob
 from autoscout_plugin.tuner import TuneOptions, Tuner
 
+from ._compat import attn_implementation, is_compiled_function
 from ._torch import current_rss_mb, no_trace, wall_clock_limit
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
+"""Precision (the catalogue's names, as in training: `-true` is weights and math in that type) -> dtype."""
 
 
 def _is_generator(model: nn.Module) -> bool:
@@ -52,7 +54,7 @@ def _is_generator(model: nn.Module) -> bool:
 
 def _precision_of(model: nn.Module) -> str:
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    return {v: k for k, v in _DTYPES.items()}.get(dtype, "fp32")
+    return {v: k for k, v in _DTYPES.items()}.get(dtype, "32-true")
 
 
 # ------------------------------------------------------------------ the space
@@ -63,7 +65,7 @@ def inference_space(model: nn.Module, options: InferenceOptions, n_requests: int
     sizes = [b for b in (1, 2, 4, 8, 16, 32) if b <= max(n_requests, 1)]
     values: dict[str, list[Any]] = {
         "batch_size": sizes,
-        "precision": ["fp32", "bf16"] if not torch.cuda.is_available() else ["fp32", "bf16", "fp16"],
+        "precision": ["32-true", "bf16-true"] + (["16-true"] if torch.cuda.is_available() else []),
         "compile": ["off", "default"],
         "num_threads": sorted({1, max(cores // 2, 1), cores}),
     }
@@ -72,7 +74,7 @@ def inference_space(model: nn.Module, options: InferenceOptions, n_requests: int
         values["attn_implementation"] = ["eager", "sdpa"]
     defaults: dict[str, Any] = {"batch_size": 1, "precision": _precision_of(model), "compile": "off",
                                 "num_threads": torch.get_num_threads(), "kv_cache": "dynamic",
-                                "attn_implementation": _attn_of(model) or "sdpa"}
+                                "attn_implementation": attn_implementation(model) or "sdpa"}
     if "max_batch_tokens" in (options.include or ()):
         values["max_batch_tokens"] = [256, 512, 1024, 2048, 4096]
         defaults["max_batch_tokens"] = 4096
@@ -94,18 +96,13 @@ def inference_space(model: nn.Module, options: InferenceOptions, n_requests: int
     return Space(knobs)
 
 
-def _attn_of(model: nn.Module) -> str | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None) if config is not None else None
-
-
 # ------------------------------------------------------------------ applying a config
 @contextlib.contextmanager
 def _configured(model: nn.Module, config: dict[str, Any]) -> Iterator[nn.Module]:
     """`model` set up as `config` says for the block, and put back after: threads and attention
     implementation on the user's model; precision and compile on a copy."""
     threads = torch.get_num_threads()
-    attn = _attn_of(model)
+    attn = attn_implementation(model)
     target = model
     precision = config.get("precision", _precision_of(model))
     compiled = config.get("compile", "off") not in ("off", None, False)
@@ -122,17 +119,17 @@ def _configured(model: nn.Module, config: dict[str, Any]) -> Iterator[nn.Module]
         yield target
     finally:
         torch.set_num_threads(threads)
-        if attn is not None and hasattr(model, "set_attn_implementation") and _attn_of(model) != attn:
+        if attn is not None and hasattr(model, "set_attn_implementation") and attn_implementation(model) != attn:
             model.set_attn_implementation(attn)
 
 
 def evidence(model: nn.Module, config: dict[str, Any], output: Any = None) -> dict[str, Any]:
     """What is really in effect during a trial (the tests compare it with the config)."""
-    compiled = hasattr(model.forward, "_torchdynamo_orig_callable")  # what torch.compile(fn) returns
+    compiled = is_compiled_function(model.forward)  # what torch.compile(fn) returns
     seen: dict[str, Any] = {"num_threads": torch.get_num_threads(), "precision": _precision_of(model),
                             "compile": "default" if compiled else "off"}
-    if _attn_of(model) is not None:
-        seen["attn_implementation"] = _attn_of(model)
+    if attn_implementation(model) is not None:
+        seen["attn_implementation"] = attn_implementation(model)
     cache = getattr(output, "cache", None)  # transformers 5 (`past_key_values` is its deprecated alias)
     if cache is None and output is not None and "past_key_values" in getattr(output, "keys", lambda: ())():
         cache = output["past_key_values"]

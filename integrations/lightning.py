@@ -10,13 +10,14 @@ How a trial runs depends on what it changes (`trial_tier`):
   tensor, attribute and RNG is put back afterwards.
 - `copy`: `compile` and activation checkpointing rewrite the module, so the short Trainer runs a deep
   copy of it in this process.
-- `subprocess`: strategy and process count are fixed when the Trainer is built, so the user's script
-  is re-run in trial mode (`AUTOSCOUT_TRIAL`) with `PL_TRAINER_STRATEGY` / `PL_TRAINER_DEVICES`
-  defaults; the callback inside the child times the steps, writes the result and exits.
+- `subprocess`: strategy, process count and DDP arguments are fixed when the Trainer is built, so the
+  user's script is re-run as a trial (the child protocol of `autoscout_plugin.loop`, mode `trial`) with
+  `PL_TRAINER_STRATEGY` / `PL_TRAINER_DEVICES` defaults; the callback inside the child times the steps,
+  writes the result and exits.
 
 What the user passed to `Trainer(...)` stays pinned: a strategy other than the single-device default,
 more than one device, a precision other than `32-true`. A winner that needs another strategy or
-process count re-runs the script with it (`AUTOSCOUT_APPLY`), unless `relaunch=False`, in which case
+process count re-runs the script with it (mode `apply`), unless `relaunch=False`, in which case
 the report recommends the `Trainer(...)` arguments and the main fit runs with the best config that
 applies in place.
 """
@@ -24,7 +25,6 @@ applies in place.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import subprocess
@@ -33,7 +33,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,27 +42,17 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from autoscout_plugin.costmodel import Hardware, Workload, measured_efficiency
-from autoscout_plugin.options import AutoScoutOptions, default_store
-from autoscout_plugin.profiling import TrialOutcome, run_subprocess_trial, write_result
-from autoscout_plugin.report.html import write_report
+from autoscout_plugin.batch import BatchSplit
+from autoscout_plugin.loop import launch_spec
+from autoscout_plugin.options import AutoScoutOptions
+from autoscout_plugin.profiling import TrialOutcome, report_and_exit, run_subprocess_trial, write_result
 from autoscout_plugin.report.result import TuneResult, format_config
-from autoscout_plugin.space import Config, Space, SpaceError
-from autoscout_plugin.space.builder import build_space
-from autoscout_plugin.store import SQLiteStore
-from autoscout_plugin.trial import Fidelity
-from autoscout_plugin.tuner import Tuner
+from autoscout_plugin.space import Config
+from autoscout_plugin.space.catalogue import DDP_KWARGS
+from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
-from ._lightning_trial import (
-    APPLY_ENV,
-    TRIAL_ENV,
-    Probe,
-    child_env,
-    report_and_exit,
-    script_command,
-    trial_tier,
-)
-from ._shared import Plan, Progress
+from . import _compat
+from ._lightning_trial import LightningProbe, child_env, script_command, trial_tier
 from ._torch import (
     compile_children,
     enable_activation_checkpointing,
@@ -77,6 +66,9 @@ from ._torch import (
     workload_from_module,
 )
 
+KNOBS = ("strategy", "num_processes", "precision", "activation_checkpointing", "compile", "micro_batch_size",
+         "num_threads", "num_workers", *DDP_KWARGS)
+"""What the callback can apply, in catalogue names: what `include=None` tunes."""
 _SAFE_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
@@ -120,12 +112,30 @@ def _precision_plugin(precision: str) -> Precision:
     return MixedPrecision(precision=precision, device="cpu" if not torch.cuda.is_available() else "cuda")
 
 
-# ---------------------------------------------------------------- the plan
+# ---------------------------------------------------------------- the description of the run
 @dataclass
-class _Plan(Plan):
-    """The shared plan, plus where the module's batch size and worker count live."""
+class _Run:
+    """What the callback knows of the run: the user's config, where the module's batch size and worker
+    count live (`holders`: knob -> (object, attribute)), what is pinned or unavailable and why."""
 
-    holders: dict[str, Any] = field(default_factory=dict)
+    current: Config
+    holders: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    pinned: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    accum: int = 1
+    world: int = 1
+
+    def split(self, global_batch: int | None = None, config: Config | None = None) -> BatchSplit | None:
+        """The batch split of the user's run (`global_batch` None), or of `config` keeping `global_batch`;
+        None without a `batch_size` attribute to change."""
+        if "micro_batch_size" not in self.holders:
+            return None
+        micro = int(self.current["micro_batch_size"])
+        if global_batch is None:
+            return BatchSplit(micro * self.accum * self.world, micro, self.accum, self.world)
+        config = config or {}
+        return BatchSplit.of(global_batch, micro_batch=int(config.get("micro_batch_size", micro)),
+                             processes=int(config.get("num_processes", self.world)))
 
 
 @dataclass
@@ -160,40 +170,34 @@ class AutoScoutCallback(Callback):
         self.result: TuneResult | None = None
         self.report: dict[str, Any] = {}
         self._handled = False
-        self._best_so_far: float | None = None
 
     # ------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or self._handled:
             return
         self._handled = True
-        if os.environ.get(TRIAL_ENV):
-            self._trial_mode(trainer, pl_module, json.loads(os.environ[TRIAL_ENV]))
-            return
-        if os.environ.get(APPLY_ENV):
-            spec = json.loads(os.environ[APPLY_ENV])
-            plan = self._plan(trainer, pl_module, check=False, global_batch=spec["global_batch"])
-            self._apply(trainer, pl_module, plan, spec["config"])
-            self.report = {"applied": spec["config"], "relaunched": True}
+        run = self._run(trainer, pl_module)
+        spec = launch_spec()
+        if spec is not None:  # a child of a tuning run: a trial, or the main fit with the winner
+            config = spec["config"]
+            split = run.split(spec["global_batch"], config) if spec["global_batch"] else None
+            if spec["mode"] == "trial":
+                self._trial_mode(trainer, pl_module, run, config, split, spec)
+                return
+            self._apply(trainer, pl_module, run, config, split)
+            self.report = {"applied": config, "relaunched": True}
             if trainer.is_global_zero:
-                print(f"AutoScout: relaunched with the tuned config: {format_config(spec['config'])}",
-                      file=sys.stderr)
+                print(f"AutoScout: relaunched with the tuned config: {format_config(config)}", file=sys.stderr)
             return
         # Every rank checks the options and builds the space: a bad option fails on all ranks at once.
-        plan = self._plan(trainer, pl_module)
-        sample = self._sample_batch(trainer, pl_module)
-        workload = workload_from_module(pl_module, global_batch=plan.global_batch,
-                                        seq_len=sequence_length(sample) if sample is not None else None,
-                                        example=sample)
-        hardware = machine(trainer.strategy.root_device)
-        space = self._space(plan, workload.to_json(), hardware.to_json())
+        tuning = Tuning(self.options, self._describe(trainer, pl_module, run))
         decision = None
         if trainer.world_size == 1:
-            decision = self._decide(trainer, pl_module, plan, space, workload, hardware)
+            decision = self._decide(trainer, pl_module, run, tuning)
         else:
             if trainer.is_global_zero:
                 try:
-                    decision = self._decide(trainer, pl_module, plan, space, workload, hardware)
+                    decision = self._decide(trainer, pl_module, run, tuning)
                 except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang
                     decision = _Decision(config=None, error=f"{type(exc).__name__}: {exc}")
             decision = trainer.strategy.broadcast(decision, src=0)
@@ -201,182 +205,81 @@ class AutoScoutCallback(Callback):
         if decision.error:
             raise RuntimeError(f"AutoScout failed on rank 0: {decision.error}")
         self.report = decision.report
+        split = run.split()
         if decision.relaunch is not None:
-            self._relaunch(decision.relaunch, plan.global_batch)
+            self._relaunch(decision.relaunch, split.global_batch if split else None)
         if decision.config is not None:
-            self._apply(trainer, pl_module, plan, decision.config)
+            self._apply(trainer, pl_module, run, decision.config,
+                        split.for_config(decision.config) if split else None)
             self._log(trainer, decision.config)
 
     # ------------------------------------------------------------ describing the run
-    def _plan(self, trainer: Trainer, pl_module: LightningModule, *, check: bool = True,
-              global_batch: int | None = None) -> _Plan:
-        opts = self.options
-        datamodule = trainer.datamodule
+    @staticmethod
+    def _run(trainer: Trainer, pl_module: LightningModule) -> _Run:
         world = trainer.world_size
         single = isinstance(trainer.strategy, SingleDeviceStrategy) and world == 1
-        current: Config = {
-            "strategy": "single" if single else _strategy_name(trainer.strategy),
-            "num_processes": world,
-            "precision": str(trainer.precision),
-            "compile": "off",
-            "activation_checkpointing": False,
-            "num_threads": torch.get_num_threads(),
-        }
-        pinned: dict[str, str] = {}
-        holders: dict[str, Any] = {}
+        run = _Run(current={"strategy": "single" if single else _strategy_name(trainer.strategy),
+                            "num_processes": world, "precision": str(trainer.precision), "compile": "off",
+                            "activation_checkpointing": False, "num_threads": torch.get_num_threads()},
+                   accum=int(trainer.accumulate_grad_batches), world=world)
         for knob, attr in (("micro_batch_size", "batch_size"), ("num_workers", "num_workers")):
-            holder = _attr_holder(pl_module, datamodule, attr)
+            holder = _attr_holder(pl_module, trainer.datamodule, attr)
             if holder is not None:
-                holders[knob] = (holder, attr)
-                current[knob] = _get_attr(holder, attr)
-            elif check and opts.include and knob in opts.include:
-                raise ValueError(f"cannot tune {knob}: neither the LightningModule nor the datamodule has a"
-                                 f" `{attr}` attribute (or hparam) that its dataloader reads; add one or drop"
-                                 f" {knob!r} from include")
-        no_script = script_command() is None
+                run.holders[knob] = (holder, attr)
+                run.current[knob] = _get_attr(holder, attr)
+            else:
+                run.unavailable[knob] = (f"neither the LightningModule nor the datamodule has a `{attr}` attribute"
+                                         " (or hparam) that its dataloader reads (add one)")
+        process_knobs = ("strategy", "num_processes")
         if not single:
-            pinned["strategy"] = pinned["num_processes"] = f"Trainer(strategy={current['strategy']!r}, devices=...)"
-        elif no_script:
-            pinned["strategy"] = pinned["num_processes"] = "no script to re-run (notebook, interactive or pytest)"
-        if "micro_batch_size" not in holders and "strategy" not in pinned:
-            pinned["strategy"] = pinned["num_processes"] = (
-                "no `batch_size` attribute to keep the global batch when the process count changes")
-        if current["precision"] not in ("32-true", "32"):
-            pinned["precision"] = f"Trainer(precision={current['precision']!r})"
+            why = f"Trainer(strategy={run.current['strategy']!r}, devices=...)"
+            run.pinned.update({"strategy": why, "num_processes": why})
+        elif script_command() is None:
+            run.pinned.update(dict.fromkeys(process_knobs, "no script to re-run (notebook, interactive or pytest)"))
+        if "micro_batch_size" not in run.holders and "strategy" not in run.pinned:
+            run.pinned.update(dict.fromkeys(process_knobs, "no `batch_size` attribute to keep the global batch when"
+                                                           " the process count changes"))
+        if run.current["precision"] not in ("32-true", "32"):
+            run.pinned["precision"] = f"Trainer(precision={run.current['precision']!r})"
         if not supports_checkpointing(pl_module):
-            pinned["activation_checkpointing"] = "the module has no repeated blocks to checkpoint"
-        for knob in (opts.include or ()) if check else ():
-            if knob in pinned:
-                raise ValueError(f"knob {knob!r} is listed in include but pinned by {pinned[knob]}; remove it"
-                                 f" from include or from the Trainer arguments")
-        accum = int(trainer.accumulate_grad_batches)
-        batch = current.get("micro_batch_size")
-        if global_batch is None:
-            global_batch = int(batch) * accum * world if isinstance(batch, int) else accum * world
-        if global_batch < 1:
-            raise ValueError(f"batch_size={batch!r} gives a global batch of {global_batch}; it must be >= 1")
-        tunable = list(opts.include) if opts.include is not None else [
-            "strategy", "num_processes", "precision", "activation_checkpointing", "compile", "micro_batch_size",
-            "num_threads", "num_workers", "ddp_bucket_cap_mb"]
-        tunable = [k for k in tunable if k not in pinned and k not in opts.pin
-                   and (k not in ("micro_batch_size", "num_workers") or k in holders)]
-        if check and not tunable:
-            raise ValueError("nothing to tune: every knob is pinned (" + ", ".join(
-                f"{k} by {v}" for k, v in pinned.items()) + "); unpin a knob or remove the callback")
-        return _Plan(current=current, pinned=pinned, tunable=tunable, global_batch=global_batch, world=world,
-                     holders=holders)
+            run.pinned["activation_checkpointing"] = "the module has no repeated blocks to checkpoint"
+        return run
 
-    def _space(self, plan: _Plan, workload: dict[str, Any], hardware: dict[str, Any]) -> Space:
-        pin = {k: plan.current[k] for k in plan.pinned if k in plan.current}
-        if plan.current["strategy"] not in ("single", "ddp", "fsdp", "deepspeed"):
-            # A strategy the catalogue does not name: fixed by the Trainer, outside the space.
-            pin.pop("strategy", None)
-            pin.pop("num_processes", None)
-        pin.update(self.options.pin)
-        include = list(plan.tunable)
-        if "micro_batch_size" in plan.holders and "micro_batch_size" not in include:
+    def _describe(self, trainer: Trainer, pl_module: LightningModule, run: _Run) -> RunDescription:
+        split = run.split()
+        global_batch = split.global_batch if split else run.accum * run.world
+        if global_batch < 1:
+            raise ValueError(f"batch_size={run.current.get('micro_batch_size')!r} gives a global batch of"
+                             f" {global_batch}; it must be >= 1")
+        sample = self._sample_batch(trainer, pl_module)
+        workload = workload_from_module(pl_module, global_batch=global_batch,
+                                        seq_len=sequence_length(sample) if sample is not None else None,
+                                        example=sample)
+        fixed = {k: run.current[k] for k in run.pinned if k in run.current}
+        if "micro_batch_size" in run.holders:
             # In the space even when not tuned: its global-batch constraint keeps the training math
             # when the process count changes.
-            pin.setdefault("micro_batch_size", plan.current["micro_batch_size"])
-        current = {k: v for k, v in plan.current.items() if k in include or k in pin}
-        strategies = ["single", "ddp"] if "strategy" in include else [pin.get("strategy", "single")]
-        if strategies == ["single"] and "num_processes" in include:
-            include.remove("num_processes")
-        try:
-            return build_space(workload, hardware, include=include, pin=pin, strategies=strategies,
-                               current=current)
-        except SpaceError as exc:
-            raise ValueError(f"AutoScout cannot build the knob space for this run: {exc}") from exc
+            fixed["micro_batch_size"] = run.current["micro_batch_size"]
+        steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        return RunDescription(current=run.current, knobs=KNOBS, hardware=machine(trainer.strategy.root_device),
+                              workload=workload, pinned=run.pinned, unavailable=run.unavailable, fixed=fixed,
+                              split=split, strategies=("single", "ddp"), planned_steps=steps,
+                              subject="this script", main_run="the main fit")
 
     # ------------------------------------------------------------ deciding (rank 0)
-    def _decide(self, trainer: Trainer, pl_module: LightningModule, plan: _Plan, space: Space,
-                workload: Workload, hardware: Hardware) -> _Decision:
-        opts = self.options
-        own = {**plan.current, **opts.pin}  # the user's config, with the pins they asked for
-        baseline = space.canonical({k: v for k, v in own.items() if k in space})
-        planned = None
-        if opts.max_fraction is not None and trainer.max_steps and trainer.max_steps > 0:
-            planned = float(trainer.max_steps * plan.global_batch)
-        store_path = opts.store or default_store()
-        Path(store_path).parent.mkdir(parents=True, exist_ok=True)
-        tune_options = opts.tune_options(planned_samples=planned, store=store_path)
-        progress = Progress(opts.max_trials, enabled=opts.progress)
-        store = SQLiteStore(store_path)
-        try:
-            tuner = Tuner(space, lambda config, fidelity: self._profile(trainer, pl_module, plan, config, fidelity),
-                          tune_options, workload=workload, hardware=hardware, baseline=baseline,
-                          on_trial=progress.trial, store=store, efficiency=measured_efficiency(hardware))
-            with no_trace():  # RNG and threads, whatever a trial does
-                result = tuner.run()
-        finally:
-            store.close()
-            progress.close()
-        result.pinned = {k: plan.current.get(k, opts.pin.get(k)) for k in list(plan.pinned) + list(opts.pin)}
-        self.result = result
-        return self._conclude(plan, result)
-
-    def _conclude(self, plan: _Plan, result: TuneResult) -> _Decision:
-        opts = self.options
-        relaunch = None
-        config = result.best_config
-        report: dict[str, Any] = {
-            "pinned": {k: plan.pinned.get(k, "AutoScoutOptions.pin") for k in result.pinned},
-            "tuned": plan.tunable, "reused": result.reused, "trials": result.n_trials,
-            "tuning_s": round(result.tuning_s, 2), "speedup": result.speedup,
-        }
-        if config is None:
-            warnings.warn("AutoScout: every trial failed; the main fit runs with your own settings. See the"
-                          " report for each trial's error.", RuntimeWarning, stacklevel=2)
-            report["applied"] = None
-        elif trial_tier(config, plan.current) == "subprocess":
-            if opts.relaunch and script_command() is not None:
-                relaunch = config
-                report["applied"] = config
-                report["relaunched"] = True
+    def _decide(self, trainer: Trainer, pl_module: LightningModule, run: _Run, tuning: Tuning) -> _Decision:
+        result = self.result = tuning.run(lambda request: self._trial(trainer, pl_module, run, request),
+                                          isolate=no_trace)  # RNG and threads, whatever a trial does
+        config, relaunch = result.best_config, None
+        notes: dict[str, Any] = {}
+        if config is not None and trial_tier(config, run.current) == "subprocess":
+            if self.options.relaunch and script_command() is not None:
+                relaunch, notes["relaunched"] = config, True
             else:
-                report["recommended"] = config
-                report["recommended_trainer_args"] = self._trainer_args(config)
-                in_place = self._best_in_place(plan, result)
-                report["applied"] = in_place
-                config = in_place
-        else:
-            report["applied"] = config
-        if result.reused:
-            print("AutoScout: reused the stored winner for this script and machine (0 trials).", file=sys.stderr)
-        print(self._summary(result, report), file=sys.stderr)
-        if opts.report:
-            json_path, html_path = write_report(result, opts.report, notes=report)
-            report["report_files"] = [str(json_path), str(html_path)]
-        return _Decision(config=config, relaunch=relaunch, report=report)
-
-    @staticmethod
-    def _best_in_place(plan: _Plan, result: TuneResult) -> Config | None:
-        ok = [t for t in result.trials
-              if t.ok and t.value is not None and trial_tier(t.config, plan.current) != "subprocess"]
-        return max(ok, key=lambda t: t.value or 0.0).config if ok else None
-
-    @staticmethod
-    def _trainer_args(config: Config) -> str:
-        strategy = config.get("strategy", "single")
-        args = [f'strategy="{"auto" if strategy == "single" else strategy}"',
-                f"devices={config.get('num_processes', 1)}"]
-        if "precision" in config:
-            args.append(f'precision="{config["precision"]}"')
-        return f"Trainer({', '.join(args)})"
-
-    @staticmethod
-    def _summary(result: TuneResult, report: dict[str, Any]) -> str:
-        lines = ["AutoScout", result.table()]
-        if report.get("pinned"):
-            lines.append("pinned: " + ", ".join(f"{k} ({v})" for k, v in report["pinned"].items()))
-        lines.append("tuned: " + ", ".join(report.get("tuned", [])))
-        if report.get("recommended"):
-            lines.append(f"recommended (relaunch is off): {report['recommended_trainer_args']}"
-                         f" with {format_config(report['recommended'])}")
-        applied = report.get("applied")
-        lines.append("applied: " + (format_config(applied) if applied else "nothing (your own settings)")
-                     + (" (relaunching the script)" if report.get("relaunched") else ""))
-        return "\n".join(lines)
+                notes["recommended"], notes["recommended_args"] = config, _trainer_args(config)
+                in_place = [t for t in result.trials if t.ok and trial_tier(t.config, run.current) != "subprocess"]
+                config = max(in_place, key=lambda t: t.value or 0.0).config if in_place else None
+        return _Decision(config=config, relaunch=relaunch, report=tuning.conclude(result, applied=config, **notes))
 
     def _sample_batch(self, trainer: Trainer, pl_module: LightningModule) -> Any:
         try:
@@ -388,39 +291,28 @@ class AutoScoutCallback(Callback):
             return None
 
     # ------------------------------------------------------------ trials
-    def _profile(self, trainer: Trainer, pl_module: LightningModule, plan: _Plan, config: Config,
-                 fidelity: Fidelity) -> TrialOutcome:
-        # A confirmation (F3) repeats trials, paired with the user's config, instead of lengthening them.
-        warmup, measure = self.options.warmup_steps, self.options.measure_steps
-        floor = None
-        if fidelity == Fidelity.F2 and self.options.cut_below and self._best_so_far:
-            floor = self.options.cut_below * self._best_so_far
+    def _trial(self, trainer: Trainer, pl_module: LightningModule, run: _Run, request: TrialRequest) -> TrialOutcome:
         # Under a multi-process strategy every trial is a multi-process run of the script.
-        tier = "subprocess" if plan.world > 1 else trial_tier(config, plan.current)
+        tier = "subprocess" if run.world > 1 else trial_tier(request.config, run.current)
         if tier == "subprocess":
             command = script_command()
             if command is None:
                 return TrialOutcome(status="invalid", cost_s=0.0, error="no script to re-run for this trial")
-            spec = {"config": config, "global_batch": plan.global_batch, "warmup": warmup, "measure": measure,
-                    "floor": floor}
-            env = child_env({**plan.current, **config}, {TRIAL_ENV: json.dumps(spec)})
-            outcome = run_subprocess_trial(command, timeout_s=self.options.trial_timeout_s, env=env)
+            env = child_env({**run.current, **request.config}, request.spec())
+            outcome = run_subprocess_trial(command, timeout_s=request.timeout_s, env=env)
         else:
-            outcome = self._in_process(trainer, pl_module, plan, config, warmup, measure, copy_module=tier == "copy",
-                                       floor=floor)
-        if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
-            self._best_so_far = max(self._best_so_far or 0.0, outcome.value)
+            outcome = self._in_process(trainer, pl_module, run, request, copy_module=tier == "copy")
         outcome.metrics = {**outcome.metrics, "tier": {"inplace": 0, "copy": 1, "subprocess": 2}[tier]}
         return outcome
 
-    def _in_process(self, trainer: Trainer, pl_module: LightningModule, plan: _Plan, config: Config,
-                    warmup: int, measure: int, *, copy_module: bool, floor: float | None = None) -> TrialOutcome:
+    def _in_process(self, trainer: Trainer, pl_module: LightningModule, run: _Run, request: TrialRequest, *,
+                    copy_module: bool) -> TrialOutcome:
         started = time.perf_counter()
-        datamodule = trainer.datamodule
+        config, datamodule = request.config, trainer.datamodule
         keep = [pl_module] + ([datamodule] if datamodule is not None else [])
         quiet = logging.getLogger("lightning.pytorch")
         level = quiet.level
-        loader = self._given_loader(trainer)
+        loader = _compat.given_train_loader(trainer)
         # The trial runs on the device the user's run uses (a GPU index stays the same GPU).
         device = trainer.strategy.root_device
         accelerator = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else (
@@ -431,18 +323,20 @@ class AutoScoutCallback(Callback):
         trial = module = dm = None
         # Exceptions propagate: the tuner records them as the trial's failure (oom, timeout, error).
         with no_trace(*keep), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
-                wall_clock_limit(self.options.trial_timeout_s, "the trial"), warnings.catch_warnings():
+                wall_clock_limit(request.timeout_s, "the trial"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quiet.setLevel(logging.WARNING)
             try:
                 module = copy.deepcopy(pl_module) if copy_module else pl_module
                 dm = _copy_datamodule(datamodule) if copy_module else datamodule
-                accum = self._set_loop_knobs(module, dm, plan, config)
-                self._set_module_knobs(module, config)
-                probe = Probe(warmup, measure, floor=floor, compiling=config.get("compile", "off") != "off")
+                _set_loop_knobs(module, dm, run, config)
+                _set_module_knobs(module, config)
+                probe = LightningProbe(request.warmup, request.measure, cut_off=request.cut_off,
+                                       compiling=request.compiling)
                 trial = Trainer(accelerator=accelerator, devices=devices,
-                                precision=config.get("precision", plan.current["precision"]),
-                                max_steps=warmup + measure, max_epochs=-1, accumulate_grad_batches=accum,
+                                precision=config.get("precision", run.current["precision"]),
+                                max_steps=request.warmup + request.measure, max_epochs=-1,
+                                accumulate_grad_batches=request.split.grad_accum if request.split else run.accum,
                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                                 callbacks=[probe], default_root_dir=tmp)
@@ -458,47 +352,22 @@ class AutoScoutCallback(Callback):
         outcome.cost_s = time.perf_counter() - started
         return outcome
 
-    @staticmethod
-    def _given_loader(trainer: Trainer) -> Any:
-        source = getattr(trainer.fit_loop, "_data_source", None)
-        instance = getattr(source, "instance", None)
-        return None if isinstance(instance, (LightningModule, type(None))) or hasattr(instance, "train_dataloader") \
-            else instance
-
-    def _set_loop_knobs(self, pl_module: LightningModule, datamodule: Any, plan: _Plan, config: Config) -> int:
-        """Threads, workers and micro-batch size; returns the gradient accumulation that keeps the
-        global batch."""
-        if "num_threads" in config:
-            torch.set_num_threads(int(config["num_threads"]))
-        accum = plan.global_batch // (int(plan.current.get("micro_batch_size", 1)) * plan.world) \
-            if "micro_batch_size" in plan.current else 1
-        for knob, (holder, attr) in plan.holders.items():
-            holder = _attr_holder(pl_module, datamodule, attr) or holder
-            if knob in config:
-                _set_attr(holder, attr, config[knob])
-        if "micro_batch_size" in config:
-            world = int(config.get("num_processes", plan.world))
-            accum = plan.global_batch // (int(config["micro_batch_size"]) * world)
-        return max(accum, 1)
-
-    @staticmethod
-    def _set_module_knobs(pl_module: LightningModule, config: Config) -> None:
-        if config.get("activation_checkpointing"):
-            enable_activation_checkpointing(pl_module)
-        if config.get("compile", "off") != "off":
-            compile_children(pl_module, str(config["compile"]))
-
     # ------------------------------------------------------------ applying
-    def _apply(self, trainer: Trainer, pl_module: LightningModule, plan: _Plan, config: Config) -> None:
-        trainer.accumulate_grad_batches = self._set_loop_knobs(pl_module, trainer.datamodule, plan, config)
+    @staticmethod
+    def _apply(trainer: Trainer, pl_module: LightningModule, run: _Run, config: Config,
+               split: BatchSplit | None) -> None:
+        _set_loop_knobs(pl_module, trainer.datamodule, run, config)
+        if split is not None:
+            trainer.accumulate_grad_batches = split.grad_accum
         precision = config.get("precision")
         if precision is not None and precision != str(trainer.precision):
             if precision not in _SAFE_PRECISIONS:
                 raise ValueError(f"AutoScout cannot apply precision={precision!r} in place")
             trainer.strategy.precision_plugin = _precision_plugin(precision)
-        if "ddp_bucket_cap_mb" in config and isinstance(trainer.strategy, DDPStrategy):
-            trainer.strategy._ddp_kwargs["bucket_cap_mb"] = float(config["ddp_bucket_cap_mb"])
-        self._set_module_knobs(pl_module, config)
+        if isinstance(trainer.strategy, DDPStrategy):
+            kwargs = _compat.ddp_kwargs(trainer.strategy)
+            kwargs.update({arg: config[knob] for knob, arg in DDP_KWARGS.items() if knob in config})
+        _set_module_knobs(pl_module, config)
 
     def _log(self, trainer: Trainer, config: Config) -> None:
         params = {f"autoscout/{k}": v for k, v in config.items()}
@@ -508,21 +377,21 @@ class AutoScoutCallback(Callback):
         for logger in trainer.loggers:
             logger.log_hyperparams(params)
 
-    def _relaunch(self, config: Config, global_batch: int) -> None:
+    def _relaunch(self, config: Config, global_batch: int | None) -> None:
         """Run the script again with `config` (the main fit happens there), then leave with its exit code."""
         command = script_command()
         assert command is not None
-        env = child_env(config, {APPLY_ENV: json.dumps({"config": config, "global_batch": global_batch})})
+        spec = {"mode": "apply", "config": config, "warmup": 0, "measure": 0, "cut_off": None,
+                "global_batch": global_batch}
         print(f"AutoScout: re-running {' '.join(command)} with {format_config(config)}", file=sys.stderr)
-        code = subprocess.call(command, env=env)
+        code = subprocess.call(command, env=child_env(config, spec))
         raise SystemExit(code)
 
     # ------------------------------------------------------------ inside a subprocess trial
-    def _trial_mode(self, trainer: Trainer, pl_module: LightningModule, spec: dict[str, Any]) -> None:
-        config = spec["config"]
-        plan = self._plan(trainer, pl_module, check=False, global_batch=int(spec["global_batch"]))
+    def _trial_mode(self, trainer: Trainer, pl_module: LightningModule, run: _Run, config: Config,
+                    split: BatchSplit | None, spec: dict[str, Any]) -> None:
         try:
-            self._apply(trainer, pl_module, plan, config)
+            self._apply(trainer, pl_module, run, config, split)
         except Exception as exc:  # noqa: BLE001 - reported as the trial's failure
             if trainer.is_global_zero:
                 write_result(TrialOutcome(status="error", error=f"could not apply {config}: {exc}"[:300]))
@@ -534,8 +403,35 @@ class AutoScoutCallback(Callback):
         trainer.fit_loop.max_epochs = -1
         trainer.limit_val_batches = 0
         trainer.num_sanity_val_steps = 0
-        trainer.callbacks.append(Probe(int(spec["warmup"]), int(spec["measure"]), on_done=report_and_exit,
-                                        floor=spec.get("floor"), compiling=config.get("compile", "off") != "off"))
+        trainer.callbacks.append(LightningProbe(
+            int(spec["warmup"]), int(spec["measure"]), cut_off=spec["cut_off"],
+            compiling=config.get("compile", "off") != "off",
+            on_done=lambda t, outcome: report_and_exit(outcome, rank_zero=t.is_global_zero)))
+
+
+def _set_loop_knobs(pl_module: LightningModule, datamodule: Any, run: _Run, config: Config) -> None:
+    """Threads, workers and micro-batch size (the accumulation is the batch split's)."""
+    if "num_threads" in config:
+        torch.set_num_threads(int(config["num_threads"]))
+    for knob, (holder, attr) in run.holders.items():
+        if knob in config:
+            _set_attr(_attr_holder(pl_module, datamodule, attr) or holder, attr, config[knob])
+
+
+def _set_module_knobs(pl_module: LightningModule, config: Config) -> None:
+    if config.get("activation_checkpointing"):
+        enable_activation_checkpointing(pl_module)
+    if config.get("compile", "off") != "off":
+        compile_children(pl_module, str(config["compile"]))
+
+
+def _trainer_args(config: Config) -> str:
+    """The `Trainer(...)` arguments that run `config`'s strategy, process count and precision."""
+    strategy = config.get("strategy", "single")
+    args = [f'strategy="{"auto" if strategy == "single" else strategy}"', f"devices={config.get('num_processes', 1)}"]
+    if "precision" in config:
+        args.append(f'precision="{config["precision"]}"')
+    return f"Trainer({', '.join(args)})"
 
 
 def _copy_datamodule(datamodule: Any) -> Any:
@@ -550,4 +446,4 @@ def _copy_datamodule(datamodule: Any) -> Any:
         datamodule.trainer = trainer
 
 
-__all__ = ["APPLY_ENV", "TRIAL_ENV", "AutoScoutCallback", "AutoScoutOptions", "trial_tier"]
+__all__ = ["KNOBS", "AutoScoutCallback", "AutoScoutOptions", "trial_tier"]

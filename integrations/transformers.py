@@ -8,8 +8,9 @@
 Knobs, each mapped onto `TrainingArguments`: `micro_batch_size` (`per_device_train_batch_size`, with
 `gradient_accumulation_steps` keeping the global batch), `precision` (`bf16`/`fp16`), `compile`
 (`torch_compile`), `activation_checkpointing`, `num_workers` (`dataloader_num_workers`), `pin_memory`
-(on a GPU), `ddp_bucket_cap_mb` and `ddp_static_graph` (when launched distributed), and `num_threads`
-(`torch.set_num_threads`). What the user set away from the `TrainingArguments` default stays pinned:
+(on a GPU), `num_threads` (`torch.set_num_threads`), and when launched distributed every DDP knob of the
+catalogue (`ddp_bucket_cap_mb`, `ddp_static_graph`, `ddp_bucket_view`: the Accelerator's DDP arguments).
+What the user set away from the `TrainingArguments` default stays pinned:
 `bf16=True`, `torch_compile=True`, `activation_checkpointing=True`, `dataloader_num_workers=4`, a DDP
 bucket size. The batch size is always tunable because the global batch, not the split, is the math.
 
@@ -30,16 +31,11 @@ the search: `tune_trainer` then applies the launcher's config and times the step
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import os
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,29 +43,26 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
 
 from autoscout_plugin import loop
-from autoscout_plugin.costmodel import Hardware, Workload, measured_efficiency
-from autoscout_plugin.options import AutoScoutOptions, default_store
-from autoscout_plugin.profiling import TrialOutcome
-from autoscout_plugin.report.html import write_report
-from autoscout_plugin.report.result import TuneResult, format_config
-from autoscout_plugin.space import Config, Space, SpaceError
-from autoscout_plugin.space.builder import build_space
-from autoscout_plugin.store import SQLiteStore
-from autoscout_plugin.trial import Fidelity
-from autoscout_plugin.tuner import Tuner
+from autoscout_plugin.batch import BatchSplit
+from autoscout_plugin.options import AutoScoutOptions
+from autoscout_plugin.profiling import TrialOutcome, classify_exception, describe_exception
+from autoscout_plugin.report.result import TuneResult
+from autoscout_plugin.space import Config
+from autoscout_plugin.space.catalogue import CATALOGUE, DDP_KWARGS
+from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
-from . import _torch
-from ._hf_probe import _OtherRankFailed, _Probe
-from ._shared import Plan, Progress
+from . import _compat, _torch
+from ._hf_probe import HFProbe, OtherRankFailed
 from ._torch import no_trace, sequence_length, wall_clock_limit, workload_from_module
 
 ARG_OF = {"micro_batch_size": "per_device_train_batch_size", "compile": "torch_compile",
           "activation_checkpointing": "activation_checkpointing", "num_workers": "dataloader_num_workers",
-          "pin_memory": "dataloader_pin_memory", "ddp_bucket_cap_mb": "ddp_bucket_cap_mb",
-          "ddp_static_graph": "ddp_static_graph"}
-"""Catalogue knob -> the `TrainingArguments` field it sets (`precision` sets `bf16`/`fp16`)."""
-TUNABLE = ("precision", "compile", "activation_checkpointing", "micro_batch_size", "num_threads", "num_workers",
-           "pin_memory", "ddp_bucket_cap_mb", "ddp_static_graph")
+          "pin_memory": "dataloader_pin_memory"}
+"""Catalogue knob -> the `TrainingArguments` field it sets (`precision` sets `bf16`/`fp16`; the DDP knobs
+set the Accelerator's `DistributedDataParallel` arguments)."""
+KNOBS = ("precision", "compile", "activation_checkpointing", "micro_batch_size", "num_threads", "num_workers",
+         "pin_memory", *DDP_KWARGS)
+"""What `tune_trainer` can apply, in catalogue names: what `include=None` tunes."""
 _QUIET = {"report_to": "none", "save_strategy": "no", "eval_strategy": "no", "logging_strategy": "no",
           "push_to_hub": False, "load_best_model_at_end": False, "disable_tqdm": True}
 """A trial writes nothing: no logger, no checkpoint, no evaluation, no progress bar, no upload."""
@@ -86,14 +79,14 @@ def config_of(args: TrainingArguments) -> Config:
                       "micro_batch_size": int(args.per_device_train_batch_size),
                       "num_threads": torch.get_num_threads(), "num_workers": int(args.dataloader_num_workers),
                       "pin_memory": bool(args.dataloader_pin_memory)}
-    if world > 1:
-        config["ddp_bucket_cap_mb"] = float(args.ddp_bucket_cap_mb or 25.0)
-        config["ddp_static_graph"] = bool(args.ddp_static_graph)
+    if world > 1:  # the DDP arguments: the user's where `TrainingArguments` has the field, else DDP's default
+        config.update({k: getattr(args, k, None) if getattr(args, k, None) is not None else CATALOGUE[k].default
+                       for k in DDP_KWARGS})
     return config
 
 
-def arguments_for(args: TrainingArguments, config: Config, global_batch: int, **extra: Any) -> TrainingArguments:
-    """`args` with `config` applied, the accumulation keeping `global_batch`, re-validated by
+def arguments_for(args: TrainingArguments, config: Config, split: BatchSplit | None, **extra: Any) -> TrainingArguments:
+    """`args` with `config` applied and the accumulation of `split`, re-validated by
     `TrainingArguments.__post_init__` (a new object; `args` is not changed)."""
     changes: dict[str, Any] = dict(extra)
     for knob, value in config.items():
@@ -105,38 +98,27 @@ def arguments_for(args: TrainingArguments, config: Config, global_batch: int, **
                 changes["torch_compile_mode"] = value
         elif knob in ARG_OF and getattr(args, ARG_OF[knob]) != value:
             changes[ARG_OF[knob]] = value
-    if "micro_batch_size" in config:
-        per_step = int(config["micro_batch_size"]) * args.world_size
-        if global_batch % per_step:
-            raise ValueError(f"micro_batch_size={config['micro_batch_size']} x {args.world_size} processes does"
-                             f" not divide the global batch of {global_batch}")
-        changes["gradient_accumulation_steps"] = global_batch // per_step
+        elif knob in DDP_KWARGS and hasattr(args, knob):  # the fields it has; the Accelerator gets every one
+            changes[knob] = value
+    if split is not None:
+        changes["per_device_train_batch_size"] = split.micro_batch
+        changes["gradient_accumulation_steps"] = split.grad_accum
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return dataclasses.replace(args, **changes)
 
 
-def _rebuild_accelerator(trainer: Trainer) -> None:
-    """Re-create the trainer's Accelerator from its arguments, as `hyperparameter_search` does; the
-    prepared flag is cleared so the next `prepare` really applies precision and compile."""
-    for model in (trainer.model, getattr(trainer, "model_wrapped", None)):
-        if model is not None and getattr(model, "_is_accelerate_prepared", False):
-            model._is_accelerate_prepared = False
-    trainer._train_batch_size = trainer.args.train_batch_size
+def _rebuild_accelerator(trainer: Trainer, config: Config | None = None) -> None:
+    """Re-create the trainer's Accelerator from its arguments, as `hyperparameter_search` does, with the
+    DDP arguments of `config`; the prepared flag is cleared so the next `prepare` really applies
+    precision and compile."""
+    _compat.clear_prepared(trainer.model, getattr(trainer, "model_wrapped", None))
+    _compat.sync_train_batch_size(trainer)
     trainer.create_accelerator_and_postprocess()
-
-
-@contextlib.contextmanager
-def _isolated() -> Iterator[None]:
-    """RNG states, threads and environment variables as they were, whatever a trial did."""
-    environ = dict(os.environ)
-    with no_trace():
-        try:
-            yield
-        finally:
-            for key in [k for k in os.environ if k not in environ]:
-                del os.environ[key]
-            os.environ.update(environ)
+    handler = trainer.accelerator.ddp_handler
+    for knob, arg in DDP_KWARGS.items():
+        if config and knob in config and handler is not None:
+            setattr(handler, arg, config[knob])
 
 
 # ---------------------------------------------------------------- one trial
@@ -148,7 +130,7 @@ def _inner_module(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def check_evidence(config: Config, probe: _Probe, trainer: Trainer, world: int) -> str | None:
+def check_evidence(config: Config, probe: HFProbe, trainer: Trainer, world: int) -> str | None:
     """Why the trial did not run what `config` asks for, or None when every knob was in effect."""
     ev = probe.evidence
     problems = []
@@ -157,8 +139,7 @@ def check_evidence(config: Config, probe: _Probe, trainer: Trainer, world: int) 
     if want is not None and ev["autocast"] != {want}:
         problems.append(f"precision={precision} but the forward ran with autocast {sorted(ev['autocast'])}")
     wrapped = getattr(trainer, "model_wrapped", None)
-    compiled = ev["compiling"] or hasattr(wrapped, "_orig_mod") or hasattr(getattr(wrapped, "module", None),
-                                                                           "_orig_mod")
+    compiled = ev["compiling"] or _compat.is_compiled_module(wrapped)
     if "compile" in config and compiled != (config["compile"] != "off"):
         problems.append(f"compile={config['compile']} but the model {'was' if compiled else 'was not'} compiled")
     if "activation_checkpointing" in config:
@@ -173,36 +154,37 @@ def check_evidence(config: Config, probe: _Probe, trainer: Trainer, world: int) 
             problems.append(f"{knob}={config[knob]} but the dataloader had {ev[knob]}")
     if "num_threads" in config and ev["threads"] and ev["threads"] != {int(config["num_threads"])}:
         problems.append(f"num_threads={config['num_threads']} but the forward ran with {sorted(ev['threads'])}")
-    if world > 1 and "ddp_bucket_cap_mb" in config:
-        cap = getattr(wrapped, "bucket_bytes_cap", None)
-        if cap is not None and abs(cap - float(config["ddp_bucket_cap_mb"]) * 1024 * 1024) > 1:
-            problems.append(f"ddp_bucket_cap_mb={config['ddp_bucket_cap_mb']} but DDP has {cap} bytes")
-    if world > 1 and "ddp_static_graph" in config:
-        static = getattr(wrapped, "static_graph", None)
-        if static is not None and bool(static) != bool(config["ddp_static_graph"]):
-            problems.append(f"ddp_static_graph={config['ddp_static_graph']} but DDP has static_graph={static}")
+    for knob, arg in DDP_KWARGS.items() if world > 1 else ():
+        expected: Any = config.get(knob)
+        have = getattr(wrapped, "bucket_bytes_cap" if arg == "bucket_cap_mb" else arg, None)
+        if arg == "bucket_cap_mb" and expected is not None:
+            expected = float(expected) * 1024 * 1024  # DDP keeps it in bytes
+        if expected is None or have is None:
+            continue
+        if abs(have - expected) > 1 if arg == "bucket_cap_mb" else have != expected:
+            problems.append(f"{knob}={config[knob]} but DDP has {arg}={have}")
     return "; ".join(problems) or None
 
 
-def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: int, measure: int,
-              floor: float | None = None, timeout_s: float = 600.0) -> TrialOutcome:
-    """Train a copy of `trainer`'s model for `warmup + measure` optimizer steps under `config` and time
-    them. The user's trainer, model, RNG, threads and environment are left exactly as they were.
+def run_trial(trainer: Trainer, request: TrialRequest) -> TrialOutcome:
+    """Train a copy of `trainer`'s model for the request's optimizer steps under its config and batch split,
+    and time them. The user's trainer, model, RNG, threads and environment are left exactly as they were.
     Exceptions propagate (the tuner records them as the trial's failure: oom, timeout, error)."""
     started = time.perf_counter()
-    device = trainer.args.device
-    probe = _Probe(warmup, measure, global_batch, floor, compiling=config.get("compile", "off") != "off",
-                   device=device)
+    device, config = trainer.args.device, request.config
+    split = request.split or _split(trainer.args)
+    probe = HFProbe(request.warmup, request.measure, split.global_batch, request.cut_off, compiling=request.compiling,
+                    device=device)
     _torch.release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
     _torch.reset_peak_memory(device)
-    with _isolated(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
-            wall_clock_limit(timeout_s, "the trial"), warnings.catch_warnings():
+    with no_trace(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
+            wall_clock_limit(request.timeout_s, "the trial"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if "num_threads" in config:
             torch.set_num_threads(int(config["num_threads"]))
         trial = copy.copy(trainer)
-        trial.args = arguments_for(trainer.args, config, global_batch, output_dir=tmp,
-                                   max_steps=warmup + measure, **_QUIET)
+        trial.args = arguments_for(trainer.args, config, split, output_dir=tmp,
+                                   max_steps=request.warmup + request.measure, **_QUIET)
         trial.model = copy.deepcopy(trainer.model)
         trial.model_wrapped = trial.model
         trial.optimizer, trial.lr_scheduler = None, None
@@ -225,7 +207,7 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
         trial.compute_loss = checked_loss  # type: ignore[method-assign]
         handle = _inner_module(trial.model).register_forward_pre_hook(probe.inner_hook, with_kwargs=True)
         try:
-            _rebuild_accelerator(trial)
+            _rebuild_accelerator(trial, config)
             trial.train()
         except Exception:
             probe.announce()  # a failure after the forward: the others meet at the step's end
@@ -243,14 +225,23 @@ def run_trial(trainer: Trainer, config: Config, *, global_batch: int, warmup: in
     return outcome
 
 
-# ---------------------------------------------------------------- the plan and the search
-def plan_for(trainer: Trainer, options: AutoScoutOptions) -> Plan:
-    """Which knobs `trainer` lets AutoScout tune; raises `ValueError` for options that cannot apply."""
+# ---------------------------------------------------------------- the description and the search
+def _split(args: TrainingArguments) -> BatchSplit:
+    """The user's batch split: per-device batch x accumulation x processes."""
+    micro, accum = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
+    world = int(args.world_size)
+    return BatchSplit(micro * accum * world, micro, accum, world)
+
+
+def describe(trainer: Trainer) -> RunDescription:
+    """What `trainer` runs and what of it AutoScout may change: the user's arguments away from their
+    defaults are pinned; a knob that cannot act here (pinned memory without a GPU) is unavailable."""
     args = trainer.args
     world = int(args.world_size)
     current = config_of(args)
     pinned: dict[str, str] = {}
-    unavailable: dict[str, str] = {}
+    unavailable: dict[str, str] = dict.fromkeys(("strategy", "num_processes"), (
+        "a Hugging Face Trainer's strategy and process count are chosen at launch: use `autoscout launch --autoscout`"))
     if args.bf16 or args.fp16:
         pinned["precision"] = f"TrainingArguments({'bf16' if args.bf16 else 'fp16'}=True)"
     if args.torch_compile:
@@ -266,44 +257,21 @@ def plan_for(trainer: Trainer, options: AutoScoutOptions) -> Plan:
         pinned["micro_batch_size"] = "TrainingArguments(auto_find_batch_size=True)"
     if not torch.cuda.is_available():
         unavailable["pin_memory"] = "pinned memory only speeds up copies to a GPU, and there is none"
-    if world == 1:
-        unavailable["ddp_bucket_cap_mb"] = unavailable["ddp_static_graph"] = "the run is not distributed"
-    else:
-        for knob in ("ddp_bucket_cap_mb", "ddp_static_graph"):
-            if getattr(args, knob) is not None:
-                pinned[knob] = f"TrainingArguments({knob}={getattr(args, knob)!r})"
-    for knob in options.include or ():
-        if knob not in TUNABLE:
-            raise ValueError(f"knob {knob!r} is not tunable inside a Hugging Face Trainer (it can tune"
-                             f" {list(TUNABLE)}); strategy and process count are chosen at launch: use"
-                             " `autoscout launch --autoscout`")
-        if knob in pinned:
-            raise ValueError(f"knob {knob!r} is listed in include but pinned by {pinned[knob]}; remove it from"
-                             " include or from the TrainingArguments")
-        if knob in unavailable:
-            raise ValueError(f"cannot tune {knob!r} here: {unavailable[knob]}; drop it from include")
-    global_batch = int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps) * world
-    tunable = [k for k in (options.include or TUNABLE)
-               if k not in pinned and k not in unavailable and k not in options.pin]
-    if not tunable:
-        raise ValueError("nothing to tune: every knob is pinned (" + ", ".join(
-            f"{k} by {v}" for k, v in {**pinned, **unavailable}.items()) + "); unpin a knob or drop tune_trainer")
-    return Plan(current=current, pinned=pinned, tunable=tunable, global_batch=global_batch, world=world)
-
-
-def _space(plan: Plan, options: AutoScoutOptions, workload: dict[str, Any], hardware: dict[str, Any]) -> Space:
-    pin: dict[str, Any] = {"strategy": "ddp" if plan.world > 1 else "single", "num_processes": plan.world}
-    pin.update({k: plan.current[k] for k in plan.pinned if k in plan.current})
-    pin.setdefault("micro_batch_size", plan.current["micro_batch_size"])  # keeps the global-batch constraint
-    pin.update(options.pin)
-    for knob in plan.tunable:
-        pin.pop(knob, None)
-    current = {k: v for k, v in plan.current.items() if k in plan.tunable or k in pin}
-    try:
-        return build_space(workload, hardware, include=list(plan.tunable), pin=pin, strategies=[pin["strategy"]],
-                           current=current)
-    except SpaceError as exc:
-        raise ValueError(f"AutoScout cannot build the knob space for this run: {exc}") from exc
+    for knob in DDP_KWARGS:
+        if world == 1:
+            unavailable[knob] = "the run is not distributed"
+        elif getattr(args, knob, None) is not None:
+            pinned[knob] = f"TrainingArguments({knob}={getattr(args, knob)!r})"
+    split = _split(args)
+    sample = _sample_batch(trainer)
+    workload = workload_from_module(trainer.model, global_batch=split.global_batch,
+                                    seq_len=sequence_length(sample) if sample is not None else None, example=sample)
+    fixed = {"strategy": current["strategy"], "num_processes": world, "micro_batch_size": current["micro_batch_size"],
+             **{k: current[k] for k in pinned if k in current}}
+    return RunDescription(current=current, knobs=KNOBS, hardware=_torch.machine(args.device), workload=workload,
+                          pinned=pinned, unavailable=unavailable, fixed=fixed, split=split,
+                          planned_steps=args.max_steps if args.max_steps > 0 else None,
+                          subject="this model", main_run="training")
 
 
 def _sample_batch(trainer: Trainer) -> Any:
@@ -317,25 +285,20 @@ def _sample_batch(trainer: Trainer) -> Any:
 
 
 class _Session:
-    """One `tune_trainer` call: plans, searches (rank 0), runs trials on every rank, applies the winner."""
+    """One `tune_trainer` call: describes, searches (rank 0), runs trials on every rank, applies the winner."""
 
     def __init__(self, trainer: Trainer, options: AutoScoutOptions) -> None:
         self.trainer, self.options = trainer, options
-        self.plan = plan_for(trainer, options)
-        self.best_so_far: float | None = None
-        self.dist = self.plan.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.tuning = Tuning(options, describe(trainer))
+        self.dist = trainer.args.world_size > 1 and torch.distributed.is_available() \
+            and torch.distributed.is_initialized()
 
     def run(self) -> TuneResult:
-        sample = _sample_batch(self.trainer)
-        workload = workload_from_module(self.trainer.model, global_batch=self.plan.global_batch,
-                                        seq_len=sequence_length(sample) if sample is not None else None, example=sample)
-        hardware = _torch.machine(self.trainer.args.device)
-        space = _space(self.plan, self.options, workload.to_json(), hardware.to_json())
         if not self.dist:
-            result = self._decide(space, workload, hardware, self._trial)
+            result = self._decide(self._trial)
         elif torch.distributed.get_rank() == 0:
             try:
-                result = self._decide(space, workload, hardware, self._lockstep_trial)
+                result = self._decide(self._lockstep_trial)
             except BaseException as exc:
                 self._send(("error", f"{type(exc).__name__}: {exc}"))
                 raise
@@ -345,55 +308,13 @@ class _Session:
         self._apply(result.best_config)
         return result
 
-    # ---------------------------------------------------------- deciding (rank 0)
-    def _decide(self, space: Space, workload: Workload, hardware: Hardware, profile: Any) -> TuneResult:
-        opts, plan = self.options, self.plan
-        baseline = space.canonical({k: v for k, v in {**plan.current, **opts.pin}.items() if k in space})
-        planned = None
-        if opts.max_fraction is not None and self.trainer.args.max_steps > 0:
-            planned = float(self.trainer.args.max_steps * plan.global_batch)
-        store_path = opts.store or default_store()
-        Path(store_path).parent.mkdir(parents=True, exist_ok=True)
-        progress = Progress(opts.max_trials, enabled=opts.progress)
-        store = SQLiteStore(store_path)
-        try:
-            tuner = Tuner(space, profile, opts.tune_options(planned_samples=planned, store=store_path),
-                          workload=workload, hardware=hardware, baseline=baseline, on_trial=progress.trial,
-                          store=store, efficiency=measured_efficiency(hardware))
-            result = tuner.run()
-        finally:
-            store.close()
-            progress.close()
-        result.pinned = {k: plan.current.get(k, opts.pin.get(k)) for k in list(plan.pinned) + list(opts.pin)}
-        if result.best_config is None:
-            warnings.warn("AutoScout: every trial failed; training runs with your own settings. See the report"
-                          " for each trial's error.", RuntimeWarning, stacklevel=3)
-        if result.reused:
-            print("AutoScout: reused the stored winner for this model and machine (0 trials).", file=sys.stderr)
-        notes = {"pinned": {k: plan.pinned.get(k, "AutoScoutOptions.pin") for k in result.pinned},
-                 "tuned": plan.tunable, "applied": result.best_config, "global_batch": plan.global_batch}
-        lines = ["AutoScout", result.table()]
-        if notes["pinned"]:
-            lines.append("pinned: " + ", ".join(f"{k} ({v})" for k, v in notes["pinned"].items()))
-        lines.append("tuned: " + ", ".join(plan.tunable))
-        lines.append("applied: " + (format_config(result.best_config) if result.best_config
-                                    else "nothing (your own settings)"))
-        print("\n".join(lines), file=sys.stderr)
-        if opts.report:
-            json_path, html_path = write_report(result, opts.report, notes=notes)
-            print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
+    def _decide(self, trial: Any) -> TuneResult:
+        result = self.tuning.run(trial)
+        self.tuning.conclude(result, applied=result.best_config)
         return result
 
-    def _trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
-        floor = None
-        if fidelity == Fidelity.F2 and self.options.cut_below and self.best_so_far:
-            floor = self.options.cut_below * self.best_so_far
-        outcome = run_trial(self.trainer, config, global_batch=self.plan.global_batch,
-                            warmup=self.options.warmup_steps, measure=self.options.measure_steps,
-                            floor=floor, timeout_s=self.options.trial_timeout_s)
-        if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
-            self.best_so_far = max(self.best_so_far or 0.0, outcome.value)
-        return outcome
+    def _trial(self, request: TrialRequest) -> TrialOutcome:
+        return run_trial(self.trainer, request)
 
     # ---------------------------------------------------------- every rank in lockstep
     @staticmethod
@@ -402,12 +323,10 @@ class _Session:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
-    def _guarded(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
-        from autoscout_plugin.profiling import classify_exception, describe_exception
-
+    def _guarded(self, request: TrialRequest) -> TrialOutcome:
         try:
-            return self._trial(config, fidelity)
-        except _OtherRankFailed as exc:  # the failing rank's own outcome names the failure
+            return self._trial(request)
+        except OtherRankFailed as exc:  # the failing rank's own outcome names the failure
             return TrialOutcome(status="error", error=str(exc), metrics={"other_rank_failed": 1.0})
         except Exception as exc:  # noqa: BLE001 - every rank must report, or the others wait forever
             return TrialOutcome(status=classify_exception(exc), error=describe_exception(exc))
@@ -424,16 +343,15 @@ class _Session:
                     return TrialOutcome(status=status, cost_s=outcome.cost_s, error=f"rank {rank}: {error}")
         return outcome
 
-    def _lockstep_trial(self, config: Config, fidelity: Fidelity) -> TrialOutcome:
-        self._send(("trial", (config, fidelity.value)))
-        return self._gather(self._guarded(config, fidelity))
+    def _lockstep_trial(self, request: TrialRequest) -> TrialOutcome:
+        self._send(("trial", request))
+        return self._gather(self._guarded(request))
 
     def _follow(self) -> TuneResult:
         while True:
             kind, payload = self._send()
             if kind == "trial":
-                config, fidelity = payload
-                self._gather(self._guarded(config, Fidelity(fidelity)))
+                self._gather(self._guarded(payload))
             elif kind == "done":
                 return payload
             else:
@@ -447,9 +365,10 @@ class _Session:
         if config is not None:
             if "num_threads" in config:
                 torch.set_num_threads(int(config["num_threads"]))
+            split = self.tuning.run_description.split
             trainer.args = arguments_for(trainer.args, {k: v for k, v in config.items() if k != "num_threads"},
-                                         self.plan.global_batch)
-        _rebuild_accelerator(trainer)
+                                         split.for_config(config) if split else None)
+        _rebuild_accelerator(trainer, config)
 
 
 def tune_trainer(trainer: Trainer, options: AutoScoutOptions | None = None, **kwargs: Any) -> TuneResult:
@@ -507,11 +426,13 @@ def _launched(trainer: Trainer, spec: dict[str, Any]) -> TuneResult:
     config: Config = {"num_workers": loop.knob("num_workers", int(args.dataloader_num_workers))}
     if getattr(trainer.model, "supports_gradient_checkpointing", False):
         config["activation_checkpointing"] = loop.knob("activation_checkpointing", bool(args.activation_checkpointing))
+    if args.world_size > 1:
+        config.update({k: loop.knob(k, v) for k, v in config_of(args).items() if k in DDP_KWARGS})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.args = dataclasses.replace(arguments_for(args, config, 0), per_device_train_batch_size=int(micro),
+        trainer.args = dataclasses.replace(arguments_for(args, config, None), per_device_train_batch_size=int(micro),
                                            gradient_accumulation_steps=int(accum))
-    _rebuild_accelerator(trainer)
+    _rebuild_accelerator(trainer, config)
     if spec["mode"] == "trial":
         sample = _sample_batch(trainer)
         loop.describe(workload_from_module(trainer.model, global_batch=int(micro) * int(accum) * args.world_size,
@@ -522,5 +443,5 @@ def _launched(trainer: Trainer, spec: dict[str, Any]) -> TuneResult:
     return TuneResult(best_config=applied, stop_reason=f"set by autoscout launch ({spec['mode']})")
 
 
-__all__ = ["ARG_OF", "TUNABLE", "arguments_for", "check_evidence", "config_of", "plan_for", "run_trial",
+__all__ = ["ARG_OF", "KNOBS", "arguments_for", "check_evidence", "config_of", "describe", "run_trial",
            "tune_trainer"]

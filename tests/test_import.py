@@ -1,4 +1,4 @@
-"""Importing the core must not load a framework or an optimizer library (DESIGN.md: lazy imports)."""
+"""Importing the core must not load a framework or an optimizer library (docs/design.md: lazy imports)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from autoscout_plugin import knob, launch_spec, loop, step
-from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, Probe, stepped_marker
+from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, stepped_marker
+from autoscout_plugin.loop import ScriptProbe as Probe
 from autoscout_plugin.profiling import RESULT_ENV
 
 
@@ -29,7 +30,7 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def trial_spec(**overrides: Any) -> dict[str, Any]:
-    return {"mode": "trial", "config": {}, "warmup": 1, "measure": 2, "floor": None, "global_batch": None} | overrides
+    return {"mode": "trial", "config": {}, "warmup": 1, "measure": 2, "cut_off": None, "global_batch": None} | overrides
 
 
 def set_spec(monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]) -> None:
@@ -81,7 +82,7 @@ def test_knob_returns_the_launchers_value(monkeypatch: pytest.MonkeyPatch, mode:
     ('{"mode": "trial", "config": [], "warmup": 1, "measure": 2}', "config must be an object"),
     ('{"mode": "trial", "config": {}, "warmup": 1}', "measure must be an integer >= 1, got None"),
     ('{"mode": "trial", "config": {}, "warmup": -1, "measure": 2}', "warmup must be an integer >= 0, got -1"),
-    ('{"mode": "trial", "config": {}, "warmup": 1, "measure": 2, "floor": 0}', "floor must be a positive"),
+    ('{"mode": "trial", "config": {}, "warmup": 1, "measure": 2, "cut_off": 0}', "cut_off must be a positive"),
     ('{"mode": "apply", "global_batch": 2.5}', "global_batch must be a positive integer or null, got 2.5"),
 ])
 def test_a_bad_spec_is_a_clear_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch, text: str,
@@ -95,7 +96,7 @@ def test_a_bad_spec_is_a_clear_error_naming_the_variable(monkeypatch: pytest.Mon
 def test_an_apply_spec_needs_no_step_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LAUNCH_ENV, json.dumps({"mode": "apply", "config": {"num_workers": 1}}))
     assert launch_spec() == {"mode": "apply", "config": {"num_workers": 1}, "warmup": 0, "measure": 0,
-                             "floor": None, "global_batch": None}
+                             "cut_off": None, "global_batch": None}
 
 
 def test_a_trial_records_the_declared_knobs_on_rank_zero(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -175,9 +176,9 @@ def test_a_non_finite_loss_ends_the_trial_as_nan() -> None:
     assert probe.on_step(8, loss=1.0) is outcome  # decided: later steps change nothing
 
 
-def test_a_trial_under_the_floor_is_cut_short_after_its_first_timed_step() -> None:
-    # 8 samples/s measured, floor 20: cut after the first timed step instead of running all 10
-    probe = Probe(trial_spec(warmup=1, measure=10, floor=20.0), clock=Clock([1.0, 1.0]), world=1)
+def test_a_trial_under_the_cut_off_is_cut_short_after_its_first_timed_step() -> None:
+    # 8 samples/s measured, cut-off 20: cut after the first timed step instead of running all 10
+    probe = Probe(trial_spec(warmup=1, measure=10, cut_off=20.0), clock=Clock([1.0, 1.0]), world=1)
     assert probe.on_step(8) is None
     outcome = probe.on_step(8)
     assert outcome is not None and outcome.value == pytest.approx(8.0) and outcome.metrics["cut_short"] == 1.0
@@ -185,15 +186,15 @@ def test_a_trial_under_the_floor_is_cut_short_after_its_first_timed_step() -> No
 
 def test_a_multi_process_trial_is_never_cut_short() -> None:
     # ranks time themselves: one leaving early would strand the others in a collective
-    probe = Probe(trial_spec(warmup=1, measure=3, floor=1000.0), clock=Clock([1.0, 1.0, 1.0, 1.0]), world=2)
+    probe = Probe(trial_spec(warmup=1, measure=3, cut_off=1000.0), clock=Clock([1.0, 1.0, 1.0, 1.0]), world=2)
     outcomes = [probe.on_step(8) for _ in range(4)]
     assert outcomes[:3] == [None, None, None] and "cut_short" not in outcomes[3].metrics
 
 
 @pytest.mark.parametrize("compiling", [False, True])
 def test_a_very_slow_warm_up_step_is_cut_unless_compiling(compiling: bool) -> None:
-    # warm-up steps of 2 s at 8 samples: 4 samples/s, under a third of the floor of 30
-    spec = trial_spec(warmup=3, measure=2, floor=30.0, config={"compile": "default" if compiling else "off"})
+    # warm-up steps of 2 s at 8 samples: 4 samples/s, under a third of the cut-off of 30
+    spec = trial_spec(warmup=3, measure=2, cut_off=30.0, config={"compile": "default" if compiling else "off"})
     probe = Probe(spec, clock=Clock([0.0, 2.0, 2.0, 2.0, 0.1, 0.1]), world=1)
     first = probe.on_step(8)  # the first step has no step before it to time from: never cut
     second = probe.on_step(8)

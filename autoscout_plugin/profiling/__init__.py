@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .outcome import ProfileFn, Profiler, TrialOutcome, classify_exception, describe_exception
-from .runner import RESULT_ENV, run_subprocess_trial, write_result
-from .timer import StepTimer
+from .probe import StepProbe
+from .runner import RESULT_ENV, free_port, report_and_exit, run_subprocess_trial, write_result
 
-__all__ = ["RESULT_ENV", "ProfileFn", "Profiler", "StepTimer", "TrialOutcome", "classify_exception",
-           "describe_exception", "run_subprocess_trial", "write_result"]
+__all__ = ["RESULT_ENV", "ProfileFn", "Profiler", "StepProbe", "TrialOutcome", "classify_exception",
+           "describe_exception", "free_port", "report_and_exit", "run_subprocess_trial", "write_result"]

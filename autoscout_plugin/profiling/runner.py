@@ -10,7 +10,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -156,3 +158,20 @@ def write_result(outcome: TrialOutcome) -> bool:
     partial.write_text(json.dumps(data), encoding="utf-8")
     os.replace(partial, target)
     return True
+
+
+def report_and_exit(outcome: TrialOutcome, *, rank_zero: bool) -> None:
+    """In a trial's child process: rank 0 writes the result, then every rank leaves at once (at the same
+    step, so none waits in a collective for a peer that left)."""
+    if rank_zero:
+        write_result(outcome)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for a child's process group (`MASTER_PORT`)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,4 +1,4 @@
-"""The baselines of the replay benchmark (DESIGN.md), each behind the `SearchStrategy` contract.
+"""The baselines of the replay benchmark (docs/design.md), each behind the `SearchStrategy` contract.
 
 - `RandomSearch` (`random`): uniform over the feasible candidates, without replacement.
 - `GridSearch` (`grid`): the feasible grid in `Space.enumerate()` order.

@@ -32,7 +32,7 @@ class Prediction:
 
 @runtime_checkable
 class FidelitySource(Protocol):
-    """A source of evidence about configs (see DESIGN.md, "Fidelity ladder")."""
+    """A source of evidence about configs (see docs/design.md, "Fidelity ladder")."""
 
     fidelity: Fidelity
 

@@ -47,14 +47,15 @@ def _values(workload: dict[str, Any], hardware: dict[str, Any], strategies: list
         "num_threads": list(range(1, cores + 1)) if cpu else [max(cores // max(devices, 1), 1)],
         "num_workers": [0, 1, 2],
         "pin_memory": [False] if cpu else [False, True],
-        "ddp_bucket_cap_mb": [5.0, 25.0, 100.0],
         "ddp_comm_hook": ["none", "fp16"] if cpu else ["none", "fp16", "bf16"],
-        "ddp_static_graph": [False, True],
         "fsdp_reshard_after_forward": [True, False],
         "fsdp_sharding": ["full", "shard_grad_op"],
         "cpu_offload": [False] if cpu else [False, True],
         "zero_stage": [0, 1, 2, 3],
     }
+    for name, spec in CATALOGUE.items():
+        if spec.grid and name not in values:
+            values[name] = list(spec.grid)
     return values
 
 

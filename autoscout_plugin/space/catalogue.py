@@ -27,6 +27,11 @@ class KnobSpec:
     parent_values: tuple[Value, ...] = ()
     default: Value | None = None
     doc: str = ""
+    grid: tuple[Value, ...] = ()
+    """The candidate values the space builder offers when it has no machine-specific list."""
+    ddp_kwarg: str | None = None
+    """The `DistributedDataParallel` argument this knob sets: every training adapter applies such a knob
+    through its framework's DDP arguments, so a new DDP knob is one entry here."""
 
 
 CATALOGUE: dict[str, KnobSpec] = {
@@ -56,12 +61,15 @@ CATALOGUE: dict[str, KnobSpec] = {
     "num_workers": KnobSpec("int", False, default=0),
     "pin_memory": KnobSpec("bool", False, default=False),
     "ddp_bucket_cap_mb": KnobSpec("float", False, log=True, parent="strategy", parent_values=("ddp",),
-                                  default=25.0),
+                                  default=25.0, grid=(5.0, 25.0, 100.0), ddp_kwarg="bucket_cap_mb"),
     "ddp_comm_hook": KnobSpec("categorical", False, parent="strategy", parent_values=("ddp",),
                               default="none"),
     "powersgd_rank": KnobSpec("int", False, parent="ddp_comm_hook", parent_values=("powersgd",), default=1),
-    "ddp_static_graph": KnobSpec("bool", False, parent="strategy", parent_values=("ddp",), default=False),
-    "ddp_bucket_view": KnobSpec("bool", False, parent="strategy", parent_values=("ddp",), default=False),
+    "ddp_static_graph": KnobSpec("bool", False, parent="strategy", parent_values=("ddp",), default=False,
+                                 grid=(False, True), ddp_kwarg="static_graph"),
+    "ddp_bucket_view": KnobSpec("bool", False, parent="strategy", parent_values=("ddp",), default=False,
+                                grid=(False, True), ddp_kwarg="gradient_as_bucket_view",
+                                doc="gradients as views into DDP's buckets: no copy, less memory"),
     "fsdp_reshard_after_forward": KnobSpec("bool", False, parent="strategy", parent_values=("fsdp",),
                                            default=True),
     "batch_size": KnobSpec("int", False, log=True, doc="inference batch size"),
@@ -70,6 +78,9 @@ CATALOGUE: dict[str, KnobSpec] = {
 
 #: Canonical order: parents before children, structural before dense.
 ORDER = list(CATALOGUE)
+
+DDP_KWARGS: dict[str, str] = {name: spec.ddp_kwarg for name, spec in CATALOGUE.items() if spec.ddp_kwarg}
+"""Catalogue knob -> the `DistributedDataParallel` argument it sets."""
 
 
 def make_knob(name: str, values: list[Any], *, when: tuple[Condition, ...] = (),

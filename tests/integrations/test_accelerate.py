@@ -23,8 +23,9 @@ from autoscout_plugin.integrations._accelerate_args import (
 )
 from autoscout_plugin.integrations.accelerate import AutoScoutLauncher, main
 
+from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.costmodel import Hardware
-from autoscout_plugin.space.builder import build_space
+from autoscout_plugin.trial import Fidelity
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "accelerate_loop.py"
@@ -154,10 +155,11 @@ def test_the_plan_follows_the_knobs_the_script_declared(script: Path) -> None:
     assert {"strategy", "num_processes", "micro_batch_size", "num_workers"} <= set(plan.tunable)
     assert "not a catalogue knob" in plan.ignored["lr"] and "not a valid pin_memory" in plan.ignored["pin_memory"]
     assert not {"fsdp_reshard_after_forward", "cpu_offload"} & set(plan.tunable)  # no GPU here
-    space = build_space({"global_batch": plan.space_global_batch()}, CPU2.to_json(),
-                        include=list(plan.tunable), strategies=plan.strategies, current=plan.current)
+    assert plan.split() == BatchSplit(16, 8, 2, 1)
+    space = AutoScoutLauncher(request, CPU2, 2)._tuning(plan, "job").space
     ddp = space.canonical({**plan.current, "strategy": "ddp", "num_processes": 2, "micro_batch_size": 4})
     assert space.derived(ddp) == {"grad_accum": 2}  # 4 x 2 x 2 processes = the user's 8 x 2 x 1
+    assert plan.split().for_config(ddp).grad_accum == 2
 
     bare = make_plan(request, {"num_workers": 0}, physical_cores=2)
     assert "knob('micro_batch_size')" in bare.pinned["num_processes"] and "num_processes" not in bare.tunable
@@ -171,7 +173,7 @@ def test_on_several_gpus_fsdp_is_an_arm_with_its_own_options(script: Path) -> No
     launcher = AutoScoutLauncher(request, gpus, 16)
     plan = launcher.plan = make_plan(request, {"micro_batch_size": 8}, gpus=4, physical_cores=16)
     assert plan.current["num_processes"] == 4 and plan.global_batch == 32  # accelerate's default: every GPU
-    space = launcher._space(plan)
+    space = launcher._tuning(plan, "job").space
     assert set(space["strategy"].choices) == {"single", "ddp", "fsdp"}
     fsdp = space.canonical({**plan.current, "strategy": "fsdp", "num_processes": 4, "micro_batch_size": 8,
                             "fsdp_reshard_after_forward": False, "cpu_offload": False, "precision": "16-mixed"})
@@ -193,21 +195,21 @@ def test_own_settings_outside_the_space_are_no_baseline(script: Path, monkeypatc
     launcher = AutoScoutLauncher(request, CPU2, 2)
     plan = make_plan(request, {"micro_batch_size": 8}, physical_cores=2)
     assert plan.current["num_threads"] == 4
-    assert launcher._baseline_config(launcher._space(plan), plan) is None
+    assert launcher._tuning(plan, "job").baseline is None
     assert "your own settings are outside the space" in capsys.readouterr().err
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     plan = make_plan(request, {"micro_batch_size": 8}, physical_cores=2)
-    assert launcher._baseline_config(launcher._space(plan), plan)["num_threads"] == 2
+    assert launcher._tuning(plan, "job").baseline["num_threads"] == 2
 
 
 def test_a_config_needing_accumulation_the_script_does_not_read_is_not_run(script: Path) -> None:
     request = parse(["--autoscout", "--autoscout-include", "micro_batch_size", str(script)])
     launcher = AutoScoutLauncher(request, CPU2, 2)
     launcher.plan = make_plan(request, {"micro_batch_size": 8}, physical_cores=2)
-    launcher.space = launcher._space(launcher.plan)
-    outcome = launcher._unrunnable({"micro_batch_size": 2})
+    tuning = launcher._tuning(launcher.plan, "job")
+    outcome = launcher._unrunnable(tuning.request({"micro_batch_size": 2}, Fidelity.F2))
     assert outcome is not None and outcome.status == "invalid" and "grad_accum=4" in outcome.error
-    assert launcher._unrunnable({"micro_batch_size": 8}) is None
+    assert launcher._unrunnable(tuning.request({"micro_batch_size": 8}, Fidelity.F2)) is None
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -480,7 +482,7 @@ def test_a_real_launch_keeps_the_config_files_precision_in_trials_and_run(tmp_pa
     data = json.loads((tmp_path / "report.json").read_text())
     assert [t["status"] for t in data["trials"]] == ["ok", "ok"]
     assert all("precision" not in t["config"] for t in data["trials"])
-    assert data["pinned"]["precision"] == f"accelerate config file {path} (mixed_precision: bf16)"
+    assert data["notes"]["pinned"]["precision"] == f"accelerate config file {path} (mixed_precision: bf16)"
     out = read_out(tmp_path)
     assert (out["mode"], out["precision"]) == ("apply", "bf16")  # accelerate applied the file's bf16
 
@@ -498,7 +500,7 @@ def test_pinned_cpu_processes_run_as_two_processes_with_the_users_port(tmp_path:
     assert main(argv) == 0
     data = json.loads((tmp_path / "report.json").read_text())
     assert [t["status"] for t in data["trials"]] == ["ok", "ok"]
-    assert data["pinned"]["num_processes"] == "--num_processes 2"
+    assert data["notes"]["pinned"]["num_processes"] == "--num_processes 2"
     for rank in (0, 1):
         out = read_out(tmp_path, rank)
         assert (out["mode"], out["world"], out["port"]) == ("apply", "2", port)

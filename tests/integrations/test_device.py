@@ -13,13 +13,15 @@ import pytest
 import torch
 from autoscout_plugin.integrations import _lightning_trial, _torch
 from autoscout_plugin.integrations import transformers as hf
-from autoscout_plugin.integrations._lightning_trial import Probe
+from autoscout_plugin.integrations._lightning_trial import LightningProbe as Probe
 from autoscout_plugin.integrations.transformers import run_trial
 from torch import nn
 
 from autoscout_plugin import AutoScoutCallback, loop
 from autoscout_plugin.costmodel import detect_cpu
 from autoscout_plugin.space.builder import build_space
+from autoscout_plugin.trial import Fidelity
+from autoscout_plugin.tuning import TrialRequest
 from examples.hf_gpt2 import make_trainer
 from examples.lightning_gpt2 import GPT2Module
 
@@ -133,7 +135,8 @@ def test_the_hf_trial_waits_for_the_device_and_releases_it(tmp_path: Path, monke
     monkeypatch.setattr(hf._torch, "synchronize", waits)
     monkeypatch.setattr(hf._torch, "release_memory", releases)
     trainer = make_trainer(str(tmp_path / "out"), samples=64, model=SMALL, batch_size=8)
-    outcome = run_trial(trainer, {}, global_batch=8, warmup=1, measure=2)
+    outcome = run_trial(trainer, TrialRequest(config={}, fidelity=Fidelity.F2, warmup=1, measure=2, cut_off=None,
+                                              timeout_s=600.0, split=None))
     assert outcome.status == "ok", outcome.error
     device = trainer.args.device
     assert waits.args == [(device,)] * 4  # train begin, then 3 optimizer steps

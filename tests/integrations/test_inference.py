@@ -60,13 +60,13 @@ def test_each_generate_knob_is_in_effect_during_its_trial(gpt2) -> None:
     for config in ({"batch_size": 1, "attn_implementation": "eager", "kv_cache": "dynamic", "num_threads": 1},
                    {"batch_size": 4, "attn_implementation": "sdpa", "kv_cache": "static", "num_threads": 2},
                    {"batch_size": 2, "attn_implementation": "eager", "kv_cache": "static", "num_threads": 1,
-                    "precision": "bf16"}):
+                    "precision": "bf16-true"}):
         outcome = runner.profile(config, None)
         assert outcome.status == "ok", outcome.error
         seen = runner.log[-1]["evidence"]
         for knob in ("attn_implementation", "kv_cache", "num_threads"):
             assert seen[knob] == config[knob], knob
-        assert seen["precision"] == config.get("precision", "fp32")
+        assert seen["precision"] == config.get("precision", "32-true")
         assert outcome.metrics["requests"] == 8 and outcome.metrics["tokens_per_s"] > 0
     # the user's model is as it was: threads, attention implementation, precision
     assert torch.get_num_threads() == threads and gpt2.config._attn_implementation == "sdpa"

@@ -94,7 +94,7 @@ def test_a_knob_the_module_cannot_change_is_refused() -> None:
 
     model = make(NoBatchAttr)
     model.hparams.pop("batch_size")
-    with pytest.raises(ValueError, match="cannot tune micro_batch_size: neither the LightningModule"):
+    with pytest.raises(ValueError, match="cannot tune 'micro_batch_size': neither the LightningModule"):
         trainer(AutoScoutCallback(include=("micro_batch_size",), **QUICK)).fit(model)
 
 
@@ -239,7 +239,7 @@ def test_all_trials_failing_keeps_the_users_settings_with_a_warning() -> None:
     model = make(nan_at_step=0)
     callback = AutoScoutCallback(include=("micro_batch_size",), max_trials=3, **QUICK)
     fit = trainer(callback, steps=1)
-    with pytest.warns(RuntimeWarning, match="every trial failed; the main fit runs with your own settings"):
+    with pytest.warns(RuntimeWarning, match="every trial failed; the main fit uses your own settings"):
         fit.fit(model)
     assert {t.status for t in callback.result.trials} == {"nan"}
     assert model.batch_size == 8 and fit.accumulate_grad_batches == 1

@@ -32,7 +32,7 @@ def test_a_ddp_winner_relaunches_the_script_with_the_global_batch_kept(tmp_path:
     # The single-process runs crash (`world=1`), so only DDP trials (subprocess tier) succeed: the
     # winner needs two processes and the script is re-run with it, in the same command.
     proc, summary = run_example(tmp_path, "--steps", "3", "--trials", "3", "--fail-if", "world=1",
-                                "--include", "strategy,num_processes,micro_batch_size")
+                                "--include", "strategy,num_processes,micro_batch_size,ddp_bucket_view")
     report = json.loads((tmp_path / "report.json").read_text())
     tiers = {t["metrics"].get("tier") for t in report["trials"] if t["status"] == "ok"}
     assert tiers == {2}
@@ -42,6 +42,8 @@ def test_a_ddp_winner_relaunches_the_script_with_the_global_batch_kept(tmp_path:
     # micro-batch x accumulation x processes is still the user's global batch of 8
     assert summary["batch_size"] * summary["accumulate_grad_batches"] * 2 == 8
     assert summary["report"]["relaunched"] is True
+    # a DDP argument (the catalogue's `ddp_bucket_view`) reached the relaunched fit's DDP wrapper
+    assert summary["ddp"]["gradient_as_bucket_view"] is report["best_config"]["ddp_bucket_view"]
     # no lightning_logs or checkpoints from the trials
     assert not (ROOT / "lightning_logs").exists() or not any((ROOT / "lightning_logs").iterdir())
 
@@ -53,7 +55,7 @@ def test_relaunch_off_recommends_the_trainer_arguments(tmp_path: Path) -> None:
                                 "--include", "strategy,num_processes,micro_batch_size", "--no-relaunch")
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["notes"]["recommended"]["strategy"] == "ddp"
-    assert report["notes"]["recommended_trainer_args"].startswith('Trainer(strategy="ddp", devices=2')
+    assert report["notes"]["recommended_args"].startswith('Trainer(strategy="ddp", devices=2')
     assert "recommended (relaunch is off)" in proc.stderr
     assert summary["world_size"] == 1  # no relaunch; the main fit ran here with the user's settings
     assert summary["global_step"] == 2
@@ -61,8 +63,8 @@ def test_relaunch_off_recommends_the_trainer_arguments(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_under_ddp_rank_zero_decides_and_every_rank_applies_the_same_winner(tmp_path: Path) -> None:
-    proc, summary = run_example(tmp_path, "--steps", "2", "--trials", "2", "--devices", "2",
-                                "--include", "micro_batch_size,num_threads")
+    proc, summary = run_example(tmp_path, "--steps", "2", "--trials", "3", "--devices", "2",
+                                "--include", "micro_batch_size,num_threads,ddp_bucket_view")
     rank1 = json.loads((tmp_path / "summary.json.rank1").read_text())
     report = json.loads((tmp_path / "report.json").read_text())
     best = report["best_config"]
@@ -71,4 +73,5 @@ def test_under_ddp_rank_zero_decides_and_every_rank_applies_the_same_winner(tmp_
     for rank in (summary, rank1):
         assert rank["batch_size"] == best["micro_batch_size"] and rank["num_threads"] == best["num_threads"]
         assert rank["batch_size"] * rank["accumulate_grad_batches"] * 2 == 16  # the user's 8 per rank x 2
+        assert rank["ddp"]["gradient_as_bucket_view"] is best["ddp_bucket_view"]  # applied before DDP wraps
     assert all(t["metrics"].get("tier") == 2 for t in report["trials"] if t["status"] == "ok")

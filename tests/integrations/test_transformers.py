@@ -16,6 +16,9 @@ from autoscout_plugin.integrations.transformers import arguments_for, run_trial,
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from autoscout_plugin.batch import BatchSplit, BatchSplitError
+from autoscout_plugin.trial import Fidelity
+from autoscout_plugin.tuning import TrialRequest
 from examples.hf_gpt2 import TokenDataset, make_trainer
 
 SMALL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128, "seq_len": 16}
@@ -23,6 +26,13 @@ QUICK = {"warmup_steps": 1, "measure_steps": 2, "progress": False, "patience": N
 
 
 pytestmark = pytest.mark.usefixtures("isolated_run")  # tests/integrations/conftest.py
+
+
+def request(config: dict[str, Any], *, global_batch: int = 8, warmup: int = 1, measure: int = 2) -> TrialRequest:
+    """The tuning flow's request for one trial of `config` on a one-process run."""
+    split = BatchSplit.of(global_batch, micro_batch=int(config.get("micro_batch_size", 8)))
+    return TrialRequest(config=config, fidelity=Fidelity.F2, warmup=warmup, measure=measure, cut_off=None,
+                        timeout_s=600.0, split=split)
 
 
 def small(tmp_path: Path, **kwargs: Any) -> Trainer:
@@ -62,7 +72,7 @@ def record_forward(trainer: Trainer) -> list[dict[str, Any]]:
 ])
 def test_each_knob_is_in_effect_during_its_trial(tmp_path: Path, config: dict[str, Any]) -> None:
     trainer = small(tmp_path)
-    outcome = run_trial(trainer, config, global_batch=8, warmup=1, measure=2)
+    outcome = run_trial(trainer, request(config))
     assert outcome.status == "ok", outcome.error
     assert outcome.value and outcome.value > 0
 
@@ -70,8 +80,7 @@ def test_each_knob_is_in_effect_during_its_trial(tmp_path: Path, config: dict[st
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_compile_trial_really_compiles(tmp_path: Path) -> None:
-    outcome = run_trial(small(tmp_path), {"compile": "default", "precision": "32-true"}, global_batch=8, warmup=1,
-                        measure=1)
+    outcome = run_trial(small(tmp_path), request({"compile": "default", "precision": "32-true"}, measure=1))
     assert outcome.status == "ok", outcome.error
 
 
@@ -79,24 +88,27 @@ def test_a_setting_that_silently_does_not_apply_is_caught(tmp_path: Path, monkey
     """The accelerate pitfall: a prepared flag left set and no rebuilt Accelerator run fp32 and uncompiled."""
     trainer = small(tmp_path)
 
-    def stale(trial: Trainer) -> None:  # a rebuilt Accelerator, but the model's prepared flag left set
+    def stale(trial: Trainer, config: Any = None) -> None:  # a rebuilt Accelerator, the prepared flag left set
         trial._train_batch_size = trial.args.train_batch_size
         trial.create_accelerator_and_postprocess()
         trial.model._is_accelerate_prepared = True
 
     monkeypatch.setattr(hf, "_rebuild_accelerator", stale)
-    outcome = run_trial(trainer, {"precision": "bf16-mixed"}, global_batch=8, warmup=1, measure=1)
+    outcome = run_trial(trainer, request({"precision": "bf16-mixed"}, measure=1))
     assert outcome.status == "error"
     assert "setting not in effect" in (outcome.error or "") and "precision=bf16-mixed" in (outcome.error or "")
 
 
 def test_arguments_keep_the_global_batch_and_reject_a_split_that_does_not_divide(tmp_path: Path) -> None:
     args = small(tmp_path, gradient_accumulation_steps=2).args  # global batch 16
-    new = arguments_for(args, {"micro_batch_size": 4, "precision": "bf16-mixed"}, 16)
+    split = hf.describe(small(tmp_path, gradient_accumulation_steps=2)).split
+    assert split == BatchSplit(16, 8, 2, 1)
+    new = arguments_for(args, {"micro_batch_size": 4, "precision": "bf16-mixed"},
+                        split.for_config({"micro_batch_size": 4}))
     assert (new.per_device_train_batch_size, new.gradient_accumulation_steps, new.bf16) == (4, 4, True)
     assert new.mixed_precision == "bf16" and args.bf16 is False  # re-derived; the user's object untouched
-    with pytest.raises(ValueError, match="micro_batch_size=3 x 1 processes does not divide the global batch of 16"):
-        arguments_for(args, {"micro_batch_size": 3}, 16)
+    with pytest.raises(BatchSplitError, match="micro_batch 3 x processes 1 = 3 does not divide the global batch 16"):
+        split.for_config({"micro_batch_size": 3})
 
 
 # ---------------------------------------------------------------- the main run and no trace
@@ -209,9 +221,9 @@ def test_warm_start_reuses_the_stored_winner_with_zero_trials(tmp_path: Path, ca
 
 # ---------------------------------------------------------------- bad options
 @pytest.mark.parametrize(("kwargs", "args", "message"), [
-    ({"include": ["strategy"]}, {}, "not tunable inside a Hugging Face Trainer"),
+    ({"include": ["strategy"]}, {}, "strategy and process count are chosen at launch: use `autoscout launch"),
     ({"include": ["precision"]}, {"bf16": True}, r"pinned by TrainingArguments\(bf16=True\)"),
-    ({"include": ["pin_memory"]}, {}, "cannot tune 'pin_memory' here"),
+    ({"include": ["pin_memory"]}, {}, "cannot tune 'pin_memory'"),
     ({"include": ["num_workers"]}, {"dataloader_num_workers": 1}, "pinned by TrainingArguments"),
     ({"include": ["no_such_knob"]}, {}, "unknown knob 'no_such_knob'"),
     ({"max_trials": 0}, {}, "max_trials must be >= 1"),
@@ -241,14 +253,17 @@ out = sys.argv[1]
 trainer = make_trainer(out + "/run", samples=128, model={"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128,
                        "seq_len": 16}, steps=3, batch_size=4)
 result = tune_trainer(trainer, include=["micro_batch_size", "ddp_bucket_cap_mb", "ddp_static_graph"], max_trials=4,
-                      warmup_steps=1, measure_steps=2, progress=False, patience=None, store=out + "/store.sqlite")
+                      warmup_steps=1, measure_steps=2, progress=False, patience=None, store=out + "/store.sqlite",
+                      pin={"ddp_bucket_view": True})
 rows = []
 trainer.model.transformer.register_forward_pre_hook(
     lambda m, a, k: rows.append(int((a[0] if a else k["input_ids"]).shape[0])), with_kwargs=True)
 steps = trainer.train().global_step
 json.dump({"best": result.best_config, "trials": result.n_trials, "rows": sorted(set(rows)), "steps": steps,
            "world": trainer.args.world_size, "accum": trainer.args.gradient_accumulation_steps,
-           "bucket": trainer.model_wrapped.bucket_bytes_cap, "static": trainer.model_wrapped.static_graph},
+           "bucket": trainer.model_wrapped.bucket_bytes_cap, "static": trainer.model_wrapped.static_graph,
+           "view": trainer.model_wrapped.gradient_as_bucket_view,
+           "statuses": sorted({t.status for t in result.trials})},
           open(f"{out}/rank{os.environ['RANK']}.json", "w"))
 import torch.distributed
 torch.distributed.destroy_process_group()
@@ -294,13 +309,15 @@ def test_two_process_ddp_tunes_on_rank_0_and_every_rank_applies_the_winner(tmp_p
         assert seen["accum"] * best["micro_batch_size"] * 2 == 8
         assert seen["bucket"] == int(best["ddp_bucket_cap_mb"] * 1024 * 1024)
         assert seen["static"] == best["ddp_static_graph"]
+        # `ddp_bucket_view` (pinned on: not DDP's default) ran in every trial, its evidence checked, and in the run
+        assert best["ddp_bucket_view"] is True and seen["view"] is True and seen["statuses"] == ["ok"]
 
 
 PROBE_SCRIPT = '''
 import json, os, sys
 from types import SimpleNamespace
 import torch.distributed as dist
-from autoscout_plugin.integrations.transformers import _Probe
+from autoscout_plugin.integrations._hf_probe import HFProbe as _Probe
 dist.init_process_group("gloo")
 rank, out = dist.get_rank(), {}
 
@@ -319,8 +336,8 @@ def run(name, probe, nan_at=None):
 
 # rank 1 alone sees a non-finite loss at step 2
 run("nan", _Probe(1, 3, 8, None, False), nan_at=2 if rank == 1 else None)
-# rank 0 alone is below its floor during warm-up (its clock, not rank 1's)
-run("floor", _Probe(1, 3, 8, 1e15 if rank == 0 else None, False))
+# rank 0 alone is below its cut-off during warm-up (its clock, not rank 1's)
+run("cut_off", _Probe(1, 3, 8, 1e15 if rank == 0 else None, False))
 # no disagreement: both measure to the end
 run("done", _Probe(1, 3, 8, None, False))
 json.dump(out, open(f"{sys.argv[1]}/probe{rank}.json", "w"))
@@ -330,14 +347,15 @@ dist.destroy_process_group()
 
 @pytest.mark.timeout(120)
 def test_ranks_agree_on_when_a_trial_ends(tmp_path: Path) -> None:
-    """A rank that ended a trial alone (its own NaN, its own clock under the floor) would leave the other
+    """A rank that ended a trial alone (its own NaN, its own clock under the cut-off) would leave the other
     waiting in a gradient all-reduce it never joins: gloo fails with a collective mismatch. The verdicts
     are reduced over a real two-process gloo group, so both stop at the same step."""
     r0, r1 = _torchrun(tmp_path, PROBE_SCRIPT, prefix="probe", timeout=100)
     assert r0["nan"]["step"] == r1["nan"]["step"] == 2
     assert r1["nan"]["status"] == r0["nan"]["status"] == "nan" and "another rank" in r0["nan"]["error"]
-    assert r0["floor"]["step"] == r1["floor"]["step"] == 1
-    assert r0["floor"]["status"] == r1["floor"]["status"] == "ok" and r0["floor"]["cut"] == r1["floor"]["cut"] == 1.0
+    assert r0["cut_off"]["step"] == r1["cut_off"]["step"] == 1
+    assert r0["cut_off"]["status"] == r1["cut_off"]["status"] == "ok"
+    assert r0["cut_off"]["cut"] == r1["cut_off"]["cut"] == 1.0
     assert r0["done"] == r1["done"] and r0["done"]["step"] == 4 and r0["done"]["cut"] is None
 
 

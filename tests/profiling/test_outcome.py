@@ -1,13 +1,12 @@
-"""Fault classification, `TrialOutcome.checked` and `StepTimer`."""
+"""Fault classification, `TrialOutcome.checked` and the core `StepProbe`."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
-from autoscout_plugin.profiling import StepTimer, TrialOutcome, classify_exception, describe_exception
+from autoscout_plugin.profiling import StepProbe, TrialOutcome, classify_exception, describe_exception
 
 
 class OutOfMemoryError(RuntimeError):
@@ -61,45 +60,41 @@ def test_checked_keeps_good_values_and_failures() -> None:
     assert (failed.status, failed.error) == ("oom", "too big")
 
 
-def test_step_timer_discards_warmup_steps() -> None:
-    timer = StepTimer(warmup=2, samples_per_step=8)
-    sleeps = [0.05, 0.05, 0.001, 0.001, 0.001]  # the slow warm-up steps must not count
-    for s in sleeps:
-        timer.start()
-        time.sleep(s)
-        timer.stop()
-    assert timer.timed_steps == 3
-    assert len(timer.durations_s) == 3
-    assert all(d < 0.04 for d in timer.durations_s)
-    assert timer.samples_per_s == pytest.approx(8 * 3 / sum(timer.durations_s))
-    assert timer.samples_per_s > 8 / 0.04
-    assert timer.median_step_s == sorted(timer.durations_s)[1]
+def test_step_probe_times_only_the_steps_after_the_warmup() -> None:
+    probe = StepProbe(warmup=2, measure=3)
+    probe.begin(0.0)
+    ticks = [10.0, 20.0, 21.0, 22.0, 23.0]  # slow warm-up steps (compiling), then 1 s per step
+    outcomes = [probe.step(8, now=t) for t in ticks]
+    assert outcomes[:4] == [None] * 4
+    assert outcomes[4] is not None and outcomes[4].value == pytest.approx(8.0)  # 24 samples in 3 s
+    assert outcomes[4].metrics == {"step_s": pytest.approx(1.0)}
+    assert probe.step(8, now=99.0) is outcomes[4]  # decided: later steps change nothing
 
 
-def test_step_timer_without_timed_steps_has_no_rate() -> None:
-    timer = StepTimer(warmup=3)
-    for _ in range(3):
-        timer.start()
-        timer.stop()
-    assert timer.timed_steps == 0
-    assert timer.samples_per_s is None
-    assert timer.median_step_s is None
+def test_step_probe_counts_every_process_and_reads_the_memory_once() -> None:
+    reads: list[int] = []
+    probe = StepProbe(warmup=0, measure=2, world=2, memory=lambda: reads.append(1) or 123.0)
+    probe.begin(0.0)
+    assert probe.step(4, now=1.0) is None
+    outcome = probe.step(4, now=2.0)
+    assert outcome is not None and outcome.value == pytest.approx(8.0) and outcome.peak_mem_mb == 123.0
+    assert reads == [1]
 
 
-def test_step_timer_stop_before_start_raises() -> None:
-    timer = StepTimer()
-    with pytest.raises(RuntimeError, match="before start"):
-        timer.stop()
-    timer.start()
-    timer.stop()
-    with pytest.raises(RuntimeError, match="before start"):  # each stop needs its own start
-        timer.stop()
+@pytest.mark.parametrize("compiling", [False, True])
+def test_step_probe_cuts_a_losing_trial_short(compiling: bool) -> None:
+    probe = StepProbe(warmup=2, measure=5, cut_off=30.0, compiling=compiling)
+    probe.begin(0.0)
+    first = probe.step(8, now=2.0)  # 4 samples/s: under a third of the cut-off
+    if compiling:  # a compiling warm-up is slow by nature: it goes on, and its timed step is judged
+        assert first is None and probe.step(8, now=4.0) is None
+        cut = probe.step(8, now=6.0)
+    else:
+        cut = first
+    assert cut is not None and cut.metrics.get("cut_short") == 1.0 and cut.value == pytest.approx(4.0)
 
 
-def test_step_timer_calls_sync_at_each_mark() -> None:
-    calls: list[str] = []
-    timer = StepTimer(warmup=0, sync=lambda: calls.append("sync"))
-    timer.start()
-    timer.stop()
-    assert calls == ["sync", "sync"]
-    assert timer.timed_steps == 1
+def test_step_probe_ends_a_nan_trial() -> None:
+    probe = StepProbe(warmup=1, measure=2)
+    outcome = probe.nan("at step 1")
+    assert outcome.status == "nan" and "non-finite loss at step 1" in (outcome.error or "")

@@ -104,7 +104,7 @@ def throughput(config: Config) -> float:
     value *= {"single": 0.65, "ddp": 0.985, "fsdp": 1.0}[config["strategy"]] * (cores_used / 2) ** 0.8
     if config.get("fsdp_reshard_after_forward"):
         value *= 0.9
-    if "compile" in config:  # compile pays off with mixed precision only (DESIGN.md measurements)
+    if "compile" in config:  # compile pays off with mixed precision only (docs/design.md measurements)
         mixed = config["precision"] != "32-true"
         value *= (1.0 if mixed else 0.97) if config["compile"] == "default" else (0.87 if mixed else 1.0)
     return value

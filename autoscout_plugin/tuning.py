@@ -1,0 +1,279 @@
+"""One tuning flow for every integration (framework-free): options -> plan checks -> space -> store,
+progress and tuner -> confirmation -> decision and report, with the one cut-short policy.
+
+An adapter (Lightning, Hugging Face, the launcher) only *describes* the run (`RunDescription`: the
+user's config, the knobs it can apply, what is pinned and why, the batch split, the workload and the
+machine), *runs one trial* when asked (`TrialRequest` -> `TrialOutcome`) and *applies* the decision.
+
+    tuning = Tuning(options, description)          # every bad option raises here, before any trial
+    result = tuning.run(run_one_trial)             # the search, on rank 0
+    tuning.conclude(result, applied=result.best_config)   # summary, warning, report files
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .batch import BatchSplit, BatchSplitError
+from .costmodel import Hardware, Workload, measured_efficiency
+from .options import AutoScoutOptions, default_store
+from .profiling import TrialOutcome
+from .report.html import write_report
+from .report.progress import Progress
+from .report.result import TuneResult, format_config
+from .space import Config, Space, SpaceError
+from .space.builder import build_space
+from .trial import Fidelity
+from .tuner import Tuner
+
+STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
+"""The strategies the catalogue names (a framework's other strategies stay outside the space)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunDescription:
+    """What an adapter tells the tuning flow about the run it is part of."""
+
+    current: Config
+    """The user's own config: every knob the adapter knows the value of."""
+    knobs: tuple[str, ...]
+    """The knobs this adapter can apply, in catalogue names: what `include=None` tunes."""
+    hardware: Hardware
+    workload: Workload | None = None
+    pinned: Mapping[str, str] = field(default_factory=dict)
+    """Knob -> what pins it (the user set it: `Trainer(precision='bf16-mixed')`)."""
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    """Knob -> why it cannot be tuned in this run (no GPU, no repeated blocks, ...)."""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    """Knobs held at one value inside the space, so its constraints and the cost model see them."""
+    split: BatchSplit | None = None
+    """How the user's global batch is split; None when the run has no micro-batch to change."""
+    strategies: tuple[str, ...] = ("single",)
+    """Strategies the adapter can run when `strategy` is tuned."""
+    planned_steps: int | None = None
+    """Optimizer steps of the main run (for `max_fraction`); None when unknown."""
+    subject: str = "this run"
+    """What a stored winner belongs to, in messages: `this script`, `this model`, `this command`."""
+    main_run: str = "the main run"
+    """What runs with the decision, in messages: `the main fit`, `training`, `the real run`."""
+    ignored: Mapping[str, str] = field(default_factory=dict)
+    """Names the run declared that are not tuned -> why (shown in the summary)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialRequest:
+    """One trial, as an adapter runs it: `config` for `warmup + measure` optimizer steps, cut short under
+    `cut_off` samples/s, stopped after `timeout_s`, with the batch split that keeps the global batch."""
+
+    config: Config
+    fidelity: Fidelity
+    warmup: int
+    measure: int
+    cut_off: float | None
+    timeout_s: float
+    split: BatchSplit | None
+
+    @property
+    def compiling(self) -> bool:
+        return self.config.get("compile", "off") != "off"
+
+    def spec(self, mode: str = "trial") -> dict[str, Any]:
+        """The child protocol's JSON (`loop.LAUNCH_ENV`) for this request."""
+        config = dict(self.config)
+        if self.split is not None and "micro_batch_size" in config:
+            config["grad_accum"] = self.split.grad_accum
+        return {"mode": mode, "config": config, "warmup": self.warmup, "measure": self.measure,
+                "cut_off": self.cut_off, "global_batch": self.split.global_batch if self.split else None}
+
+
+TrialFn = Callable[[TrialRequest], TrialOutcome]
+
+
+class Tuning:
+    """The tuning flow of one run. Construction checks the options against the description and builds
+    the space (a `ValueError` names what is wrong before anything is profiled).
+
+    Example:
+        >>> from autoscout_plugin.costmodel import Hardware
+        >>> run = RunDescription(current={"num_threads": 2}, knobs=("num_threads",),
+        ...                      hardware=Hardware(kind="cpu", cores=2), pinned={"num_threads": "OMP=2"})
+        >>> Tuning(AutoScoutOptions(), run)
+        Traceback (most recent call last):
+        ...
+        ValueError: nothing to tune: every knob is pinned (num_threads by OMP=2); unpin a knob or run without AutoScout
+    """
+
+    def __init__(self, options: AutoScoutOptions, run: RunDescription) -> None:
+        self.options, self.run_description = options, run
+        self.tunable = self._tunable()
+        self.space = self._space()
+        self.baseline = self._baseline()
+        self._best: float | None = None
+
+    # ------------------------------------------------------------ plan checks
+    def _tunable(self) -> list[str]:
+        opts, run = self.options, self.run_description
+        for knob in opts.include or ():
+            if knob in run.unavailable:
+                raise ValueError(f"cannot tune {knob!r}: {run.unavailable[knob]}; drop it from include")
+            if knob not in run.knobs:
+                raise ValueError(f"knob {knob!r} cannot be tuned in {run.subject}: it can tune {list(run.knobs)}")
+            if knob in run.pinned:
+                raise ValueError(f"knob {knob!r} is listed in include but pinned by {run.pinned[knob]}; remove it"
+                                 " from one of them")
+        wanted = list(opts.include) if opts.include is not None else list(run.knobs)
+        tunable = [k for k in wanted if k not in run.pinned and k not in run.unavailable and k not in opts.pin]
+        if "strategy" in tunable and len(run.strategies) < 2:
+            tunable.remove("strategy")
+        if "num_processes" in tunable and "strategy" not in tunable and self._strategy() == "single":
+            tunable.remove("num_processes")
+        if not tunable:
+            why = {**run.pinned, **run.unavailable, **{k: "AutoScoutOptions.pin" for k in opts.pin}}
+            raise ValueError("nothing to tune: every knob is pinned (" + ", ".join(
+                f"{k} by {v}" for k, v in why.items()) + "); unpin a knob or run without AutoScout")
+        return tunable
+
+    def _strategy(self) -> str:
+        run = self.run_description
+        return str({**run.current, **run.fixed, **self.options.pin}.get("strategy", "single"))
+
+    def _space(self) -> Space:
+        run, include = self.run_description, self.tunable
+        pin = {k: v for k, v in {**run.fixed, **self.options.pin}.items() if k not in include}
+        if pin.get("strategy", "single") not in STRATEGIES:  # fixed by the framework, outside the space
+            pin.pop("strategy", None)
+            pin.pop("num_processes", None)
+        current = {k: v for k, v in run.current.items() if k in include or k in pin}
+        strategies = list(run.strategies) if "strategy" in include else [pin.get("strategy", "single")]
+        hardware = run.hardware.to_json()
+        processes = int(run.current.get("num_processes", 1))
+        self._processes_in_space = "num_processes" in include or "num_processes" in pin
+        if run.hardware.kind == "cpu" and not self._processes_in_space and processes > 1:
+            hardware["cores"] = max(hardware["cores"] // processes, 1)  # threads x fixed processes <= cores
+        workload = self._workload()
+        try:
+            return build_space(workload.to_json() if workload else {}, hardware, include=include, pin=pin,
+                               strategies=strategies, current=current)
+        except SpaceError as exc:
+            raise ValueError(f"AutoScout cannot build the knob space for {run.subject}: {exc}") from exc
+
+    def _workload(self) -> Workload | None:
+        """The run's workload with the global batch the space keeps: per process when the process
+        count is fixed outside the space."""
+        run = self.run_description
+        if run.split is None:
+            return run.workload
+        batch = run.split.global_batch if self._processes_in_space else run.split.per_process
+        return replace(run.workload or Workload(), global_batch=batch)
+
+    def _baseline(self) -> Config | None:
+        """The user's own config (with the pins they asked for) in the space; None, with a note, where it
+        breaks the space's constraints (more threads than cores): the search then runs without it."""
+        own = {**self.run_description.current, **self.options.pin}
+        try:
+            config = self.space.canonical({k: v for k, v in own.items() if k in self.space})
+            problems = self.space.violations(config)
+        except SpaceError as exc:
+            problems = [str(exc)]
+        if not problems:
+            return config
+        print(f"AutoScout: your own settings are outside the space ({problems[0]}); the search runs without"
+              " them as its baseline", file=sys.stderr)
+        return None
+
+    # ------------------------------------------------------------ trials
+    def request(self, config: Config, fidelity: Fidelity) -> TrialRequest:
+        """The trial of `config`: a confirmation (F3) repeats trials instead of lengthening them, and only
+        a search trial (F2) is cut short, under `cut_below` x the best F2 speed so far.
+
+        Raises:
+            BatchSplitError: the config's micro-batch and processes do not divide the global batch.
+        """
+        opts, split = self.options, self.run_description.split
+        cut_off = None
+        if fidelity == Fidelity.F2 and opts.cut_below and self._best:
+            cut_off = opts.cut_below * self._best
+        return TrialRequest(config=dict(config), fidelity=fidelity, warmup=opts.warmup_steps,
+                            measure=opts.measure_steps, cut_off=cut_off, timeout_s=opts.trial_timeout_s,
+                            split=split.for_config(config) if split is not None else None)
+
+    def _profile(self, trial: TrialFn) -> Callable[[Config, Fidelity], TrialOutcome]:
+        def profile(config: Config, fidelity: Fidelity) -> TrialOutcome:
+            try:
+                request = self.request(config, fidelity)
+            except BatchSplitError as exc:  # never run: the training math would change
+                return TrialOutcome(status="invalid", cost_s=0.0, error=str(exc))
+            outcome = trial(request)
+            if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
+                self._best = max(self._best or 0.0, outcome.value)
+            return outcome
+
+        return profile
+
+    # ------------------------------------------------------------ the search
+    def run(self, trial: TrialFn, *, isolate: Callable[[], AbstractContextManager[Any]] | None = None) -> TuneResult:
+        """Search with `trial` running each config (inside `isolate()`, which puts back what trials may
+        change in this process: RNG states, threads); the result, with the pinned knobs' values."""
+        opts, run = self.options, self.run_description
+        planned = None
+        if opts.max_fraction is not None and run.planned_steps and run.planned_steps > 0:
+            batch = run.split.global_batch if run.split else (run.workload.global_batch if run.workload else None)
+            planned = float(run.planned_steps * (batch or 1))
+        store = opts.store or default_store()
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
+        progress = Progress(opts.max_trials, enabled=opts.progress)
+        try:
+            tuner = Tuner(self.space, self._profile(trial), opts.tune_options(planned_samples=planned, store=store),
+                          workload=self._workload(), hardware=run.hardware, baseline=self.baseline,
+                          on_trial=progress.trial, efficiency=measured_efficiency(run.hardware))
+            with (isolate or contextlib.nullcontext)():
+                result = tuner.run()
+        finally:
+            progress.close()
+        result.pinned = {k: {**run.current, **opts.pin}.get(k) for k in [*run.pinned, *opts.pin]}
+        return result
+
+    def conclude(self, result: TuneResult, *, applied: Config | None, **notes: Any) -> dict[str, Any]:
+        """Tell the user: a warning when every trial failed, the summary on stderr, the report files.
+        Returns the notes (also the report's): pinned and why, tuned, applied, and `notes` given."""
+        run, opts = self.run_description, self.options
+        report: dict[str, Any] = {
+            "pinned": {k: {**run.pinned, **{p: "AutoScoutOptions.pin" for p in opts.pin}}.get(k, "")
+                       for k in result.pinned},
+            "tuned": list(self.tunable), "reused": result.reused, "trials": result.n_trials,
+            "tuning_s": round(result.tuning_s, 2), "speedup": result.speedup, "applied": applied,
+            "global_batch": run.split.global_batch if run.split else None, **notes}
+        if run.ignored:
+            report["ignored"] = dict(run.ignored)
+        if result.best_config is None:
+            warnings.warn(f"AutoScout: every trial failed; {run.main_run} uses your own settings. See the"
+                          " report (or each trial's line above) for its error.", RuntimeWarning, stacklevel=3)
+        if result.reused:
+            print(f"AutoScout: reused the stored winner for {run.subject} and machine (0 trials).", file=sys.stderr)
+        lines = ["AutoScout", result.table()]
+        if report["pinned"]:
+            lines.append("pinned: " + ", ".join(f"{k} ({v})" for k, v in report["pinned"].items()))
+        lines.append("tuned: " + ", ".join(self.tunable))
+        if run.ignored:
+            lines.append("not tuned: " + ", ".join(f"{k} ({v})" for k, v in run.ignored.items()))
+        if report.get("recommended"):
+            lines.append(f"recommended (relaunch is off): {report.get('recommended_args', '')}"
+                         f" with {format_config(report['recommended'])}")
+        lines.append("applied: " + (format_config(applied) if applied else "nothing (your own settings)")
+                     + (" (relaunching the script)" if report.get("relaunched") else ""))
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        if opts.report:
+            json_path, html_path = write_report(result, opts.report, notes=report)
+            report["report_files"] = [str(json_path), str(html_path)]
+            print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
+        return report
+
+
+__all__ = ["RunDescription", "TrialFn", "TrialRequest", "Tuning"]
