@@ -57,7 +57,7 @@ class IntegrationContract:
 
     def tune(self, tmp_path: Path, *, store: Path, include: tuple[str, ...] = TUNED, pin: bool = False,
              fault: bool = False) -> Run:
-        """Tune `include` through the public API (report at `tmp_path / "report"`), at most 3 trials, then run
+        """Tune `include` through the public API (report at `tmp_path / "report"`), 2 or 3 trials, then run
         the main training. `pin`: the user's own setting pins `pinned`; `fault`: every micro-batch other than
         the user's 8 raises in its trial."""
         raise NotImplementedError
@@ -254,7 +254,7 @@ class TestLauncher(IntegrationContract):
 
         tmp_path.mkdir(parents=True, exist_ok=True)
         weights = tmp_path / "weights.pt"
-        argv = ["--autoscout", "--autoscout-trials", "3", "--autoscout-confirm", "0", "--autoscout-warmup", "1",
+        argv = ["--autoscout", "--autoscout-trials", "2", "--autoscout-confirm", "0", "--autoscout-warmup", "1",
                 "--autoscout-measure", "2", "--autoscout-include", ",".join(include), "--autoscout-store", str(store),
                 "--autoscout-report", str(tmp_path / "report"), "--num_processes", "1",
                 *(["--mixed_precision", "bf16"] if pin else []), str(self._script(tmp_path)),
