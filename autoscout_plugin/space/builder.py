@@ -113,6 +113,11 @@ def build_space(workload: dict[str, Any], hardware: dict[str, Any], *, include: 
             raise SpaceError(f"cannot pin {name!r} to {value!r} on this machine; possible values: {values[name]}")
         else:
             values[name] = [value]
+    missing = [k for k in names if k not in values]
+    if missing:
+        raise SpaceError(f"knob(s) {missing} have no candidate values for a training run on this machine (tensor,"
+                         " pipeline and context parallelism, nodes and inference knobs are not searched here);"
+                         " pin them to one value or drop them from include")
     order = [k for k in CATALOGUE if k in names]
     knobs: list[Knob] = []
     for name in order:

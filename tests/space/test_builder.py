@@ -59,6 +59,8 @@ def test_pinned_knob_has_one_value_and_include_restricts():
     ({"pin": {"precision": "fp8"}}, "fp8"),
     ({"pin": {"nonsense": 1}}, "nonsense"),
     ({"strategies": ("megatron",)}, "megatron"),
+    ({"include": ["tp", "precision"]}, r"\['tp'\] have no candidate values .* pin them to one value or drop them"),
+    ({"include": ["kv_cache"]}, "kv_cache"),
 ])
 def test_bad_requests_name_the_knob_or_value(kwargs, match):
     with pytest.raises(SpaceError, match=match):
