@@ -144,18 +144,21 @@ class Tuning:
         run = self.run_description
         return str({**run.current, **run.fixed, **self.options.pin}.get("strategy", "single"))
 
-    def _space(self) -> Space:
-        run, include = self.run_description, self.tunable
-        pin = {k: v for k, v in {**run.fixed, **self.options.pin}.items() if k not in include}
+    def _pins(self) -> dict[str, Any]:
+        """Knobs held at one value in the space: the adapter's fixed ones and the user's `pin`."""
+        pin = {k: v for k, v in {**self.run_description.fixed, **self.options.pin}.items() if k not in self.tunable}
         if pin.get("strategy", "single") not in STRATEGIES:  # fixed by the framework, outside the space
             pin.pop("strategy", None)
             pin.pop("num_processes", None)
+        return pin
+
+    def _space(self) -> Space:
+        run, include, pin = self.run_description, self.tunable, self._pins()
         current = {k: v for k, v in run.current.items() if k in include or k in pin}
         strategies = list(run.strategies) if "strategy" in include else [pin.get("strategy", "single")]
         hardware = run.hardware.to_json()
         processes = int(run.current.get("num_processes", 1))
-        self._processes_in_space = "num_processes" in include or "num_processes" in pin
-        if run.hardware.kind == "cpu" and not self._processes_in_space and processes > 1:
+        if run.hardware.kind == "cpu" and not self._processes_in_space() and processes > 1:
             hardware["cores"] = max(hardware["cores"] // processes, 1)  # threads x fixed processes <= cores
         workload = self._workload()
         try:
@@ -164,13 +167,16 @@ class Tuning:
         except SpaceError as exc:
             raise ValueError(f"AutoScout cannot build the knob space for {run.subject}: {exc}") from exc
 
+    def _processes_in_space(self) -> bool:
+        return "num_processes" in self.tunable or "num_processes" in self._pins()
+
     def _workload(self) -> Workload | None:
         """The run's workload with the global batch the space keeps: per process when the process
         count is fixed outside the space."""
         run = self.run_description
         if run.split is None:
             return run.workload
-        batch = run.split.global_batch if self._processes_in_space else run.split.per_process
+        batch = run.split.global_batch if self._processes_in_space() else run.split.per_process
         return replace(run.workload or Workload(), global_batch=batch)
 
     def _baseline(self) -> Config | None:
@@ -237,16 +243,17 @@ class Tuning:
                 result = tuner.run()
         finally:
             progress.close()
-        result.pinned = {k: {**run.current, **opts.pin}.get(k) for k in [*run.pinned, *opts.pin]}
+        own = {**run.current, **opts.pin}
+        result.pinned = {k: own.get(k) for k in [*run.pinned, *opts.pin]}
         return result
 
     def conclude(self, result: TuneResult, *, applied: Config | None, **notes: Any) -> dict[str, Any]:
         """Tell the user: a warning when every trial failed, the summary on stderr, the report files.
         Returns the notes (also the report's): pinned and why, tuned, applied, and `notes` given."""
         run, opts = self.run_description, self.options
+        why = {**run.pinned, **dict.fromkeys(opts.pin, "AutoScoutOptions.pin")}
         report: dict[str, Any] = {
-            "pinned": {k: {**run.pinned, **{p: "AutoScoutOptions.pin" for p in opts.pin}}.get(k, "")
-                       for k in result.pinned},
+            "pinned": {k: why.get(k, "") for k in result.pinned},
             "tuned": list(self.tunable), "reused": result.reused, "trials": result.n_trials,
             "tuning_s": round(result.tuning_s, 2), "speedup": result.speedup, "applied": applied,
             "global_batch": run.split.global_batch if run.split else None, **notes}
