@@ -1,9 +1,12 @@
 """The options every integration takes (Lightning callback, Hugging Face, launcher): one frozen,
-validated object, so a bad option fails before anything is profiled."""
+validated object, so a bad option fails before anything is profiled.
+
+Every field is checked with `autoscout_plugin.validate` (types, ranges, finite numbers, empty strings,
+unknown knobs and unknown option names): a bad value is a `ValueError` saying which option, the value,
+and what to give instead, never a `TypeError` or an `AttributeError` from deep inside a run."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,10 +14,40 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import validate
 from .space.catalogue import CATALOGUE
 from .tuner import TuneOptions
 
 OBJECTIVES = ("samples_per_s", "tokens_per_s")
+STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
+_COUNTS_FROM_ZERO = ("num_workers", "zero_stage")
+"""Integer knobs that may be 0: a data-loader worker count, a ZeRO stage (0 .. 3)."""
+
+
+def check_pin(name: str, value: Any) -> Any:
+    """A pinned value of the catalogue knob `name` of the knob's kind: an int (>= 1; >= 0 for num_workers,
+    0 .. 3 for zero_stage), a positive finite float, True/False, or a non-empty string (strategy: one of
+    single, ddp, fsdp, deepspeed).
+
+    Example:
+        >>> check_pin("num_threads", "two")
+        Traceback (most recent call last):
+        ...
+        ValueError: pin['num_threads'] must be an integer >= 1, got 'two': num_threads is an integer knob
+    """
+    spec = CATALOGUE[name]
+    label = f"pin[{name!r}]"
+    hint = f"{name} is {'an integer' if spec.kind == 'int' else 'a ' + spec.kind} knob"
+    if spec.kind == "int":
+        high = 3 if name == "zero_stage" else None
+        return validate.integer(label, value, low=0 if name in _COUNTS_FROM_ZERO else 1, high=high, hint=hint)
+    if spec.kind == "float":
+        return validate.positive_number(label, value, hint=hint)
+    if spec.kind == "bool":
+        return validate.boolean(label, value, hint=hint)
+    if name == "strategy":
+        return validate.choice(label, value, STRATEGIES, hint="the strategies AutoScout runs")
+    return validate.non_empty_str(label, value, hint=hint)
 
 
 def default_store() -> str:
@@ -26,8 +59,8 @@ def default_store() -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class AutoScoutOptions:
-    """What to tune and how much to spend.
+class AutoScoutOptions(validate.KeywordOptions):
+    """What to tune and how much to spend. Keyword options only; each is checked on construction.
 
     Example:
         >>> AutoScoutOptions(include=("micro_batch_size", "num_threads"), pin={"num_threads": 2})
@@ -70,46 +103,53 @@ class AutoScoutOptions:
     """Rounds of that confirmation: your config and each contender run interleaved (A B, B A, ...) and the
     decision is on the per-round speed ratios, so a load burst cannot favour either side."""
     patience: int | None = 4
+    """Stop after this many trials without an improvement; None never stops early."""
     seed: int = 0
+    """Seed of the search (0 .. 2**32 - 1)."""
     search: str = "autoscout"
+    """The search strategy: autoscout, random, grid, skopt_gp, optuna_tpe or ds_model_based."""
     progress: bool = True
     """Show a progress bar and one line per trial."""
 
+
     def __post_init__(self) -> None:
         if self.include is not None:
-            if isinstance(self.include, str):
-                raise ValueError(f"include must be a list of knob names, got the string {self.include!r}")
-            object.__setattr__(self, "include", tuple(self.include))
-        if not isinstance(self.pin, Mapping):
-            raise ValueError(f"pin must be a mapping of knob -> value, got {type(self.pin).__name__}")
+            object.__setattr__(self, "include", validate.knob_names(
+                "include", self.include, known=[*CATALOGUE, "grad_accum"],
+                unknown_message=lambda name: f"unknown knob {name!r}; known knobs: {sorted(CATALOGUE)}"))
+        validate.mapping("pin", self.pin, hint="e.g. pin={'num_threads': 4}")
         object.__setattr__(self, "pin", MappingProxyType(dict(self.pin)))
-        for name in list(self.include or ()) + list(self.pin):
+        for name in self.pin:
             if name not in CATALOGUE and name != "grad_accum":
-                raise ValueError(f"unknown knob {name!r}; known knobs: {sorted(CATALOGUE)}")
+                raise ValueError(f"unknown knob {name!r} in pin; known knobs: {sorted(CATALOGUE)}")
         if "grad_accum" in (self.include or ()) or "grad_accum" in self.pin:
-            raise ValueError("grad_accum is derived from the global batch, not tuned or pinned; pin"
+            raise ValueError("grad_accum is derived from the global batch: not a knob to include or pin; pin"
                              " micro_batch_size instead")
+        for name, value in self.pin.items():
+            check_pin(name, value)
         for name in self.include or ():
             if name in self.pin:
                 raise ValueError(f"knob {name!r} is pinned to {self.pin[name]!r} and also listed in include;"
                                  " a pinned knob is not tuned: remove it from one of them")
-        if self.include is not None and not self.include:
-            raise ValueError("include is empty: nothing to tune; give knob names or None for all")
-        if self.objective not in OBJECTIVES:
+        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; use one of {list(OBJECTIVES)}")
-        for name in ("warmup_steps", "measure_steps"):
-            value = getattr(self, name)
-            low = 0 if name == "warmup_steps" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        timeout = self.trial_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
-                or timeout <= 0:
-            raise ValueError(f"trial_timeout_s must be a positive number of seconds, got {timeout!r}")
-        cut = self.cut_below
-        if cut is not None and (isinstance(cut, bool) or not isinstance(cut, (int, float)) or not 0 < cut < 1):
-            raise ValueError(f"cut_below must be a fraction between 0 and 1 (or None), got {cut!r}")
-        self.tune_options(planned_samples=1.0)  # the budget's own checks (zero trials, no budget, ...)
+        validate.integer("warmup_steps", self.warmup_steps, low=0, hint="optimizer steps run before timing")
+        validate.integer("measure_steps", self.measure_steps, low=1, hint="optimizer steps timed per trial")
+        validate.positive_number("trial_timeout_s", self.trial_timeout_s, unit="seconds",
+                                 high=validate.MAX_TIMEOUT_S, hint="seconds before a trial is stopped")
+        validate.fraction("cut_below", self.cut_below, include_high=False, optional=True,
+                          requirement="a fraction between 0 and 1 (exclusive), or None",
+                          hint="e.g. 0.5 cuts a trial slower than half the best speed; None runs every trial out")
+        validate.fraction("max_fraction", self.max_fraction, optional=True,
+                          hint="the share of the planned main run tuning may take, e.g. 0.05 (or None)")
+        # A path that exists but cannot hold a store (a folder, a damaged file) is not refused here: the
+        # run goes on with a fresh store and a warning (`outputs.prepare_outputs`, before the first trial).
+        validate.path("store", self.store, optional=True, hint="an SQLite file, or None for the default")
+        validate.path("report", self.report, optional=True,
+                      hint="REPORT.json and REPORT.html are written there, or None for no report")
+        validate.boolean("relaunch", self.relaunch)
+        validate.boolean("progress", self.progress)
+        self.tune_options(planned_samples=1.0)  # the budget's own checks (zero trials, no budget, seed, search)
 
     def tune_options(self, *, planned_samples: float | None = None, store: str | None = None) -> TuneOptions:
         """The core tuner's options for this run; `planned_samples` sizes the main run for `max_fraction`."""

@@ -18,7 +18,9 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
+
+from . import validate
 
 OBJECTIVES = ("throughput", "latency_p50", "latency_p99", "cost", "pareto")
 INFERENCE_KNOBS = ("batch_size", "max_batch_tokens", "precision", "compile", "kv_cache", "attn_implementation",
@@ -66,8 +68,7 @@ class RequestMix:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"the request mix needs n >= 1 requests, got {self.n!r}")
+        validate.integer("n", self.n, low=1, high=100_000, hint="the number of requests in the mix")
         _check_lengths(self.prompt_len, "prompt_len", 1)
         _check_lengths(self.output_len, "output_len", 1)
 
@@ -217,14 +218,31 @@ def select(trials: Sequence[dict[str, Any]], objective: str, *, slo_p99_s: float
 
 
 # ------------------------------------------------------------------ options
+_PIN_CHOICES = {"precision": ("32-true", "bf16-true", "16-true"), "kv_cache": ("dynamic", "static"),
+                "compile": ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")}
+"""The values an inference pin of these knobs can take (other knobs: a positive int, or an implementation name)."""
+
+
+def _check_pin(name: str, value: Any) -> None:
+    label = f"pin[{name!r}]"
+    if name in _PIN_CHOICES:
+        validate.choice(label, value, _PIN_CHOICES[name])
+    elif name == "attn_implementation":
+        validate.non_empty_str(label, value, hint="an attention implementation such as sdpa or eager")
+    else:
+        validate.integer(label, value, low=1, hint=f"{name} is a positive integer")
+
+
 @dataclass(frozen=True, kw_only=True)
-class InferenceOptions:
+class InferenceOptions(validate.KeywordOptions):
     """Validated options of `tune_inference`; bad values fail here, before any trial.
 
     Example:
         >>> InferenceOptions(objective="latency_p99", slo_p99_s=0.5).objective
         'latency_p99'
     """
+
+    EXAMPLE: ClassVar[str] = "objective='latency_p99'"
 
     objective: str = "throughput"
     slo_p99_s: float | None = None
@@ -248,27 +266,44 @@ class InferenceOptions:
     """Write `<report>.json` and `<report>.html` (the latency/throughput front)."""
     progress: bool = True
 
+
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
+        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
             raise ValueError(f"objective {self.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}")
-        for name in ("slo_p99_s", "memory_cap_mb", "price_per_hour", "max_seconds", "trial_timeout_s"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not value > 0 or math.isinf(value)):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        hints = {"slo_p99_s": "the p99 latency limit per request in seconds, or None for no SLO",
+                 "memory_cap_mb": "a memory cap in megabytes, or None", "price_per_hour": "dollars per hour, or None",
+                 "max_seconds": "a tuning budget in seconds, or None"}
+        for name, hint in hints.items():
+            validate.positive_number(name, getattr(self, name), optional=True, requirement="a positive number",
+                                     hint=hint)
+        validate.positive_number("trial_timeout_s", self.trial_timeout_s, high=validate.MAX_TIMEOUT_S,
+                                 requirement=f"a positive number of seconds (at most {validate.MAX_TIMEOUT_S:g})",
+                                 hint="seconds before a trial is stopped")
         if self.objective == "cost" and not self.price_per_hour:
             raise ValueError("objective='cost' needs price_per_hour (the machine's price in dollars per hour)")
-        if not isinstance(self.max_trials, int) or self.max_trials < 1:
-            raise ValueError(f"max_trials must be an int >= 1, got {self.max_trials!r}")
-        if not 0.0 < self.min_agreement <= 1.0:
-            raise ValueError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
-        if self.warmup_batches < 0:
-            raise ValueError(f"warmup_batches must be >= 0, got {self.warmup_batches!r}")
-        unknown = [k for k in (self.include or ()) + tuple(self.pin) if k not in INFERENCE_KNOBS]
-        if unknown:
-            raise ValueError(f"unknown inference knob {unknown[0]!r}; the knobs are {', '.join(INFERENCE_KNOBS)}")
+        validate.integer("max_trials", self.max_trials, low=1, requirement="an int >= 1",
+                         hint="the number of configurations to measure")
+        validate.fraction("min_agreement", self.min_agreement, requirement="in (0, 1]",
+                          hint="the share of generated tokens that must match the default config's, e.g. 0.98")
+        validate.integer("warmup_batches", self.warmup_batches, low=0, requirement="an int >= 0",
+                         hint="batches run before timing")
+        if self.include is not None:
+            object.__setattr__(self, "include", validate.knob_names(
+                "include", self.include, known=INFERENCE_KNOBS,
+                unknown_message=lambda k: f"unknown inference knob {k!r}; the knobs are {', '.join(INFERENCE_KNOBS)}"))
+        validate.mapping("pin", self.pin, hint="e.g. pin={'batch_size': 8}")
+        object.__setattr__(self, "pin", dict(self.pin))
+        for name, value in self.pin.items():
+            if name not in INFERENCE_KNOBS:
+                raise ValueError(f"unknown inference knob {name!r}; the knobs are {', '.join(INFERENCE_KNOBS)}")
+            _check_pin(name, value)
         both = set(self.include or ()) & set(self.pin)
         if both:
             raise ValueError(f"knob {sorted(both)[0]!r} is both pinned and listed as tunable; choose one")
+        validate.boolean("check_outputs", self.check_outputs)
+        validate.boolean("progress", self.progress)
+        validate.seed("seed", self.seed)
+        validate.path("report", self.report, optional=True, hint="PATH.json and PATH.html are written, or None")
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

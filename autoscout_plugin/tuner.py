@@ -9,28 +9,32 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from . import validate
 from .costmodel import CostModel, Efficiency, Hardware, Workload
 from .failures import Exclusion, exclusions_from
 from .profiling import ProfileFn, TrialOutcome, classify_exception, describe_exception
+from .redact import redact
 from .report.result import PairedComparison, TuneResult
-from .search import SearchExhausted, SearchStrategy, make_strategy
+from .search import SearchExhausted, SearchStrategy, make_strategy, strategy_names
 from .space import Config, Space, SpaceError
 from .store import InMemoryStore, SQLiteStore, TrialStore, fingerprint
 from .trial import STATUSES, Fidelity, Trial
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TuneOptions:
+class TuneOptions(validate.KeywordOptions):
     """How much to spend and how to search. Validated on construction.
 
     Example:
         >>> TuneOptions(max_trials=0)
         Traceback (most recent call last):
         ...
-        ValueError: max_trials must be >= 1 (got 0); give a positive number of trials or None for no limit
+        ValueError: max_trials must be >= 1 (an integer), got 0: give a positive number of trials or None for no limit
     """
+
+    EXAMPLE: ClassVar[str] = "max_trials=12"
 
     max_trials: int | None = 12
     """Profiling runs at F2, the baseline included; None for no limit (another budget must be set)."""
@@ -64,33 +68,42 @@ class TuneOptions:
     """Try the winners of similar past studies first."""
     memory_limit_mb: float | None = None
 
+
     def __post_init__(self) -> None:
-        for name in ("max_trials", "patience"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be >= 1 (got {value!r}); give a positive number of trials"
-                                 " or None for no limit")
-        for name in ("max_seconds", "max_fraction", "planned_run_s", "planned_samples"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
-                                          and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds/fraction (got {value!r})")
+        validate.integer("max_trials", self.max_trials, low=1, optional=True, requirement=">= 1 (an integer)",
+                         hint="give a positive number of trials or None for no limit")
+        validate.integer("patience", self.patience, low=1, optional=True, requirement=">= 1 (an integer)",
+                         hint="give a positive number of trials without improvement or None to never stop early")
+        validate.positive_number("max_seconds", self.max_seconds, unit="seconds", optional=True,
+                                 hint="a profiling budget in seconds, or None")
+        validate.fraction("max_fraction", self.max_fraction, optional=True,
+                          hint="the share of the planned main run tuning may take, e.g. 0.05 (or None)")
+        validate.positive_number("planned_run_s", self.planned_run_s, unit="seconds", optional=True,
+                                 hint="how long the main run is expected to take, or None")
+        validate.positive_number("planned_samples", self.planned_samples, optional=True,
+                                 hint="samples the main run will process, or None")
         if self.max_fraction is not None and self.planned_run_s is None and self.planned_samples is None:
             raise ValueError(f"max_fraction={self.max_fraction!r} needs planned_run_s (how long the main run"
                              " is expected to take, in seconds) or planned_samples")
         if self.max_trials is None and self.max_seconds is None and self.max_fraction is None:
             raise ValueError("no budget: max_trials, max_seconds and max_fraction are all None;"
                              " set at least one")
-        top = self.confirm_top
-        if not isinstance(top, int) or isinstance(top, bool) or top < 0:
-            raise ValueError(f"confirm_top must be an integer >= 0 (got {top!r}); 0 disables confirmation")
-        rounds = self.confirm_rounds
-        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-            raise ValueError(f"confirm_rounds must be an integer >= 1 (got {rounds!r}); use confirm_top=0 to"
-                             " skip the confirmation")
-        if not (isinstance(self.min_improvement, (int, float)) and math.isfinite(self.min_improvement)
-                and self.min_improvement >= 0):
-            raise ValueError(f"min_improvement must be a number >= 0 (got {self.min_improvement!r})")
+        validate.integer("confirm_top", self.confirm_top, low=0, requirement="an integer >= 0",
+                         hint="0 disables confirmation")
+        validate.integer("confirm_rounds", self.confirm_rounds, low=1, requirement="an integer >= 1",
+                         hint="use confirm_top=0 to skip the confirmation")
+        validate.finite_number("min_improvement", self.min_improvement, low=0, requirement="a number >= 0",
+                               hint="the relative gain that counts as an improvement, e.g. 0.02")
+        validate.seed("seed", self.seed)
+        names = strategy_names()
+        if not isinstance(self.search, str) or self.search not in names:
+            raise ValueError(f"unknown search strategy {self.search!r}; choose from {names}")
+        validate.path("store", self.store, optional=True, file=True, hint="an SQLite file, or None to keep"
+                      " the history in memory")
+        validate.boolean("reuse", self.reuse)
+        validate.boolean("warm_start", self.warm_start)
+        validate.positive_number("memory_limit_mb", self.memory_limit_mb, unit="MB", optional=True,
+                                 hint="a memory cap in megabytes, or None")
 
     def seconds_budget(self, samples_per_s: float | None = None) -> float:
         """Profiling seconds allowed; `samples_per_s` (the best speed so far) sizes a run given in samples."""
@@ -332,7 +345,7 @@ class Tuner:
         return Trial(config=config, status=outcome.status,
                      value=outcome.value if outcome.status == "ok" else None, cost_s=float(cost),
                      fidelity=fidelity, predicted=predicted, peak_mem_mb=outcome.peak_mem_mb,
-                     error=outcome.error, metrics=dict(outcome.metrics),
+                     error=redact(outcome.error), metrics=dict(outcome.metrics),
                      failure=outcome.failure if outcome.status != "ok" else None)
 
     def _contenders(self) -> list[Config]:

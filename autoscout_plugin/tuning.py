@@ -18,18 +18,19 @@ import warnings
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from .batch import BatchSplit, BatchSplitError
 from .costmodel import Hardware, Workload, measured_efficiency
-from .options import AutoScoutOptions, default_store
+from .options import AutoScoutOptions
+from .outputs import prepare_outputs
 from .profiling import TrialOutcome
 from .report.html import write_report
 from .report.progress import Progress
 from .report.result import TuneResult, format_config
 from .space import Config, Space, SpaceError
 from .space.builder import build_space
+from .store import StoreError
 from .trial import Fidelity
 from .tuner import Tuner
 
@@ -94,6 +95,7 @@ class TrialRequest:
 
 
 TrialFn = Callable[[TrialRequest], TrialOutcome]
+STORE_FAILED = "the trial store failed"
 
 
 class Tuning:
@@ -115,6 +117,8 @@ class Tuning:
         self.tunable = self._tunable()
         self.space = self._space()
         self.baseline = self._baseline()
+        outputs = prepare_outputs(options.store, options.report)  # before any trial: warns, falls back
+        self.options = replace(options, store=outputs.store, report=outputs.report)
         self._best: float | None = None
 
     # ------------------------------------------------------------ plan checks
@@ -232,15 +236,20 @@ class Tuning:
         if opts.max_fraction is not None and run.planned_steps and run.planned_steps > 0:
             batch = run.split.global_batch if run.split else (run.workload.global_batch if run.workload else None)
             planned = float(run.planned_steps * (batch or 1))
-        store = opts.store or default_store()
-        Path(store).parent.mkdir(parents=True, exist_ok=True)
         progress = Progress(opts.max_trials, enabled=opts.progress)
+        tuner: Tuner | None = None
         try:
-            tuner = Tuner(self.space, self._profile(trial), opts.tune_options(planned_samples=planned, store=store),
+            tune_options = opts.tune_options(planned_samples=planned, store=opts.store)
+            tuner = Tuner(self.space, self._profile(trial), tune_options,
                           workload=self._workload(), hardware=run.hardware, baseline=self.baseline,
                           on_trial=progress.trial, efficiency=measured_efficiency(run.hardware))
             with (isolate or contextlib.nullcontext)():
                 result = tuner.run()
+        except StoreError as exc:  # the store broke mid-run (a full disk, a damaged page): stop, never fail
+            warnings.warn(f"AutoScout: {STORE_FAILED} during tuning ({exc}); tuning stopped and {run.main_run}"
+                          " uses your own settings", RuntimeWarning, stacklevel=2)
+            result = TuneResult(best_config=None, trials=list(tuner.trials) if tuner else [],
+                                stop_reason=f"{STORE_FAILED}: {exc}")
         finally:
             progress.close()
         own = {**run.current, **opts.pin}
@@ -259,7 +268,7 @@ class Tuning:
             "global_batch": run.split.global_batch if run.split else None, **notes}
         if run.ignored:
             report["ignored"] = dict(run.ignored)
-        if result.best_config is None:
+        if result.best_config is None and not result.stop_reason.startswith(STORE_FAILED):
             warnings.warn(f"AutoScout: every trial failed; {run.main_run} uses your own settings. See the"
                           " report (or each trial's line above) for its error.", RuntimeWarning, stacklevel=3)
         if result.reused:
@@ -277,9 +286,14 @@ class Tuning:
                      + (" (relaunching the script)" if report.get("relaunched") else ""))
         print("\n".join(lines), file=sys.stderr, flush=True)
         if opts.report:
-            json_path, html_path = write_report(result, opts.report, notes=report)
-            report["report_files"] = [str(json_path), str(html_path)]
-            print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
+            try:
+                json_path, html_path = write_report(result, opts.report, notes=report)
+            except OSError as exc:  # checked before the trials; a disk may still fill up since
+                warnings.warn(f"AutoScout: could not write the report at {opts.report}: {exc}; {run.main_run}"
+                              " goes on", RuntimeWarning, stacklevel=2)
+            else:
+                report["report_files"] = [str(json_path), str(html_path)]
+                print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
         return report
 
 

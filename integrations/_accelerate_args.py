@@ -5,6 +5,11 @@ command of a config. Pure functions: nothing here starts a process.
 `accelerate launch` options are parsed by `accelerate.commands.launch.launch_command_parser()`, so a
 typo is reported the way accelerate reports it, and the user's tokens are passed on as written: a
 trial adds flags only for the knobs it tunes, which are never ones the user gave.
+
+With `--autoscout`, AutoScout's options and the accelerate options a tuned launch relies on
+(`--num_processes` 1 to 1024, `--num_machines` 1, `--num_cpu_threads_per_process` >= 1, `--main_process_port`
+1 to 65535, `--machine_rank` 0) are checked with `autoscout_plugin.validate` before anything starts: a bad
+value is a `LaunchError` naming the option, the value and what to give instead.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from accelerate.commands.launch import launch_command_parser
 
+from autoscout_plugin import validate
 from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.options import AutoScoutOptions
 from autoscout_plugin.space.catalogue import CATALOGUE, DDP_KWARGS
@@ -41,11 +47,12 @@ _MIXED = {v: k for k, v in _PRECISION.items()}
 _OURS: dict[str, dict[str, Any]] = {
     "autoscout": {"action": "store_true", "help": "tune the launch and the script's knobs before the real run"},
     "trials": {"type": int, "default": 8, "help": "profiling runs, your own settings included (default 8)"},
-    "seconds": {"type": float, "help": "profiling seconds at most"},
+    "seconds": {"type": float, "help": "profiling seconds at most (a positive, finite number)"},
     "include": {"help": "comma-separated knobs to tune (default: every knob that applies)"},
     "report": {"help": "write the result to PATH.json and PATH.html"},
     "store": {"help": "SQLite trial store (default: $AUTOSCOUT_STORE or ~/.cache/autoscout/trials.sqlite)"},
-    "timeout": {"type": float, "default": 600.0, "help": "seconds before a trial is stopped (default 600)"},
+    "timeout": {"type": float, "default": 600.0,
+                "help": "seconds before a trial is stopped (default 600; at most 604800, a week)"},
     "warmup": {"type": int, "default": 2, "help": "optimizer steps before timing (default 2)"},
     "measure": {"type": int, "default": 4, "help": "optimizer steps timed per trial (default 4)"},
     "confirm": {"type": int, "default": 1, "help": "best configs re-measured before choosing (default 1; 0 skips)"},
@@ -128,6 +135,7 @@ def parse(argv: Sequence[str], *, gpu: bool = False) -> LaunchRequest:
     if ns.num_machines is not None and ns.num_machines > 1:
         raise LaunchError(f"--num_machines {ns.num_machines}: AutoScout runs its trials on this machine only;"
                           " drop --autoscout for a multi-node launch")
+    _check_launch(ns)
     config_file, config_pins = apply_config_file(ns, given)
     include = _include(ns.autoscout_include, pins={**config_pins, **pinned(ns, given)}, gpu=gpu)
     options = _options(ns)
@@ -156,20 +164,55 @@ def _split(tokens: list[str]) -> tuple[list[str], list[str]]:
     return ours, rest
 
 
+MAX_PROCESSES = 1024
+"""`--num_processes` under `--autoscout` is at most 1024 processes on this machine."""
+
+
+def _check(flag: str, value: Any, what: str, check: Any, **kwargs: Any) -> None:
+    """`check(value, **kwargs)` from `autoscout_plugin.validate`, its refusal as a `LaunchError`:
+    `--autoscout-seconds inf: give a positive, finite number of seconds, or leave it out`."""
+    try:
+        check(None, value, **kwargs)
+    except ValueError:
+        shown = repr(value) if isinstance(value, str) else value
+        raise LaunchError(f"{flag} {shown}: give {what}") from None
+
+
+def _check_launch(ns: argparse.Namespace) -> None:
+    """accelerate's numeric options that a tuned launch relies on (accelerate itself checks only their type)."""
+    checks = [("--num_processes", ns.num_processes, f"1 to {MAX_PROCESSES} processes", 1, MAX_PROCESSES),
+              ("--num_machines", ns.num_machines, "1 (AutoScout tunes on one machine)", 1, None),
+              ("--num_cpu_threads_per_process", ns.num_cpu_threads_per_process, "1 or more threads per process",
+               1, None),
+              ("--main_process_port", ns.main_process_port, "a port from 1 to 65535", 1, 65535),
+              ("--machine_rank", ns.machine_rank, "0 (AutoScout tunes on one machine)", 0, 0)]
+    for flag, value, what, low, high in checks:
+        if value is not None:
+            _check(flag, value, what, validate.integer, low=low, high=high)
+
+
 def _options(ns: argparse.Namespace) -> AutoScoutOptions:
-    checks = [("trials", ns.autoscout_trials, 1, "a positive number of profiling runs"),
-              ("seconds", ns.autoscout_seconds, 1e-9, "a positive number of seconds, or leave it out"),
-              ("timeout", ns.autoscout_timeout, 1e-9, "a positive number of seconds per trial"),
-              ("warmup", ns.autoscout_warmup, 0, "0 or more optimizer steps"),
-              ("measure", ns.autoscout_measure, 1, "1 or more optimizer steps"),
-              ("confirm", ns.autoscout_confirm, 0, "0 or more configs to re-measure")]
-    for name, value, low, what in checks:
-        if value is not None and not value >= low:  # also refuses NaN
-            raise LaunchError(f"--autoscout-{name} {value}: give {what}")
-    return AutoScoutOptions(max_trials=ns.autoscout_trials, max_seconds=ns.autoscout_seconds, include=None,
-                            store=ns.autoscout_store, report=ns.autoscout_report, warmup_steps=ns.autoscout_warmup,
-                            measure_steps=ns.autoscout_measure, trial_timeout_s=ns.autoscout_timeout,
-                            confirm_top=ns.autoscout_confirm)
+    timeout = f"a positive number of seconds per trial, at most {validate.MAX_TIMEOUT_S:g} (a week)"
+    checks = [("trials", ns.autoscout_trials, "a positive number of profiling runs", validate.integer, {"low": 1}),
+              ("seconds", ns.autoscout_seconds, "a positive, finite number of seconds, or leave it out",
+               validate.positive_number, {}),
+              ("timeout", ns.autoscout_timeout, timeout, validate.positive_number, {"high": validate.MAX_TIMEOUT_S}),
+              ("warmup", ns.autoscout_warmup, "0 or more optimizer steps", validate.integer, {"low": 0}),
+              ("measure", ns.autoscout_measure, "1 or more optimizer steps", validate.integer, {"low": 1}),
+              ("confirm", ns.autoscout_confirm, "0 or more configs to re-measure", validate.integer, {"low": 0}),
+              ("report", ns.autoscout_report, "a file path (PATH.json and PATH.html are written)", validate.path, {}),
+              # a folder is not refused: the run goes on with a fresh store and a warning (outputs.py)
+              ("store", ns.autoscout_store, "the path of an SQLite file, or leave it out", validate.path, {})]
+    for name, value, what, check, kwargs in checks:
+        if value is not None:
+            _check(f"--autoscout-{name}", value, what, check, **kwargs)
+    try:
+        return AutoScoutOptions(max_trials=ns.autoscout_trials, max_seconds=ns.autoscout_seconds, include=None,
+                                store=ns.autoscout_store, report=ns.autoscout_report,
+                                warmup_steps=ns.autoscout_warmup, measure_steps=ns.autoscout_measure,
+                                trial_timeout_s=ns.autoscout_timeout, confirm_top=ns.autoscout_confirm)
+    except ValueError as exc:  # the options' own rules, worded for the Python API
+        raise LaunchError(f"the --autoscout options: {exc}") from None
 
 
 def _include(text: str | None, *, pins: dict[str, str], gpu: bool) -> tuple[str, ...] | None:
@@ -178,6 +221,9 @@ def _include(text: str | None, *, pins: dict[str, str], gpu: bool) -> tuple[str,
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
         raise LaunchError(f"--autoscout-include {text!r} names no knob; give knobs such as num_processes,precision")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LaunchError(f"--autoscout-include {text!r} lists {twice[0]!r} twice; list each knob once")
     tunable = [*LAUNCHER_KNOBS, *SCRIPT_KNOBS]
     for name in names:
         if name == "grad_accum":

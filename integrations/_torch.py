@@ -10,8 +10,6 @@ import copy
 import gc
 import os
 import random
-import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -313,26 +311,6 @@ def no_trace(*objects: Any) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- trial guards
-@contextlib.contextmanager
-def wall_clock_limit(seconds: float, what: str) -> Iterator[None]:
-    """Raise `TimeoutError` in the main thread once `seconds` have passed (SIGALRM), so a trial that
-    hangs in Python code (a stuck loop, a sleep, a wait) is stopped. Elsewhere it does nothing."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"{what} ran past its {seconds:g} s limit")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def current_rss_mb() -> float:
     """Resident memory of this process now (Linux `/proc/self/statm`), else the peak so far."""
     try:

@@ -3,7 +3,8 @@
     autoscout launch --autoscout [--autoscout-trials 8] [accelerate launch args] train.py [script args]
 
 Without `--autoscout` the command is `accelerate launch` itself. With it, the launcher first runs short
-trials of the script, each a real `accelerate launch` of it in its own process group with a timeout:
+trials of the script, each a real `accelerate launch` of it with a timeout, under a supervisor that ends
+its whole process tree on a timeout, a stop signal or the launcher's death:
 - launcher knobs become `accelerate launch` flags: `num_processes` and `strategy` (`--num_processes`;
   several CPU processes run as `ACCELERATE_USE_CPU=1 ... --multi_gpu`, a `--cpu` of yours dropped, since
   `--cpu --num_processes 2` starts one process), `precision` (`--mixed_precision`), `compile`
@@ -27,9 +28,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
+import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,13 +40,25 @@ from typing import Any
 from autoscout_plugin.costmodel import Hardware, Workload
 from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
 from autoscout_plugin.options import default_store
-from autoscout_plugin.profiling import TrialOutcome, free_port, run_subprocess_trial
+from autoscout_plugin.outputs import prepare_outputs
+from autoscout_plugin.profiling import (
+    Stopped,
+    TrialOutcome,
+    free_port,
+    run_subprocess_trial,
+    run_supervised,
+    stop_signals,
+)
 from autoscout_plugin.report.result import TuneResult
 from autoscout_plugin.space import Config
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
 from ._accelerate_args import LaunchError, LaunchPlan, LaunchRequest, launch_command, make_plan, parse
+
+REAL_RUN_GRACE_S = 10.0
+"""How long the real run gets to shut down (save a checkpoint) after a stop signal, before SIGKILL: less than
+the 30 s schedulers usually wait before their own SIGKILL, so the launcher still finishes its cleanup."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,10 +124,14 @@ def save_declared(store: str, job: str, declared: dict[str, Any], script: str,
     except (OSError, ValueError):
         data = {}
     data[job] = {"script": script, "declared": declared, "workload": workload}
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:  # only costs the next run its trial 0
+        partial.unlink(missing_ok=True)
+        warnings.warn(f"AutoScout: could not save what {script} declared to {path}: {exc}; the next run of this"
+                      " command runs its trial 0 again", RuntimeWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------- the launcher
@@ -154,17 +172,32 @@ class AutoScoutLauncher:
 
     # ------------------------------------------------------------ entry points
     def run(self) -> int:
-        """Tune (or reuse), then run the real job; its exit code."""
-        if not self.request.autoscout:
-            return self.run_plain()
-        return self.run_real(self.decide())
+        """Tune (or reuse), then run the real job; its exit code.
+
+        SIGTERM and SIGHUP (a scheduler's stop, `timeout`, a closed terminal) end it the way Ctrl-C does:
+        the running trial's or real run's processes are stopped and its temp files removed, the finished
+        trials stay in the store for the next run to resume from; the exit code is then 128 + the signal.
+        """
+        with stop_signals():
+            try:
+                if not self.request.autoscout:
+                    return self.run_plain()
+                return self.run_real(self.decide())
+            except Stopped as stop:
+                print(f"AutoScout: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr, flush=True)
+                return 128 + stop.signum
 
     def run_plain(self) -> int:
-        return subprocess.call(plain_command(self.request), env=_clean_env())
+        """`accelerate launch` as given; see `run_real` for how it is supervised."""
+        return run_supervised(plain_command(self.request), env=_clean_env(), grace_s=REAL_RUN_GRACE_S)
 
     def run_real(self, config: Config | None) -> int:
         """The real run: with `config` (plus derived values) through `AUTOSCOUT_LAUNCH`; with None, your
-        own settings (as in the trials: several CPU processes still run as `--multi_gpu`)."""
+        own settings (as in the trials: several CPU processes still run as `--multi_gpu`).
+
+        It runs under the trials' supervisor, so it does not outlive the launcher: a stop signal the
+        launcher gets is passed on to the whole run (SIGKILL after `REAL_RUN_GRACE_S`), and the launcher's
+        death, even by SIGKILL, ends it too."""
         command, extra = launch_command(self.request, config or {}, gpu=self.gpu)
         env = {**_clean_env(), **extra}
         if config is not None:
@@ -173,14 +206,16 @@ class AutoScoutLauncher:
                                           "cut_off": None, "global_batch": batch})
         shown = " ".join(shlex.quote(a) for a in command[3:])
         print(f"AutoScout: real run: accelerate launch {shown}", file=sys.stderr, flush=True)
-        return subprocess.call(command, env=env)
+        return run_supervised(command, env=env, grace_s=REAL_RUN_GRACE_S)
 
     # ------------------------------------------------------------ deciding
     def decide(self) -> Config | None:
         """The config for the real run (with `grad_accum` when derived), or None for your own settings."""
+        outputs = prepare_outputs(self.store, self.options.report)  # before trial 0: warns and falls back
+        self.store = outputs.store
+        self.options = replace(self.options, store=outputs.store, report=outputs.report)
         request, opts = self.request, self.options
         job = request.job_id()
-        Path(self.store).parent.mkdir(parents=True, exist_ok=True)
         declared = load_declared(self.store, job)
         if declared is None:
             print("AutoScout: trial 0 runs your own settings and records the knobs the script reads",
@@ -255,10 +290,11 @@ class AutoScoutLauncher:
         """Run one trial: its outcome, the knobs the script declared, and whether it marked a step at all."""
         spec = request.spec()
         command, extra = launch_command(self.request, request.config, gpu=self.gpu, port=free_port())
-        with tempfile.TemporaryDirectory(prefix="autoscout-launch-") as tmp:
+        # The trial's supervisor removes the folder if the launcher is stopped or killed meanwhile.
+        with tempfile.TemporaryDirectory(prefix="autoscout-launch-", ignore_cleanup_errors=True) as tmp:
             declared_path = Path(tmp) / "declared.json"
             env = {**_clean_env(), **extra, LAUNCH_ENV: json.dumps(spec), DECLARED_ENV: str(declared_path)}
-            outcome = run_subprocess_trial(command, timeout_s=request.timeout_s, env=env)
+            outcome = run_subprocess_trial(command, timeout_s=request.timeout_s, env=env, cleanup=[tmp])
             try:
                 declared = json.loads(declared_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):

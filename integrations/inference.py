@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -24,7 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoscout_plugin import validate
+from autoscout_plugin.outputs import usable_report
 from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.profiling.deadline import wall_clock_limit
 from autoscout_plugin.report.html import write_inference_report
 from autoscout_plugin.serving import (
     InferenceOptions,
@@ -41,7 +45,7 @@ from autoscout_plugin.space.catalogue import make_knob
 from autoscout_plugin.tuner import TuneOptions, Tuner
 
 from ._compat import attn_implementation, is_compiled_function
-from ._torch import current_rss_mb, no_trace, wall_clock_limit
+from ._torch import current_rss_mb, no_trace
 
 _DTYPES = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 """Precision (the catalogue's names, as in training: `-true` is weights and math in that type) -> dtype."""
@@ -310,6 +314,7 @@ def tune_inference(model: nn.Module, example_inputs: Any = None, *, requests: Re
     reqs = _Requests(model, requests, example_inputs, generator)
     space = inference_space(model, options, len(reqs))
     runner = _Runner(model, reqs, options)
+    report_path = usable_report(options.report) if options.report else None  # before any trial: warns, falls back
     started = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -338,8 +343,12 @@ def tune_inference(model: nn.Module, example_inputs: Any = None, *, requests: Re
     result = InferenceResult(objective=options.objective, trials=trials, default=trials[0] if trials else None,
                              selection=selection, front=pareto_front(ok), options=options.to_json(),
                              tuning_s=time.perf_counter() - started, kind="generate" if generator else "forward")
-    if options.report:
-        write_inference_report(result, options.report)
+    if report_path:
+        try:
+            write_inference_report(result, report_path)
+        except OSError as exc:  # checked before the trials; a disk may still fill up since
+            warnings.warn(f"AutoScout: could not write the report at {report_path}: {exc}", RuntimeWarning,
+                          stacklevel=2)
     if options.progress:
         print(result.table(), file=sys.stderr)
     return result
@@ -381,59 +390,136 @@ def apply_inference(model: nn.Module, result: InferenceResult | dict[str, Any]) 
 
 
 # ------------------------------------------------------------------ command line
-def _lengths(text: str, name: str) -> Any:
+def _hub_error(model: str, exc: Exception, allow_download: bool) -> ValueError:
+    if allow_download or os.path.exists(model):
+        return ValueError(f"cannot load --model {model!r}: {exc}")
+    return ValueError(f"--model {model!r} is not a local checkpoint directory or config.json that can be read "
+                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'not found'}); autoscout "
+                      "infer reads local files only: give a local path, or add --allow-download to fetch it from "
+                      "the Hugging Face Hub")
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """No request to the Hugging Face Hub in the block when `offline` (`HF_HUB_OFFLINE` for the call):
+    `local_files_only` alone still lets huggingface_hub fetch its user-agent registry from the Hub."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved_env, saved = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
     try:
-        if ":" in text:
-            low, high = text.split(":", 1)
-            return (int(low), int(high))
-        if "," in text:
-            return [int(v) for v in text.split(",")]
-        return int(text)
-    except ValueError:
-        raise ValueError(f"--{name} must be N, LOW:HIGH or A,B,C, got {text!r}") from None
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
-def _value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+def _checked_overrides(config: Any, settings: dict[str, Any], raw: dict[str, str]) -> dict[str, Any]:
+    """`--set` values for `config`: each key must be a setting of this config, the value of its type."""
+    keys = set(config.to_dict()) | set(getattr(config, "attribute_map", {}) or {})
+    valid = sorted(k for k in keys if not k.startswith("_") and k not in validate.LOADER_KEYS)
+    kind = getattr(config, "model_type", "") or type(config).__name__
+    aliases = dict(getattr(config, "attribute_map", {}) or {})
+    out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for key, value in settings.items():
+        if key not in valid:
+            raise ValueError(f"--set {key}: not a setting of the {kind} config; its settings include "
+                             f"{validate.suggest(key, valid, few=12)}")
+        same = aliases.get(key, key)
+        if same in seen:
+            raise ValueError(f"--set {seen[same]} and --set {key} are the same setting of the {kind} config, given"
+                             " twice; give it once")
+        seen[same] = key
+        current = getattr(config, key, None)
+        text = raw[key]
+        if current is None:
+            out[key] = value
+        elif isinstance(current, str):
+            out[key] = None if value is None else text
+        elif isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"--set {key} is true or false, got {text!r}")
+            out[key] = value
+        elif isinstance(current, int):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"--set {key} is an integer (now {current}), got {text!r}")
+            out[key] = value
+        elif isinstance(current, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"--set {key} is a number (now {current}), got {text!r}")
+            out[key] = float(value)
+        else:
+            raise ValueError(f"--set {key} is a {type(current).__name__} ({current!r}), which --set cannot write;"
+                             " edit a config.json and pass it with --model")
+    return out
 
 
-def build_model(model: str | None, model_type: str | None, overrides: list[str]) -> nn.Module:
-    """A causal LM from a local checkpoint directory (`model`), or built with random weights from a
-    config (`model_type` plus `key=value` overrides, or a local config.json): nothing is downloaded."""
+def build_model(model: str | None, model_type: str | None, overrides: list[str], *,
+                allow_download: bool = False) -> nn.Module:
+    """A causal LM from a local checkpoint directory or config.json (`model`; a directory without weights,
+    a config.json or a Hub model get random weights), or built with random weights from a config
+    (`model_type`), with `key=value` config overrides.
+
+    Only local files are read (`local_files_only`: no network, no token sent) unless `allow_download`,
+    which lets `model` name a Hugging Face Hub model (its config is fetched). Each override must be a
+    setting of the model's config, given once, with a value of its type (sizes positive); loading
+    options such as `trust_remote_code` are refused, and no code from a checkpoint is ever run."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    settings = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes key=value, got {item!r}")
-        settings[key.strip()] = _value(raw.strip())
-    if model and os.path.isdir(model) and any(n.endswith((".safetensors", ".bin")) for n in os.listdir(model)):
-        return AutoModelForCausalLM.from_pretrained(model, **settings)
-    if model:
-        config = AutoConfig.from_pretrained(model, **settings)
-    elif model_type:
-        config = AutoConfig.for_model(model_type, **settings)
-    else:
-        raise ValueError("give --model (a local checkpoint or config) or --model-type (e.g. gpt2, llama)")
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config)
+    pairs = [validate.config_override(item) for item in overrides]
+    settings = validate.unique_keys("--set", pairs)
+    raw = {key: item.partition("=")[2].strip() for (key, _), item in zip(pairs, overrides)}
+    if model and model_type:
+        raise ValueError("give --model or --model-type, not both")
+    offline = not allow_download
+    with _hub_offline(offline):  # huggingface_hub contacts the Hub even for local_files_only loads
+        if model:
+            if not os.path.exists(model) and (model.startswith(("/", "./", "../", "~")) or model.endswith(".json")):
+                raise ValueError(f"--model {model!r}: no such file or directory; give a local checkpoint directory or "
+                                 "config.json")
+            try:
+                config = AutoConfig.from_pretrained(model, local_files_only=offline, trust_remote_code=False)
+            except (OSError, ValueError) as exc:
+                raise _hub_error(model, exc, allow_download) from exc
+            checked = _checked_overrides(config, settings, raw)
+            weights = os.path.isdir(model) and any(n.endswith((".safetensors", ".bin")) for n in os.listdir(model))
+            resized = [k for k, v in checked.items() if validate.is_size_key(k) and v != getattr(config, k, None)]
+            if weights and resized:
+                raise ValueError(f"--set {resized[0]}: changes a size of the weights in {model}, which then no longer"
+                                 f" fit; drop it, or pass {os.path.join(model, 'config.json')} as --model to build "
+                                 "random weights of the new size")
+            for key, value in checked.items():
+                setattr(config, key, value)  # as from_pretrained(model, key=value) did
+            if weights:
+                try:
+                    return AutoModelForCausalLM.from_pretrained(model, config=config, local_files_only=True,
+                                                                trust_remote_code=False)
+                except (OSError, RuntimeError) as exc:
+                    raise ValueError(f"cannot load the weights in {model}: {str(exc).splitlines()[0]}") from exc
+        elif model_type:
+            config = AutoConfig.for_model(model_type, **_checked_overrides(AutoConfig.for_model(model_type), settings,
+                                                                           raw))
+        else:
+            raise ValueError("give --model (a local checkpoint or config) or --model-type (e.g. gpt2, llama)")
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_config(config)
 
 
 def main(args: Any) -> int:
-    """`autoscout infer ...` (see `autoscout infer --help`)."""
-    options = InferenceOptions(objective=args.objective, slo_p99_s=args.slo_p99_ms / 1e3 if args.slo_p99_ms else None,
-                               memory_cap_mb=args.memory_cap_mb, price_per_hour=args.price_per_hour,
-                               max_trials=args.max_trials, max_seconds=args.max_seconds,
-                               include=tuple(args.include.split(",")) if args.include else None, report=args.report)
-    mix = RequestMix(n=args.requests, prompt_len=_lengths(args.prompt_len, "prompt-len"),
-                     output_len=_lengths(args.output_len, "output-len"), seed=args.seed)
-    model = build_model(args.model, args.model_type, args.set or [])
+    """`autoscout infer ...` (see `autoscout infer --help`); the options are checked (`cli.infer_inputs`)
+    before the model is built."""
+    from autoscout_plugin.cli import infer_inputs
+
+    options, mix = infer_inputs(args)
+    model = build_model(args.model, args.model_type, args.set or [],
+                        allow_download=bool(getattr(args, "allow_download", False)))
     result = tune_inference(model, requests=mix, options=options)
     print(result.table())
     if result.best_config is not None:

@@ -46,6 +46,7 @@ from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.loop import launch_spec
 from autoscout_plugin.options import AutoScoutOptions
 from autoscout_plugin.profiling import TrialOutcome, report_and_exit, run_subprocess_trial, write_result
+from autoscout_plugin.profiling.deadline import wall_clock_limit
 from autoscout_plugin.report.result import TuneResult, format_config
 from autoscout_plugin.space import Config
 from autoscout_plugin.space.catalogue import DDP_KWARGS
@@ -62,7 +63,6 @@ from ._torch import (
     reset_peak_memory,
     sequence_length,
     supports_checkpointing,
-    wall_clock_limit,
     workload_from_module,
 )
 
@@ -160,7 +160,7 @@ class AutoScoutCallback(Callback):
         >>> AutoScoutCallback(max_trials=0)
         Traceback (most recent call last):
         ...
-        ValueError: max_trials must be >= 1 (got 0); give a positive number of trials or None for no limit
+        ValueError: max_trials must be >= 1 (an integer), got 0: give a positive number of trials or None for no limit
     """
 
     def __init__(self, options: AutoScoutOptions | None = None, **kwargs: Any) -> None:

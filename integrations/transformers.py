@@ -46,6 +46,7 @@ from autoscout_plugin import loop
 from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.options import AutoScoutOptions
 from autoscout_plugin.profiling import TrialOutcome, classify_exception, describe_exception
+from autoscout_plugin.profiling.deadline import wall_clock_limit
 from autoscout_plugin.report.result import TuneResult
 from autoscout_plugin.space import Config
 from autoscout_plugin.space.catalogue import CATALOGUE, DDP_KWARGS
@@ -53,7 +54,7 @@ from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
 from . import _compat, _torch
 from ._hf_probe import HFProbe, OtherRankFailed
-from ._torch import no_trace, sequence_length, wall_clock_limit, workload_from_module
+from ._torch import no_trace, sequence_length, workload_from_module
 
 ARG_OF = {"micro_batch_size": "per_device_train_batch_size", "compile": "torch_compile",
           "activation_checkpointing": "activation_checkpointing", "num_workers": "dataloader_num_workers",
@@ -387,7 +388,7 @@ def tune_trainer(trainer: Trainer, options: AutoScoutOptions | None = None, **kw
         >>> tune_trainer(None, max_trials=0)
         Traceback (most recent call last):
         ...
-        ValueError: max_trials must be >= 1 (got 0); give a positive number of trials or None for no limit
+        ValueError: max_trials must be >= 1 (an integer), got 0: give a positive number of trials or None for no limit
     """
     if options is not None and kwargs:
         raise ValueError("give either an AutoScoutOptions or keyword options, not both")

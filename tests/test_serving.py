@@ -108,7 +108,8 @@ def test_bad_options_are_refused_with_the_value(kwargs: dict, message: str) -> N
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"n": 0}, "n >= 1 requests, got 0"), ({"prompt_len": 0}, "prompt_len must be an int >= 1"),
+    ({"n": 0}, "n must be an integer from 1 to 100000, got 0"), ({"n": True}, "got True"),
+    ({"prompt_len": 0}, "prompt_len must be an int >= 1"),
     ({"output_len": (8, 4)}, "output_len range"), ({"prompt_len": "long"}, "prompt_len must be"),
 ])
 def test_bad_request_mixes_are_refused(kwargs: dict, message: str) -> None:

@@ -177,3 +177,24 @@ def test_isolate_wraps_the_whole_search(tmp_path: Path) -> None:
     Tuning(options(tmp_path, max_trials=2), describe()).run(
         lambda request: events.append("trial") or TrialOutcome(value=1.0), isolate=Guard)
     assert events[0] == "enter" and events[-1] == "exit" and events.count("trial") == 2
+
+
+# ---------------------------------------------------------------- AutoScout's own output never ends the run
+def test_a_store_that_breaks_mid_run_stops_tuning_with_a_warning_not_an_exception(tmp_path: Path) -> None:
+    calls: list[TrialRequest] = []
+
+    def trial(request: TrialRequest) -> TrialOutcome:
+        calls.append(request)
+        if len(calls) == 2:  # the disk under the store goes bad while a trial runs
+            for path in tmp_path.glob("store.sqlite*"):
+                path.write_bytes(b"\xa5" * path.stat().st_size)
+        return TrialOutcome(value=10.0 + len(calls), cost_s=0.1)
+
+    tuning = Tuning(options(tmp_path, max_trials=5), describe())
+    with pytest.warns(RuntimeWarning, match="the trial store failed during tuning .* uses your own settings"):
+        result = tuning.run(trial)
+    assert len(calls) == 2 and result.best_config is None and result.stop_reason.startswith("the trial store failed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "every trial failed" on top: they did not
+        notes = tuning.conclude(result, applied=None)
+    assert notes["applied"] is None

@@ -108,28 +108,51 @@ class Layout:
     @classmethod
     def parse(cls, text: str, **defaults: Any) -> Layout:
         """From `"tp=4,pp=4,cp=1,vp=20,mbs=1"` (also `precision=fp8`, `sharding=zero1`, `recompute=full`,
-        `sp=0`, `offload=1`, `compile=1`); keys not given take `defaults`, then the class defaults."""
+        `sp=0`, `offload=1`, `compile=1`); keys not given take `defaults`, then the class defaults.
+
+        Each key once (`sp` and `sequence_parallel`, `offload` and `cpu_offload` are one key); the
+        on/off keys take 1/0, true/false, yes/no or on/off; `dp=N` is read (a printed layout reads
+        back) but follows from the GPU count, which `plan` checks it against.
+
+        Example:
+            >>> Layout.parse("tp=2,tp=4")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            autoscout_plugin.costmodel.cluster.LayoutError: layout key 'tp' is given twice ('tp=2' and 'tp=4'); ...
+        """
+        keys = "tp, pp, cp, vp, mbs, precision, sharding, recompute, sp, offload, compile"
+        if not isinstance(text, str) or not text.strip(" ,"):
+            raise LayoutError(f"the layout {text!r} is empty: give key=value items such as tp=4,pp=4,mbs=1 "
+                              f"(keys: {keys})")
         known = {f.name for f in fields(cls)} | {"sp", "offload", "dp"}
         flags = {"sp": "sequence_parallel", "sequence_parallel": "sequence_parallel", "offload": "cpu_offload",
                  "cpu_offload": "cpu_offload", "compile": "compile"}
+        switches = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                    "off": False}
         values: dict[str, Any] = dict(defaults)
+        seen: dict[str, str] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, raw = part.partition("=")
             key = key.strip().lower()
             if not sep or key not in known:
-                raise LayoutError(f"cannot read layout item {part!r}; expected key=value with keys "
-                                  "tp, pp, cp, vp, mbs, precision, sharding, recompute, sp, offload, compile")
+                raise LayoutError(f"cannot read layout item {part!r}; expected key=value with keys {keys}")
+            name = flags.get(key, key)
+            if name in seen:
+                raise LayoutError(f"layout key {key!r} is given twice ({seen[name]!r} and {part!r}); give each"
+                                  " key once")
+            seen[name] = part
             raw = raw.strip()
-            if key == "dp":
-                continue  # derived from the GPU count; accepted so a printed layout reads back
             if key in flags:
-                values[flags[key]] = raw.lower() in ("1", "true", "yes")
+                if raw.lower() not in switches:
+                    raise LayoutError(f"layout {key} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+                values[name] = switches[raw.lower()]
             elif key in ("precision", "sharding", "recompute"):
                 values[key] = raw.lower()
             else:
-                if not re.fullmatch(r"\d+", raw):
+                if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
                     raise LayoutError(f"layout {key} must be a positive integer, got {raw!r}")
-                values[key] = int(raw)
+                if key != "dp":  # derived from the GPU count; `plan` checks a stated one
+                    values[key] = int(raw)
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:

@@ -16,10 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import validate
 from .catalogue import gpu
 from .cluster import ClusterModel, Layout, LayoutError, LayoutEstimate, enumerate_layouts, rank_layouts
 from .compute import param_count
 from .presets import preset
+
+MAX_GPUS = 2**20
+"""`--gpus` is at most 1,048,576; the slowest count up to there (983,040: many divisors) ranks in about a
+second."""
+MAX_GLOBAL_BATCH = 2**24
+"""`--global-batch` is at most 16,777,216 sequences."""
+MAX_SEQ_LEN = 2**22
+"""`--seq-len` is at most 4,194,304 tokens."""
 
 
 @dataclass
@@ -46,13 +55,18 @@ def plan(model: str, gpu_name: str, gpus: int, *, global_batch: int, seq_len: in
          precision: str = "bf16", layout: str | None = None, shardings: Sequence[str] = ("none", "zero1", "zero3"),
          recomputes: Sequence[str] = ("none", "selective", "full")) -> PlanResult:
     """Enumerate and rank the layouts of preset `model` on `gpus` x `gpu_name`; `layout` (the
-    `tp=4,pp=4,...` syntax) is evaluated as well. Errors name the bad value."""
-    if gpus < 1:
-        raise ValueError(f"--gpus must be >= 1, got {gpus}")
-    if global_batch < 1:
-        raise ValueError(f"--global-batch must be >= 1, got {global_batch}")
-    if seq_len is not None and seq_len < 1:
-        raise ValueError(f"--seq-len must be >= 1, got {seq_len}")
+    `tp=4,pp=4,...` syntax) is evaluated as well. Errors name the bad value.
+
+    The bounds (`MAX_GPUS`, `MAX_GLOBAL_BATCH`, `MAX_SEQ_LEN`) keep every plan within about a second:
+    the enumeration grows with the divisors of the GPU count and of the global batch."""
+    validate.integer("--gpus", gpus, low=1, high=MAX_GPUS, hint="the number of GPUs in the cluster")
+    validate.integer("--global-batch", global_batch, low=1, high=MAX_GLOBAL_BATCH,
+                     hint="sequences per optimizer step")
+    validate.integer("--seq-len", seq_len, low=1, high=MAX_SEQ_LEN, optional=True,
+                     hint="tokens per sequence, or leave it out for the preset's")
+    validate.non_empty_str("--model", model, hint="a preset name such as llama2-7b")
+    validate.non_empty_str("--gpu", gpu_name, hint="a GPU name such as h100-sxm")
+    validate.non_empty_str("--layout", layout, optional=True, hint="key=value items such as tp=4,pp=4,mbs=1")
     workload = preset(model, seq_len=seq_len, global_batch=global_batch)
     acc = gpu(gpu_name)
     acc.peak(precision)  # an fp8 plan on a GPU without fp8 fails here, before any work
@@ -64,11 +78,25 @@ def plan(model: str, gpu_name: str, gpus: int, *, global_batch: int, seq_len: in
     chosen = rank = None
     if layout is not None:
         chosen = cluster.evaluate(Layout.parse(layout, precision=precision))
+        stated = _stated_dp(layout)
+        if stated is not None and stated != chosen.dp:
+            lay = chosen.layout
+            raise LayoutError(f"layout dp={stated} does not match the GPU count: {gpus} GPUs / (tp*pp*cp = "
+                              f"{lay.tp}*{lay.pp}*{lay.cp}) give dp={chosen.dp}; drop dp= (it is derived) or fix it")
         position = next((i for i, est in enumerate(ranked) if est.layout == chosen.layout), None)
         rank = None if position is None else position + 1
     elif not ranked:
         raise LayoutError(_no_layout_message(cluster))
     return PlanResult(cluster, model, ranked, seconds, chosen, rank)
+
+
+def _stated_dp(text: str) -> int | None:
+    """The `dp=N` of a layout text (`Layout.parse` has checked it is a positive integer), if any."""
+    for part in text.split(","):
+        key, _, raw = part.partition("=")
+        if key.strip().lower() == "dp":
+            return int(raw)
+    return None
 
 
 def _no_layout_message(cluster: ClusterModel) -> str:
@@ -94,6 +122,8 @@ HEADER = (" rank  tp  pp  cp  vp    dp  mbs sharding recompute tok/s/GPU  TFLOP/
 
 
 def format_plan(result: PlanResult, top: int = 10) -> str:
+    """The plan as a table of the `top` best layouts (0: only the summary), and the given layout."""
+    validate.integer("--top", top, low=0, hint="the number of layouts to print; 0 prints only the summary")
     m = result.model
     w = m.workload
     lines = [f"{result.name}: {param_count(w) / 1e9:.2f}B parameters, {w.n_layer} layers x {w.d_model}, "
@@ -122,4 +152,4 @@ def write_plan_json(result: PlanResult, path: str | Path) -> Path:
     return out
 
 
-__all__ = ["PlanResult", "format_plan", "plan", "write_plan_json"]
+__all__ = ["MAX_GLOBAL_BATCH", "MAX_GPUS", "MAX_SEQ_LEN", "PlanResult", "format_plan", "plan", "write_plan_json"]

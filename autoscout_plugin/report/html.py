@@ -133,15 +133,25 @@ def render_html(result: TuneResult, *, title: str = "AutoScout report", notes: d
             "</body></html>")
 
 
-def write_report(result: TuneResult, path: str | Path, *, notes: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write `PATH.json` and `PATH.html` (the suffix of `path`, if any, is replaced)."""
+def report_paths(path: str | Path) -> tuple[Path, Path]:
+    """The JSON and HTML files of report `path`: `.json`/`.html` appended, or put in place of a `.json`
+    or `.html` ending; any other dot is part of the name.
+
+    Example:
+        >>> [p.name for p in report_paths("runs/lr_0.001")] + [p.name for p in report_paths("exp.html")]
+        ['lr_0.001.json', 'lr_0.001.html', 'exp.json', 'exp.html']
+    """
     base = Path(path)
-    if base.suffix in (".json", ".html"):
-        base = base.with_suffix("")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    name = base.name[:-5] if base.suffix in (".json", ".html") else base.name
+    return base.with_name(f"{name}.json"), base.with_name(f"{name}.html")
+
+
+def write_report(result: TuneResult, path: str | Path, *, notes: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write the report's JSON and HTML files (`report_paths(path)`)."""
+    json_path, html_path = report_paths(path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     data = result.to_json()
     data["notes"] = notes or {}
-    json_path, html_path = base.with_suffix(".json"), base.with_suffix(".html")
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     html_path.write_text(render_html(result, notes=notes), encoding="utf-8")
     return json_path, html_path
@@ -174,10 +184,8 @@ def front_plot(title: str, points: Sequence[tuple[float, float, str]]) -> str:
 def write_inference_report(result: Any, path: str | Path) -> tuple[Path, Path]:
     """`PATH.json` and `PATH.html` for a `serving.InferenceResult`: the table and the latency/throughput
     front."""
-    base = Path(path)
-    if base.suffix in (".json", ".html"):
-        base = base.with_suffix("")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = report_paths(path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     front_ids = {id(t) for t in result.front}
     points = []
     for t in result.ok_trials:
@@ -190,7 +198,6 @@ def write_inference_report(result: Any, path: str | Path) -> tuple[Path, Path]:
             "<style>body{font-family:sans-serif;margin:2em}svg{margin:6px;border:1px solid #eee}</style></head><body>"
             f"<h1>AutoScout inference report</h1><pre>{html.escape(result.table())}</pre>"
             f"<div>{front_plot('Latency / throughput front', points)}</div></body></html>")
-    json_path, html_path = base.with_suffix(".json"), base.with_suffix(".html")
     json_path.write_text(json.dumps(result.to_json(), indent=2, default=str), encoding="utf-8")
     html_path.write_text(page, encoding="utf-8")
     return json_path, html_path

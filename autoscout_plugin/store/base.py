@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -168,8 +170,36 @@ def dump_trial(data: dict[str, Any]) -> str:
 def load_trial(text: str, where: str) -> Trial:
     try:
         return Trial.from_json(json.loads(text))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise StoreError(f"cannot read the trial stored at {where}: {exc}; the store may be damaged") from exc
+
+
+UNDECODABLE = "\x00undecodable"
+"""What the SQLite store reads for text that is not UTF-8 (a damaged page): never valid JSON."""
+
+
+def readable_trials(rows: Iterable[tuple[Any, str]], where: str) -> list[Trial]:
+    """The trials of `(number, JSON text)` rows; damaged records are skipped with one warning (the search
+    runs those configs again if it needs them), so a damaged page never stops a run."""
+    trials, damaged = [], []
+    for number, text in rows:
+        try:
+            trials.append(load_trial(text, f"{where} #{number}"))
+        except StoreError:
+            damaged.append(number)
+    if damaged:
+        warnings.warn(f"AutoScout: skipped {len(damaged)} damaged trial record(s) in {where} (#"
+                      + ", #".join(map(str, damaged[:5])) + "); they are not reused", RuntimeWarning, stacklevel=3)
+    return trials
+
+
+def readable_json(text: str, what: str) -> Any | None:
+    """`text` decoded, or None with a warning when it is damaged (`what` names it in the warning)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        warnings.warn(f"AutoScout: skipped the damaged {what}; it is not reused", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def winner_text(config: Any, value: Any) -> tuple[str, float]:

@@ -14,7 +14,6 @@ with any SQLite client:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -26,10 +25,12 @@ from typing import Any
 
 from ..trial import Trial
 from .base import (
+    UNDECODABLE,
     TrialStore,
     check_fingerprint,
     dump_trial,
-    load_trial,
+    readable_json,
+    readable_trials,
     study_id_for,
     study_texts,
     trial_data,
@@ -156,7 +157,7 @@ class SQLiteStore(TrialStore):
     def trials(self, study_id: str) -> list[Trial]:
         self._require_study(None, study_id)
         rows = self._read("SELECT number, data FROM trials WHERE study_id = ? ORDER BY number", (study_id,))
-        return [load_trial(data, f"{self.path} ({study_id} #{number})") for number, data in rows]
+        return readable_trials(rows, f"{self.path} ({study_id})")
 
     def set_winner(self, study_id: str, config: dict[str, Any], value: float) -> None:
         config_text, winner_value = winner_text(config, value)
@@ -174,7 +175,8 @@ class SQLiteStore(TrialStore):
             " WHERE fingerprint = ? AND winner_config IS NOT NULL",
             (fingerprint,),
         )
-        return (json.loads(rows[0][0]), float(rows[0][1])) if rows else None
+        config = readable_json(rows[0][0], f"stored winner in {self.path}") if rows else None
+        return (config, float(rows[0][1])) if isinstance(config, dict) else None
 
     def close(self) -> None:
         with self._lock:
@@ -189,7 +191,9 @@ class SQLiteStore(TrialStore):
             " AND EXISTS (SELECT 1 FROM trials AS t WHERE t.study_id = s.id) ORDER BY s.seq",
             (hardware_key,),
         )
-        return [(str(study_id), json.loads(workload)) for study_id, workload in rows]
+        decoded = [(str(study_id), readable_json(text, f"workload of study {study_id} in {self.path}"))
+                   for study_id, text in rows]
+        return [(study_id, workload) for study_id, workload in decoded if isinstance(workload, dict)]
 
     def _require_study(self, conn: sqlite3.Connection | None, study_id: str) -> None:
         """Raise `UnknownStudyError` unless the study exists (inside a write when `conn` is given)."""
@@ -249,6 +253,7 @@ def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves; the lock makes threads safe.
         conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        conn.text_factory = _text
     except sqlite3.Error as exc:
         raise StoreError(
             f"cannot open the trial store {path}: {exc}; check the path and its permissions"
@@ -259,6 +264,15 @@ def _connect(path: Path, timeout_s: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _text(raw: bytes) -> str:
+    """A TEXT value as str; bytes that are not UTF-8 (a damaged page) read as `UNDECODABLE`, which the
+    readers skip, instead of failing the whole query."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return UNDECODABLE
 
 
 def _prepare_path(path: Path) -> None:

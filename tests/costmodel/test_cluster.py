@@ -238,7 +238,8 @@ def test_plan_command_writes_the_json_the_issue_asks_for(tmp_path, capsys) -> No
      "does not divide"),
     (["--model", "gpt3-5b", "--gpu", "a100", "--gpus", "8", "--global-batch", "8", "--precision", "fp8"],
      "a100-40gb has no 'fp8' math"),
-    (["--model", "gpt3-5b", "--gpu", "h100", "--gpus", "0", "--global-batch", "8"], "--gpus must be >= 1, got 0"),
+    (["--model", "gpt3-5b", "--gpu", "h100", "--gpus", "0", "--global-batch", "8"],
+     "--gpus must be an integer from 1 to 1048576, got 0"),
 ])
 def test_plan_errors_are_clear(capsys, args: list[str], message: str) -> None:
     assert cli.main(["plan", *args]) == 2

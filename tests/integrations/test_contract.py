@@ -13,6 +13,7 @@ a Hugging Face `Trainer`, a real `accelerate launch` of a script.
 from __future__ import annotations
 
 import json
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,15 @@ class Run:
     @property
     def applied(self) -> dict[str, Any] | None:
         return self.report["notes"]["applied"]
+
+
+def _report(tmp_path: Path) -> dict[str, Any]:
+    """The run's JSON report: at `tmp_path / "report.json"`, or where AutoScout put it instead when that
+    path could not be written (a fallback folder under `tmp_path / "tmp"`, see the output-paths test)."""
+    path = tmp_path / "report.json"
+    if not path.is_file():
+        path = next((tmp_path / "tmp").glob("autoscout-fallback-*/report.json"))
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -104,6 +114,20 @@ class IntegrationContract:
         assert run.report["best_config"] is not None and notes["global_batch"] == 8
         assert len(run.report["trials"]) == notes["trials"]
 
+    def test_unusable_output_paths_never_stop_the_run(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (tmp_path / "tmp").mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the fallbacks go
+        (tmp_path / "report.json").mkdir()  # a folder where the report file should go
+        store = tmp_path / "a-folder"
+        store.mkdir()
+        with pytest.warns(RuntimeWarning) as caught:
+            run = self.tune(tmp_path, store=store)
+        said = " | ".join(str(w.message) for w in caught)
+        assert f"cannot use the trial store {store} (the trial store path {store} is a directory" in said
+        assert f"cannot write the report at {tmp_path / 'report'}" in said
+        assert run.report["trials"] and run.applied is not None and run.weights  # tuned, and the main run went on
+        assert not any(store.iterdir()) and not any((tmp_path / "report.json").iterdir())  # the user's untouched
+
 
 # ---------------------------------------------------------------- Lightning
 _LIGHTNING = {"n_layer": 1, "n_embd": 32, "n_head": 2, "vocab": 128, "seq_len": 16, "batch_size": 8, "samples": 64}
@@ -134,7 +158,7 @@ class TestLightning(IntegrationContract):
         callback = AutoScoutCallback(include=include, max_trials=3, store=str(store), report=str(tmp_path / "report"),
                                      **QUICK)
         _lightning_fit(module, [callback], **({"precision": "bf16-mixed"} if pin else {}))
-        return Run(json.loads((tmp_path / "report.json").read_text()), module.state_dict())
+        return Run(_report(tmp_path), module.state_dict())
 
     def by_hand(self, tmp_path: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
         torch.set_num_threads(8)  # whatever the tuning left behind must not matter: set it by hand
@@ -175,7 +199,7 @@ class TestTransformers(IntegrationContract):
         tune_trainer(trainer, include=list(include), max_trials=3, store=str(store), report=str(tmp_path / "report"),
                      **QUICK)
         trainer.train()
-        return Run(json.loads((tmp_path / "report.json").read_text()), trainer.model.state_dict())
+        return Run(_report(tmp_path), trainer.model.state_dict())
 
     def by_hand(self, tmp_path: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
@@ -231,7 +255,7 @@ if os.environ.get("CONTRACT_SAVE") and (autoscout.launch_spec() or {}).get("mode
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 class TestLauncher(IntegrationContract):
     pinned = ("precision", "bf16-mixed")
 
@@ -262,7 +286,7 @@ class TestLauncher(IntegrationContract):
         with pytest.MonkeyPatch.context() as env:
             env.setenv("CONTRACT_SAVE", str(weights))  # not an argument: the job stays the same job
             assert main(argv) == 0
-        return Run(json.loads((tmp_path / "report.json").read_text()), torch.load(weights))
+        return Run(_report(tmp_path), torch.load(weights))
 
     def by_hand(self, tmp_path: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
         from autoscout_plugin.integrations.accelerate import main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 
 import pytest
@@ -103,10 +104,11 @@ def test_compile_is_in_effect_and_its_time_is_cost_not_measurement(tmp_path, mon
     compiled = runner.profile({"batch_size": 4, "compile": "default"}, None)
     assert runner.log[-1]["evidence"]["compile"] == "default" and runner.log[0]["evidence"]["compile"] == "off"
     assert compiled.status == "ok" and compiled.metrics["agreement"] == 1.0
-    # compilation (seconds) is in the trial's cost, not in its measured batches (milliseconds; on a
-    # loaded machine up to a second, still a small share of the compile)
-    assert compiled.cost_s > 1.0 and compiled.metrics["latency_p99_s"] < compiled.cost_s / 10
-    assert plain.cost_s < compiled.cost_s
+    # compilation is in the trial's cost, not in its measured batches: compiling takes far longer than
+    # running this MLP's two batches, on any machine and however loaded (both slow down together), so
+    # the compiled trial costs many plain trials while its batches take a small share of that
+    assert compiled.cost_s > 5 * plain.cost_s
+    assert compiled.metrics["latency_p99_s"] < compiled.cost_s / 10
     assert not hasattr(model.forward, "_torchdynamo_orig_callable")  # the user's module is not compiled
 
 
@@ -184,6 +186,37 @@ def test_failing_hanging_and_output_changing_trials_are_survived() -> None:
     rejected = [t for t in result.trials if t["config"]["batch_size"] > 1 and t["status"] == "invalid"]
     assert rejected and "outputs changed" in rejected[0]["error"]
     assert result.best_config == {"batch_size": 1}
+
+
+class Polling(nn.Module):
+    """A module whose forward waits forever for batches of 2 or more, polling (as a stuck queue does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        while x.shape[0] >= 2:
+            time.sleep(0.01)
+        return self.net(x)
+
+
+@pytest.mark.timeout(120)
+def test_a_hanging_trial_is_stopped_when_tuning_runs_in_a_worker_thread() -> None:
+    box: dict = {}
+
+    def tune() -> None:
+        box["result"] = tune_inference(Polling().eval(), torch.randn(8, 16), requests=RequestMix(n=8),
+                                       max_trials=3, include=("batch_size",), trial_timeout_s=3.0,
+                                       progress=False)
+
+    worker = threading.Thread(target=tune, daemon=True)
+    worker.start()
+    worker.join(90)
+    assert not worker.is_alive(), "tune_inference hung in a worker thread: trial_timeout_s did nothing there"
+    statuses = {t["config"]["batch_size"]: t["status"] for t in box["result"].trials}
+    assert statuses[1] == "ok" and [s for b, s in statuses.items() if b >= 2] and \
+        all(s == "timeout" for b, s in statuses.items() if b >= 2)
 
 
 def test_bad_input_fails_before_any_trial(gpt2) -> None:
