@@ -233,7 +233,7 @@ def _tuning(work: Path, **options: Any) -> Any:
 def _quick_trial(request: Any) -> Any:
     from autoscout_plugin.profiling import TrialOutcome
 
-    return TrialOutcome(value=float(request.config["num_threads"] * 10 + request.config["micro_batch_size"]),
+    return TrialOutcome(value=float(request.config["num_threads"] * 10 + request.config.get("micro_batch_size", 8)),
                         cost_s=0.01)
 
 
