@@ -475,6 +475,10 @@ def run_trial_case(what: str, fn: Callable[[], tuple[str, str]]) -> Case:
 
 
 # ---------------------------------------------------------------- stop signals
+_DEFAULT_SIGHUP = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL);"
+                   " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
+"""Python, with SIGHUP at its default as in a terminal (under nohup it would be inherited ignored)."""
+
 _TUNER = """
 import sys, time
 from autoscout_plugin.profiling import run_subprocess_trial
@@ -498,7 +502,7 @@ def stop_case(sig: signal.Signals, work: Path) -> Case:
     (case / "tmp").mkdir(parents=True)
     pids_file = case / "pids"
     env = {**os.environ, "TMPDIR": str(case / "tmp"), "PYTHONPATH": str(REPO)}
-    outer = subprocess.Popen([sys.executable, "-c", _TUNER, str(pids_file)], env=env, start_new_session=True)
+    outer = subprocess.Popen([*_DEFAULT_SIGHUP, "-c", _TUNER, str(pids_file)], env=env, start_new_session=True)
     start = time.perf_counter()
     deadline = time.monotonic() + 60
     while not pids_file.exists() or len(pids_file.read_text().split()) < 3:
@@ -553,7 +557,7 @@ def launcher_stop_case(sig: signal.Signals, work: Path) -> Case:
     script, pids_file = case / "train.py", case / "pids.json"
     script.write_text(_HANGING_SCRIPT)
     env = {**os.environ, "TMPDIR": str(case / "tmp"), "PYTHONPATH": str(REPO), "HF_HOME": str(case / "hf")}
-    argv = [sys.executable, "-m", "autoscout_plugin.cli", "launch", "--autoscout", "--autoscout-store",
+    argv = [*_DEFAULT_SIGHUP, "-m", "autoscout_plugin.cli", "launch", "--autoscout", "--autoscout-store",
             str(case / "s.sqlite"), "--autoscout-timeout", "300", "--num_processes", "1", str(script), str(pids_file)]
     start = time.perf_counter()
     launcher = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,

@@ -72,6 +72,7 @@ import json, signal, sys, tempfile
 from contextlib import nullcontext
 from autoscout_plugin.profiling import run_subprocess_trial, run_supervised, stop_signals
 
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even when the tests run under nohup
 mode, guard, cmd, scratch_dir = sys.argv[1], sys.argv[2] == "guarded", json.loads(sys.argv[3]), sys.argv[4]
 scratch = tempfile.mkdtemp(prefix="autoscout-scratch-", dir=scratch_dir)  # a temp folder the trial uses
 with stop_signals() if guard else nullcontext():
@@ -300,6 +301,14 @@ def test_run_supervised_gives_the_commands_status_and_errors() -> None:
 
 @pytest.mark.timeout(60)
 def test_stop_signals_turns_sigterm_into_a_keyboard_interrupt_once_then_restores() -> None:
+    hup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even when the tests run under nohup
+    try:
+        _stop_signals_once_then_restored()
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+
+
+def _stop_signals_once_then_restored() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Stopped) as info, stop_signals():
         os.kill(os.getpid(), signal.SIGTERM)
