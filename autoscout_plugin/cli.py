@@ -13,13 +13,19 @@
                      [--autoscout-warmup N] [--autoscout-measure N] [--autoscout-confirm N]]
                      [accelerate launch args] SCRIPT [ARGS]
                                                                 `accelerate launch`; with --autoscout, tuned first
+    autoscout history migrate SRC DST                           copy a trial history (studies, trials, winners,
+                                                                notes) into another store, e.g. a local SQLite
+                                                                file into a shared postgresql://user@host/db
+    autoscout history show STORE                                list a store's studies and winners
 
 Every value is checked before any work starts (`autoscout_plugin.validate`): a bad one ends the command
 with `autoscout: error: <option> must be ..., got <value>: <what to do>` and exit code 2, never a
 traceback. Stated bounds: `--gpus` up to 1,048,576, `--global-batch` up to 16,777,216, `--seq-len` up to
 4,194,304, `--requests` up to 100,000, token lengths up to 1,048,576, seeds 0 .. 2**32 - 1.
 `infer` reads local files only unless `--allow-download` is given, and `--set` takes settings of the
-model's config only (never loading options such as `trust_remote_code`).
+model's config only (never loading options such as `trust_remote_code`). `history migrate` changes nothing
+of SRC's history (a missing SRC file is refused, never created), is safe to run twice (studies already in
+DST are left alone), and masks any password in a store URL it prints.
 """
 
 from __future__ import annotations
@@ -122,6 +128,17 @@ def _infer(args: argparse.Namespace) -> int:
     from .integrations.inference import main as infer_main  # imports torch and transformers
 
     return infer_main(args)
+
+
+def _history(args: argparse.Namespace) -> int:
+    from .history import migrate, show  # opens stores (SQLAlchemy): loaded only for this command
+    from .redact import redact
+
+    try:
+        print(migrate(args.src, args.dst).summary() if args.action == "migrate" else show(args.store))
+    except ValueError as exc:  # StoreError: the stores mask passwords already; this is the last net
+        raise ValueError(redact(str(exc))) from None
+    return 0
 
 
 def _launch(argv: Sequence[str]) -> int:
@@ -227,6 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--seed", type=validate.seed_arg(), default=0, help=f"0 to {validate.MAX_SEED}")
     infer.add_argument("--report", type=validate.path_arg(), help="write PATH.json and PATH.html")
     infer.set_defaults(func=_infer)
+
+    history = sub.add_parser("history", help="copy or list a trial history (SQLite files, postgresql:// URLs)",
+                             description="Move a trial history between stores, e.g. your SQLite file into the "
+                             "PostgreSQL store your team shares, or list what a store holds. Passwords in URLs are "
+                             "masked in every line printed; better still, leave them out of the URL and use "
+                             "PGPASSWORD or ~/.pgpass.")
+    actions = history.add_subparsers(dest="action", metavar="{migrate,show}", required=True)
+    store_hint = "a trial store: a file path, sqlite:///PATH, or postgresql://user@host:port/database"
+    migrate = actions.add_parser("migrate", help="copy every study (trials, winner) and note of SRC into DST",
+                                 description="Copy every study of SRC, oldest first, with its trials and winner, and "
+                                 "every note DST lacks, into DST. SRC is only read; studies DST already holds are "
+                                 "left alone, so running it twice copies nothing the second time.")
+    migrate.add_argument("src", metavar="SRC", type=validate.text_arg(hint=store_hint),
+                         help="the store to copy from (it must exist), e.g. ~/.cache/autoscout/trials.sqlite")
+    migrate.add_argument("dst", metavar="DST", type=validate.text_arg(hint=store_hint),
+                         help="the store to copy into, e.g. postgresql://tuner@db:5432/autoscout (a new SQLite "
+                              "file is created; a PostgreSQL database must exist)")
+    migrate.set_defaults(func=_history)
+    show = actions.add_parser("show", help="list a store's studies: trials, winner, workload")
+    show.add_argument("store", metavar="STORE", type=validate.text_arg(hint=store_hint),
+                      help="the store to list (it must exist)")
+    show.set_defaults(func=_history)
     return parser
 
 

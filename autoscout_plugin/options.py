@@ -51,7 +51,8 @@ def check_pin(name: str, value: Any) -> Any:
 
 
 def default_store() -> str:
-    """`$AUTOSCOUT_STORE`, else `$XDG_CACHE_HOME/autoscout/trials.sqlite` (`~/.cache/...`)."""
+    """`$AUTOSCOUT_STORE` (a path or a `postgresql://` URL), else `$XDG_CACHE_HOME/autoscout/trials.sqlite`
+    (`~/.cache/...`)."""
     if os.environ.get("AUTOSCOUT_STORE"):
         return os.environ["AUTOSCOUT_STORE"]
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -83,7 +84,8 @@ class AutoScoutOptions(validate.KeywordOptions):
     pin: Mapping[str, Any] = field(default_factory=dict)
     """Knob -> value held fixed."""
     store: str | None = None
-    """SQLite file of trials and winners; None uses `default_store()`."""
+    """Where trials and winners are kept: an SQLite file, or a `postgresql://user@host:port/db` URL shared by
+    every machine and teammate; None uses `default_store()`."""
     relaunch: bool = True
     """May re-run the script with a winner that needs another strategy or process count."""
     report: str | None = None
@@ -144,7 +146,8 @@ class AutoScoutOptions(validate.KeywordOptions):
                           hint="the share of the planned main run tuning may take, e.g. 0.05 (or None)")
         # A path that exists but cannot hold a store (a folder, a damaged file) is not refused here: the
         # run goes on with a fresh store and a warning (`outputs.prepare_outputs`, before the first trial).
-        validate.path("store", self.store, optional=True, hint="an SQLite file, or None for the default")
+        validate.store("store", self.store, optional=True,
+                       hint="an SQLite file, a postgresql:// URL, or None for the default")
         validate.path("report", self.report, optional=True,
                       hint="REPORT.json and REPORT.html are written there, or None for no report")
         validate.boolean("relaunch", self.relaunch)

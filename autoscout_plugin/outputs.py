@@ -9,6 +9,9 @@ goes on.
 - A store path that cannot be used for another reason (a directory, no permission, a newer schema,
   another program's database, a file that is not SQLite at a path the user chose) is left untouched:
   this run uses a fresh store in a new temporary folder.
+- A PostgreSQL store that cannot be used (the server is down, a wrong password, a newer schema) is left
+  untouched the same way: this run uses a fresh SQLite store in a new temporary folder, and the warning
+  says why (the URL's password masked).
 - A report path that cannot be written (a directory in the way, a read-only folder) is replaced by the
   same file name in a new temporary folder.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from .options import default_store
 from .report.html import report_paths
-from .store import SQLiteStore, StoreError
+from .store import PostgresStore, SQLiteStore, StoreError, describe_store, is_postgres_url, store_path
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -47,6 +50,9 @@ def prepare_outputs(store: str | None, report: str | None) -> Outputs:
 def usable_store(path: str) -> str:
     """`path` when a trial store can be used there (created if missing), else the fresh store used
     instead, with a warning."""
+    if is_postgres_url(path):
+        return _usable_server_store(path)
+    path = store_path(path) or path  # an sqlite:/// URL: its file (another scheme fails in _store_problem)
     damaged, reason = _store_problem(Path(path))
     if reason is None:
         return path
@@ -60,6 +66,21 @@ def usable_store(path: str) -> str:
     _warn(f"cannot use the trial store {path} ({reason}); this run uses a fresh store at {fresh} and reuses"
           f" nothing: fix or remove {path}, or pass another store path")
     return str(fresh)
+
+
+def _usable_server_store(url: str) -> str:
+    try:
+        PostgresStore(url, timeout_s=SERVER_PROBE_S).close()
+    except StoreError as exc:
+        fresh = _fallback_folder() / "trials.sqlite"
+        _warn(f"cannot use the trial store {describe_store(url)} ({exc}); this run uses a fresh store at {fresh}"
+              " and shares nothing with other workers: fix the server or the URL, or pass another store")
+        return str(fresh)
+    return url
+
+
+SERVER_PROBE_S = 10.0
+"""How long the check before the first trial waits for a store's server."""
 
 
 def usable_report(base: str) -> str:

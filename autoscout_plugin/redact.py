@@ -25,7 +25,8 @@ _TOKENS = re.compile(
     r"\b(?:hf_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|sk-[A-Za-z0-9_-]{20,}"
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(@)")
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@]+(@)")
+"""A password may hold `/`, `+` and `=` (a base64 one): it runs to the `@` before the host."""
 _ASSIGNED = re.compile(
     r"(?i)(\b[\w-]*(?:token|api[_-]?key|secret|password|passwd|pwd|credentials?)[\w-]*[\"']?\s*[:=]\s*[\"']?)"
     r"(?!\*\*\*)[^\s\"',;)}\]]+")

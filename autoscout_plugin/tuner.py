@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ from .redact import redact
 from .report.result import PairedComparison, TuneResult
 from .search import SearchExhausted, SearchStrategy, make_strategy, strategy_names
 from .space import Config, Space, SpaceError
-from .store import InMemoryStore, SQLiteStore, TrialStore, fingerprint
+from .store import Claim, InMemoryStore, StoreError, TrialStore, fingerprint, open_store
+from .store.lease import Heartbeat
 from .trial import STATUSES, Fidelity, Trial
 
 
@@ -61,7 +64,13 @@ class TuneOptions(validate.KeywordOptions):
     search: str = "autoscout"
     seed: int = 0
     store: str | None = None
-    """SQLite file for the trial history; None keeps it in memory."""
+    """The trial history: an SQLite file path, or a `postgresql://` URL shared by many workers and machines;
+    None keeps it in memory."""
+    worker: str | None = None
+    """This worker's name in a shared study (default `host:pid`)."""
+    lease_s: float = 30.0
+    """A config this worker runs is held for it (`TrialStore.claim`) while its heartbeats come, every
+    `lease_s / 3`; `lease_s` after the last one, another worker may run it (once)."""
     reuse: bool = True
     """Return a stored winner for the same workload, machine and space with zero trials."""
     warm_start: bool = True
@@ -98,8 +107,11 @@ class TuneOptions(validate.KeywordOptions):
         names = strategy_names()
         if not isinstance(self.search, str) or self.search not in names:
             raise ValueError(f"unknown search strategy {self.search!r}; choose from {names}")
-        validate.path("store", self.store, optional=True, file=True, hint="an SQLite file, or None to keep"
-                      " the history in memory")
+        validate.store("store", self.store, optional=True, file=True, hint="an SQLite file, a postgresql:// URL,"
+                       " or None to keep the history in memory")
+        validate.non_empty_str("worker", self.worker, optional=True, hint="a name for this worker, or None")
+        validate.positive_number("lease_s", self.lease_s, unit="seconds", high=86_400,
+                                 hint="how long a silent worker keeps its config, e.g. 30")
         validate.boolean("reuse", self.reuse)
         validate.boolean("warm_start", self.warm_start)
         validate.positive_number("memory_limit_mb", self.memory_limit_mb, unit="MB", optional=True,
@@ -117,6 +129,19 @@ class TuneOptions(validate.KeywordOptions):
 
 
 TrialCallback = Callable[[Trial, "Tuner"], None]
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+MAX_HELD_IN_A_ROW = 50
+"""A worker whose search proposes this many configs in a row that other workers run now stops exploring."""
 
 SAME_MODEL_SIMILARITY = 0.9
 """A past study this alike (`store.fingerprint.similarity`: same family and architecture, sizes within a
@@ -157,10 +182,16 @@ class Tuner:
             if problems:
                 raise SpaceError(f"the baseline config {self.baseline} breaks a constraint: {problems[0]}")
         self.trials: list[Trial] = []
+        """The study's trials: earlier ones (a resumed study), this run's, and those other workers add while
+        it runs (a shared store). The budget is the study's: every worker counts them all."""
+        self.worker = self.options.worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._last_number = -1
+        self._first_number = -1
+        """Trials numbered above this belong to this tuning run (all of them, unless it re-tunes a solved study)."""
         self.search: SearchStrategy = self._make_search()
         self._owns_store = self.store is None
         if self.store is None:
-            self.store = SQLiteStore(self.options.store) if self.options.store else InMemoryStore()
+            self.store = open_store(self.options.store) if self.options.store else InMemoryStore()
         workload = self.workload.to_json() if self.workload else {}
         hardware = self.hardware.to_json() if self.hardware else {}
         self.fingerprint = fingerprint(workload, hardware, self.space.to_json())
@@ -188,6 +219,9 @@ class Tuner:
             # study was interrupted and continues where it stopped.
             if self.options.reuse or self.store.winner(self.fingerprint) is None:
                 self._resume()
+            else:  # a new tuning run appended to the study: its earlier trials are not this run's
+                self._first_number = self._last_number = max((t.number or 0 for t in self.store.trials(self.study_id)),
+                                                             default=-1)
             reason = self._explore()
             self._confirm()
             result = self._result(reason)
@@ -219,6 +253,23 @@ class Tuner:
         """Tell the search every trial this study already ran (an interrupted run continues)."""
         assert self.store is not None
         for trial in self.store.trials(self.study_id):
+            self._last_number = max(self._last_number, trial.number or 0)
+            try:
+                trial.config = self.space.canonical(trial.config)
+            except SpaceError:
+                continue
+            self.trials.append(trial)
+            if trial.fidelity != Fidelity.F3:
+                self._tell(trial)
+
+    def _sync(self) -> None:
+        """Tell the search what other workers measured in this study since the last look (a shared store)."""
+        assert self.store is not None
+        mine = {t.number for t in self.trials}
+        for trial in self.store.trials(self.study_id, after=self._last_number):
+            self._last_number = max(self._last_number, trial.number or 0)
+            if trial.number in mine:
+                continue
             try:
                 trial.config = self.space.canonical(trial.config)
             except SpaceError:
@@ -229,7 +280,7 @@ class Tuner:
 
     def _tell(self, trial: Trial) -> None:
         # A transient failure (a port in use) says nothing about the config: its retry is what counts.
-        if trial.failure != "transient" and not self.search.seen(trial.config):
+        if trial.failure != "transient" and not self.search.told(trial.config):
             self.search.tell(trial)
 
     def _warm_configs(self) -> list[Config]:
@@ -280,6 +331,7 @@ class Tuner:
         queue += self._warm_configs()
         best, since_best = self._best_value(), 0
         while True:
+            self._sync()
             if self.options.max_trials is not None and len(self._f2_trials()) >= self.options.max_trials:
                 return f"trial budget of {self.options.max_trials} reached"
             budget_s = self.options.seconds_budget(self._best_value())
@@ -287,6 +339,33 @@ class Tuner:
                 return f"time budget of {budget_s:.0f} s reached"
             if self.options.patience is not None and since_best >= self.options.patience:
                 return f"no improvement in {self.options.patience} trials"
+            picked = self._next(queue)
+            if isinstance(picked, str):
+                return picked
+            config, claim = picked
+            trial = self._measure(config, Fidelity.F2, claim=claim)
+            budget_left = self.options.max_trials is None or len(self._f2_trials()) < self.options.max_trials
+            if trial.failure == "transient" and budget_left:  # a port in use, a rendezvous timeout: once more
+                assert self.store is not None
+                again = self.store.claim(self.study_id, config, worker=self.worker, lease_s=self.options.lease_s)
+                trial = self._measure(config, Fidelity.F2, retry=True, claim=again)
+            self._tell(trial)
+            threshold = None if best is None else best * (1 + self.options.min_improvement)
+            if trial.ok and trial.value is not None and (threshold is None or trial.value > threshold):
+                best, since_best = trial.value, 0
+            elif best is not None:
+                since_best += 1
+
+    def _next(self, queue: list[Config]) -> tuple[Config, Claim | None] | str:
+        """The next config to measure and this worker's claim on it, or why there is none. A config another
+        worker left (it stopped sending heartbeats) comes first; a config another worker runs now is held
+        back from the search and the next one asked for."""
+        assert self.store is not None
+        self._expire_gone_workers()
+        reclaimed = self._reclaimed()
+        if reclaimed is not None:
+            return reclaimed
+        for _ in range(MAX_HELD_IN_A_ROW):
             config = None
             while queue and config is None:
                 candidate = queue.pop(0)
@@ -296,22 +375,79 @@ class Tuner:
                     config = self.search.ask()
                 except SearchExhausted as exc:
                     return f"search exhausted: {exc}"
-            trial = self._measure(config, Fidelity.F2)
-            budget_left = self.options.max_trials is None or len(self._f2_trials()) < self.options.max_trials
-            if trial.failure == "transient" and budget_left:  # a port in use, a rendezvous timeout: once more
-                trial = self._measure(config, Fidelity.F2, retry=True)
-            self._tell(trial)
-            threshold = None if best is None else best * (1 + self.options.min_improvement)
-            if trial.ok and trial.value is not None and (threshold is None or trial.value > threshold):
-                best, since_best = trial.value, 0
-            elif best is not None:
-                since_best += 1
+            claim = self.store.claim(self.study_id, config, worker=self.worker, lease_s=self.options.lease_s,
+                                     limit=self.options.max_trials, after=self._first_number)
+            if claim is not None:
+                # A config another worker finished since the last look is claimable (a done config may be
+                # measured again): look once more, and leave it when its result is in.
+                self._sync()
+                if not self.search.told(config):
+                    return config, claim
+                self.store.release(claim)
+                continue
+            reclaimed = self._reclaimed()  # a claim that went stale meanwhile counts in the budget until rerun
+            if reclaimed is not None:
+                return reclaimed
+            self._sync()
+            if self._budget_spent():  # the other workers' running trials take the rest of the budget
+                return f"trial budget of {self.options.max_trials} taken by this and other workers"
+            self.search.hold(config)
+            self._expire_gone_workers()
+        return f"the next {MAX_HELD_IN_A_ROW} configs the search proposed were running on other workers"
+
+    def _reclaimed(self) -> tuple[Config, Claim] | None:
+        """A config another worker left (no heartbeat for its lease), now claimed by this one."""
+        assert self.store is not None
+        stale = self.store.reclaim_stale(self.study_id, worker=self.worker, lease_s=self.options.lease_s)
+        if stale is None:
+            return None
+        try:
+            return self.space.canonical(stale.config), stale
+        except SpaceError:  # not of this space (the study's fingerprint includes it: a damaged record)
+            self.store.release(stale)
+            return None
+
+    def _budget_spent(self) -> bool:
+        assert self.store is not None
+        if self.options.max_trials is None:
+            return False
+        running = sum(1 for c in self.store.running(self.study_id) if c.worker != self.worker)
+        return len(self._f2_trials()) + running >= self.options.max_trials
+
+    def _expire_gone_workers(self) -> None:
+        """Claims held by processes of this machine that no longer exist (a killed earlier run) are offered
+        again at once, not after their lease."""
+        assert self.store is not None
+        host = socket.gethostname()
+        for claim in self.store.running(self.study_id):
+            name, _, pid = claim.worker.rpartition(":")
+            if name == host and pid.isdigit() and not _process_exists(int(pid)):
+                self.store.expire(claim)
 
     def _best_value(self) -> float | None:
         ok = [t.value for t in self._f2_trials() if t.ok and t.value is not None]
         return max(ok) if ok else None
 
-    def _measure(self, config: Config, fidelity: Fidelity, *, retry: bool = False) -> Trial:
+    def _measure(self, config: Config, fidelity: Fidelity, *, retry: bool = False,
+                 claim: Claim | None = None) -> Trial:
+        assert self.store is not None
+        try:
+            with Heartbeat(self.store, claim):
+                trial = self._profile(config, fidelity, retry=retry)
+            self.store.add_trial(self.study_id, trial, claim=claim)
+        except BaseException:
+            if claim is not None:  # stopped mid-trial: the config is free for another worker at once
+                try:
+                    self.store.release(claim)
+                except StoreError:
+                    pass  # its lease runs out instead
+            raise
+        self.trials.append(trial)
+        if self.on_trial is not None:
+            self.on_trial(trial, self)
+        return trial
+
+    def _profile(self, config: Config, fidelity: Fidelity, *, retry: bool) -> Trial:
         predicted = self.search.predict(config)
         started = time.perf_counter()
         try:
@@ -329,11 +465,6 @@ class Tuner:
         if retry and trial.failure == "transient":
             trial.failure = "crash"  # twice in a row is no longer chance
             trial.error = f"transient failure repeated on retry: {trial.error or ''}"[:300]
-        assert self.store is not None
-        self.store.add_trial(self.study_id, trial)
-        self.trials.append(trial)
-        if self.on_trial is not None:
-            self.on_trial(trial, self)
         return trial
 
     @staticmethod

@@ -203,6 +203,34 @@ def path(name: str | None, value: Any, *, optional: bool = False, hint: str | No
     return value
 
 
+def store(name: str | None, value: Any, *, optional: bool = False, hint: str | None = None,
+          file: bool = False) -> Any:
+    """A trial store: a file path (see `path`), or a URL (`postgresql://user@host:port/db`, `sqlite:///path`)
+    that can be read. A URL's password never appears in the error. The value is returned as given."""
+    if value is None and optional:
+        return None
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if isinstance(text, str) and "://" in text:
+        from .redact import redact
+        from .store import StoreError, is_postgres_url, store_path
+        from .store.postgres import _parse
+
+        problem = None
+        if is_postgres_url(text):
+            try:
+                _parse(text)
+            except StoreError as exc:
+                problem = str(exc)
+        elif store_path(text) is None:
+            problem = ("AutoScout reads postgresql://user@host:port/database URLs, sqlite:///relative/path and"
+                       " sqlite:////absolute/path URLs, and file paths")
+        if problem:
+            raise ValueError(f"{name} must be a trial store (a file path or a postgresql:// URL), got"
+                             f" {redact(text)!r}: {problem}")
+        return value
+    return path(name, value, optional=optional, hint=hint, file=file)
+
+
 def choice(name: str | None, value: Any, choices: Sequence[Any], *, hint: str | None = None) -> Any:
     """One of `choices`, exactly (no case folding)."""
     if not isinstance(value, type(choices[0])) or value not in choices or isinstance(value, bool):

@@ -29,6 +29,7 @@ from accelerate.commands.launch import launch_command_parser
 from autoscout_plugin import validate
 from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.options import AutoScoutOptions
+from autoscout_plugin.redact import redact
 from autoscout_plugin.space.catalogue import CATALOGUE, DDP_KWARGS
 
 LAUNCHER_KNOBS = ("strategy", "num_processes", "precision", "compile", "num_threads",
@@ -50,7 +51,8 @@ _OURS: dict[str, dict[str, Any]] = {
     "seconds": {"type": float, "help": "profiling seconds at most (a positive, finite number)"},
     "include": {"help": "comma-separated knobs to tune (default: every knob that applies)"},
     "report": {"help": "write the result to PATH.json and PATH.html"},
-    "store": {"help": "SQLite trial store (default: $AUTOSCOUT_STORE or ~/.cache/autoscout/trials.sqlite)"},
+    "store": {"help": "trial store: an SQLite file or a postgresql://user@host:port/db URL shared by many machines"
+                       " (default: $AUTOSCOUT_STORE or ~/.cache/autoscout/trials.sqlite)"},
     "timeout": {"type": float, "default": 600.0,
                 "help": "seconds before a trial is stopped (default 600; at most 604800, a week)"},
     "warmup": {"type": int, "default": 2, "help": "optimizer steps before timing (default 2)"},
@@ -173,9 +175,10 @@ def _check(flag: str, value: Any, what: str, check: Any, **kwargs: Any) -> None:
     `--autoscout-seconds inf: give a positive, finite number of seconds, or leave it out`."""
     try:
         check(None, value, **kwargs)
-    except ValueError:
-        shown = repr(value) if isinstance(value, str) else value
-        raise LaunchError(f"{flag} {shown}: give {what}") from None
+    except ValueError as exc:
+        shown = repr(redact(value)) if isinstance(value, str) else value  # a store URL may hold a password
+        why = str(exc).split(": ", 1)[1] if check is validate.store and ": " in str(exc) else ""
+        raise LaunchError(f"{flag} {shown}: give {what}" + (f" ({why})" if why else "")) from None
 
 
 def _check_launch(ns: argparse.Namespace) -> None:
@@ -202,7 +205,8 @@ def _options(ns: argparse.Namespace) -> AutoScoutOptions:
               ("confirm", ns.autoscout_confirm, "0 or more configs to re-measure", validate.integer, {"low": 0}),
               ("report", ns.autoscout_report, "a file path (PATH.json and PATH.html are written)", validate.path, {}),
               # a folder is not refused: the run goes on with a fresh store and a warning (outputs.py)
-              ("store", ns.autoscout_store, "the path of an SQLite file, or leave it out", validate.path, {})]
+              ("store", ns.autoscout_store, "an SQLite file or a postgresql:// URL, or leave it out", validate.store,
+               {})]
     for name, value, what, check, kwargs in checks:
         if value is not None:
             _check(f"--autoscout-{name}", value, what, check, **kwargs)

@@ -51,6 +51,7 @@ from autoscout_plugin.profiling import (
 )
 from autoscout_plugin.report.result import TuneResult
 from autoscout_plugin.space import Config
+from autoscout_plugin.store import StoreError, describe_store, is_url, open_store
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
@@ -99,39 +100,42 @@ def _clean_env() -> dict[str, str]:
 # ---------------------------------------------------------------- declared knobs, per job
 
 
-def _sidecar(store: str) -> Path:
+NOTE_PREFIX = "launch:"
+"""What a launched job's script declared is kept in the store as the note `launch:<job>`."""
+
+
+def _legacy_sidecar(store: str) -> Path:
+    """Where AutoScout kept what a script declared before the store held notes: read, never written."""
     return Path(f"{store}.launch.json")
 
 
 def load_declared(store: str, job: str, what: str = "declared") -> dict[str, Any] | None:
     """The knobs a job's script declared in an earlier run on this store (`what="workload"`: the model it
     described), or None."""
+    entry = None
     try:
-        entry = json.loads(_sidecar(store).read_text(encoding="utf-8")).get(job)
-    except (OSError, ValueError, AttributeError):
-        return None
+        with open_store(store) as opened:
+            entry = opened.note(NOTE_PREFIX + job)
+    except StoreError:
+        pass  # the run measures its trial 0 again
+    if entry is None and not is_url(store):
+        try:
+            entry = json.loads(_legacy_sidecar(store).read_text(encoding="utf-8")).get(job)
+        except (OSError, ValueError, AttributeError):
+            entry = None
     return dict(entry[what]) if isinstance(entry, dict) and isinstance(entry.get(what), dict) else None
 
 
 def save_declared(store: str, job: str, declared: dict[str, Any], script: str,
                   workload: dict[str, Any] | None = None) -> None:
-    """Remember what the job's script declared, and the model it described (read, merged, written whole,
-    renamed)."""
-    path = _sidecar(store)
+    """Remember what the job's script declared, and the model it described, in the store (every machine
+    that shares the store sees it)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data = data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        data = {}
-    data[job] = {"script": script, "declared": declared, "workload": workload}
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as exc:  # only costs the next run its trial 0
-        partial.unlink(missing_ok=True)
-        warnings.warn(f"AutoScout: could not save what {script} declared to {path}: {exc}; the next run of this"
-                      " command runs its trial 0 again", RuntimeWarning, stacklevel=2)
+        with open_store(store) as opened:
+            opened.set_note(NOTE_PREFIX + job, {"script": script, "declared": declared, "workload": workload})
+    except StoreError as exc:  # only costs the next run its trial 0
+        warnings.warn(f"AutoScout: could not save what {script} declared to {describe_store(store)}: {exc}; the"
+                      " next run of this command runs its trial 0 again", RuntimeWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------- the launcher

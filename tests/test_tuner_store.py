@@ -272,3 +272,41 @@ def test_a_study_tuned_again_keeps_its_exclusion_without_paying_again(tmp_path: 
     Tuner(space, profile, options(max_trials=6, search="autoscout", store=store_path, reuse=False),
           workload=w, hardware=HARDWARE).run()
     assert all(c["compile"] == "off" for c in profile.configs())
+
+
+# ------------------------------------------------------------------------------------------- shared studies
+def test_a_config_another_worker_is_running_is_left_to_it(tmp_path: Path) -> None:
+    """Another worker (another machine) holds the user's config: this worker measures others, and what the
+    other worker adds to the study meanwhile is told to this one's search and counted in the budget."""
+    store_path = tmp_path / "trials.sqlite"
+    space = threads_space(6)
+    with SQLiteStore(store_path) as store:
+        peek = Tuner(space, Recorder(by_threads), options(max_trials=4), store=store)
+        elsewhere = store.claim(peek.study_id, {"num_threads": 1}, worker="gpu-node-7:4242")
+        assert elsewhere is not None
+        calls: list[int] = []
+
+        def profile(config: dict[str, Any], fidelity: Any) -> Any:
+            calls.append(config["num_threads"])
+            if len(calls) == 1:  # meanwhile the other worker finishes its trial
+                store.add_trial(peek.study_id, Trial(config={"num_threads": 1}, value=10.0), claim=elsewhere)
+            return Recorder(by_threads)(config, fidelity)
+
+        result = Tuner(space, profile, options(max_trials=4, confirm_top=0), store=store,
+                       baseline={"num_threads": 1}).run()
+        trials = store.trials(peek.study_id)
+        assert store.running(peek.study_id) == []  # every claim ended with its trial
+    assert 1 not in calls and len(calls) == 3  # the other worker's trial took one of the study's 4
+    assert sorted(t.config["num_threads"] for t in result.trials) == sorted([1, *calls])
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+
+
+def test_the_budget_is_the_studys_when_other_workers_hold_the_rest(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "trials.sqlite") as store:
+        peek = Tuner(threads_space(6), Recorder(by_threads), options(max_trials=3), store=store)
+        for n in (5, 6):  # two trials running elsewhere
+            assert store.claim(peek.study_id, {"num_threads": n}, worker=f"other:{n}") is not None
+        profile = Recorder(by_threads)
+        result = Tuner(threads_space(6), profile, options(max_trials=3, confirm_top=0), store=store).run()
+    assert len(profile.configs()) == 1
+    assert "taken by this and other workers" in result.stop_reason

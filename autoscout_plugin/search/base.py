@@ -42,6 +42,7 @@ class SearchStrategy(ABC):
         self.seed = seed
         self.trials: list[Trial] = []
         self._seen: set[str] = set()
+        self._held: set[str] = set()
         self._given: list[Exclusion] = []
 
     @abstractmethod
@@ -54,6 +55,7 @@ class SearchStrategy(ABC):
         trial.config = config
         self.trials.append(trial)
         self._seen.add(self._key(config))
+        self._held.discard(self._key(config))
         self._observe(trial)
 
     def _observe(self, trial: Trial) -> None:  # noqa: B027 - optional hook
@@ -82,7 +84,17 @@ class SearchStrategy(ABC):
         return json.dumps(config, sort_keys=True, default=str)
 
     def seen(self, config: Config) -> bool:
+        """Whether `config` was told, or is held (running on another worker): `ask` never returns it."""
+        key = self._key(config)
+        return key in self._seen or key in self._held
+
+    def told(self, config: Config) -> bool:
+        """Whether an outcome of `config` was told."""
         return self._key(config) in self._seen
+
+    def hold(self, config: Config) -> None:
+        """Another worker runs `config` now (a shared study): `ask` leaves it out; its result is told later."""
+        self._held.add(self._key(self.space.canonical(config)))
 
     @property
     def best(self) -> Trial | None:

@@ -7,12 +7,40 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from ..trial import Trial
 from .errors import StoreError
 from .fingerprint import canonical_json, hardware_key, similarity
+
+MAX_ATTEMPTS = 2
+"""A config whose worker stops heartbeating is offered to another worker once; when that one stops too,
+the config is recorded as a failed trial (a crash) and not offered again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's hold on one config of a study while it runs it (see `TrialStore.claim`)."""
+
+    study_id: str
+    config: dict[str, Any]
+    key: str
+    """The config's key in the store (a hash of its canonical JSON)."""
+    worker: str
+    token: str
+    """This holding's id: a claim taken over by another worker no longer matches it."""
+    attempt: int
+    """1 for the first worker to run the config, 2 when it was offered again after its worker stopped."""
+    lease_s: float
+    """The claim is stale `lease_s` after its last heartbeat (in the database's time)."""
+
+
+def check_lease(lease_s: Any) -> float:
+    if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s <= 86_400:
+        raise StoreError(f"lease_s must be a number of seconds in (0, 86400], got {lease_s!r}")
+    return float(lease_s)
 
 
 class TrialStore(ABC):
@@ -25,6 +53,11 @@ class TrialStore(ABC):
       `trial.number`; `trials()` returns copies ordered by number, every field round-tripped;
     - `set_winner` / `winner(fp)` remember the answer to a solved problem (zero-trial reuse);
     - `similar()` finds past studies, with trials, on the same hardware with alike workloads;
+    - `claim(study, config, worker=...)` holds a config for one worker: nobody else gets it while the
+      holder's heartbeats come; `lease_s` after the last one the claim is stale, and `reclaim_stale`
+      offers it to one other worker (`MAX_ATTEMPTS`); after that the config is recorded as a failed
+      trial. `add_trial(..., claim=)` ends the claim; a late result (its claim taken over) is recorded;
+    - `note`/`set_note` keep small JSON values by key (what a launched job's script declared);
     - a study id the store never returned raises `UnknownStudyError`; bad data raises `StoreError`;
     - everything in and out is plain JSON data; nothing is pickled or evaluated.
 
@@ -56,15 +89,56 @@ class TrialStore(ABC):
         """
 
     @abstractmethod
-    def add_trial(self, study_id: str, trial: Trial) -> int:
+    def add_trial(self, study_id: str, trial: Trial, *, claim: Claim | None = None) -> int:
         """Store `trial`, assign the next number of the study, set `trial.number`, return it.
 
-        A number already on the trial is replaced: the store owns numbering.
+        A number already on the trial is replaced: the store owns numbering. With `claim`, the claim
+        ends in the same transaction; a claim already taken over by another worker is left to it, and
+        the trial is recorded all the same.
         """
 
     @abstractmethod
-    def trials(self, study_id: str) -> list[Trial]:
-        """The study's trials ordered by number (new objects: editing them changes nothing stored)."""
+    def trials(self, study_id: str, *, after: int = -1) -> list[Trial]:
+        """The study's trials numbered above `after`, ordered by number (new objects: editing them
+        changes nothing stored). Other workers' trials appear here as they are added."""
+
+    @abstractmethod
+    def claim(self, study_id: str, config: dict[str, Any], *, worker: str, lease_s: float = 30.0,
+              limit: int | None = None, after: int = -1) -> Claim | None:
+        """Hold `config` for `worker` while it runs it, or None when another worker holds it now (or it
+        was already offered `MAX_ATTEMPTS` times, or the study has `limit` F2 trials numbered above `after`,
+        done and running, already: a budget shared by every worker, enforced at the database). Keep the
+        claim with `heartbeat` more often than `lease_s`."""
+
+    @abstractmethod
+    def heartbeat(self, claim: Claim) -> bool:
+        """Renew the claim's lease (the database's time); False when it was lost (taken over as stale)."""
+
+    @abstractmethod
+    def release(self, claim: Claim) -> None:
+        """Give the claim up without a result (the worker is stopping); others may claim the config."""
+
+    @abstractmethod
+    def expire(self, claim: Claim) -> None:
+        """Make the claim stale now (its worker is known to be gone: a process of this machine that no
+        longer exists), so that `reclaim_stale` offers it at once instead of after its lease."""
+
+    @abstractmethod
+    def reclaim_stale(self, study_id: str, *, worker: str, lease_s: float = 30.0) -> Claim | None:
+        """The longest-stale claim of the study, taken over for `worker` (its next attempt), or None.
+        Stale claims on their last attempt are recorded as failed trials on the way."""
+
+    @abstractmethod
+    def running(self, study_id: str) -> list[Claim]:
+        """The study's live claims, oldest first."""
+
+    @abstractmethod
+    def note(self, key: str) -> Any | None:
+        """The JSON value kept under `key`, or None."""
+
+    @abstractmethod
+    def set_note(self, key: str, value: Any) -> None:
+        """Keep a JSON value under `key` (replacing any)."""
 
     @abstractmethod
     def set_winner(self, study_id: str, config: dict[str, Any], value: float) -> None:

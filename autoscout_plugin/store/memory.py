@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..trial import Trial
+from ..trial import Fidelity, Trial
 from .base import (
+    MAX_ATTEMPTS,
+    Claim,
     TrialStore,
     check_fingerprint,
+    check_lease,
     dump_trial,
     load_trial,
     study_id_for,
@@ -19,7 +25,7 @@ from .base import (
     winner_text,
 )
 from .errors import StoreError, UnknownStudyError
-from .fingerprint import hardware_key
+from .fingerprint import canonical_json, hardware_key
 
 
 @dataclass(slots=True)
@@ -31,6 +37,19 @@ class _Study:
     trials: list[str] = field(default_factory=list)
     """The trials as JSON text, index = number: the same data SQLiteStore keeps."""
     winner: tuple[str, float] | None = None
+    claims: dict[str, _Held] = field(default_factory=dict)
+    """Claims by config key."""
+
+
+@dataclass(slots=True)
+class _Held:
+    claim: Claim
+    state: str
+    heartbeat_s: float
+    claimed_s: float
+
+    def live(self, now: float) -> bool:
+        return self.state == "running" and now - self.heartbeat_s <= self.claim.lease_s
 
 
 class InMemoryStore(TrialStore):
@@ -52,6 +71,7 @@ class InMemoryStore(TrialStore):
     def __init__(self) -> None:
         self._studies: dict[str, _Study] | None = {}
         self._by_fingerprint: dict[str, str] = {}
+        self._notes: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def open_study(
@@ -68,19 +88,109 @@ class InMemoryStore(TrialStore):
             self._by_fingerprint[fingerprint] = study_id
             return study_id
 
-    def add_trial(self, study_id: str, trial: Trial) -> int:
+    def add_trial(self, study_id: str, trial: Trial, *, claim: Claim | None = None) -> int:
         data = trial_data(trial)
         with self._lock:
             study = self._study(study_id)
             number = len(study.trials)
             study.trials.append(dump_trial({**data, "number": number}))
+            held = study.claims.get(claim.key) if claim is not None else None
+            if held is not None and claim is not None and held.claim.token == claim.token and held.state == "running":
+                held.state = "done"
         trial.number = number
         return number
 
-    def trials(self, study_id: str) -> list[Trial]:
+    def trials(self, study_id: str, *, after: int = -1) -> list[Trial]:
         with self._lock:
             texts = list(self._study(study_id).trials)
-        return [load_trial(text, f"memory:{study_id}#{number}") for number, text in enumerate(texts)]
+        return [load_trial(text, f"memory:{study_id}#{number}") for number, text in enumerate(texts) if number > after]
+
+    def claim(self, study_id: str, config: dict[str, Any], *, worker: str, lease_s: float = 30.0,
+              limit: int | None = None, after: int = -1) -> Claim | None:
+        lease_s = check_lease(lease_s)
+        if not isinstance(config, dict):
+            raise StoreError(f"claim(config=...) needs a dict, got {type(config).__name__}")
+        text = canonical_json(config)
+        key = hashlib.sha256(text.encode()).hexdigest()
+        with self._lock:
+            study, now = self._study(study_id), time.monotonic()
+            held = study.claims.get(key)
+            if held is not None and held.live(now):
+                return None
+            if limit is not None:
+                f2 = sum(1 for number, text in enumerate(study.trials)
+                         if number > after and json.loads(text).get("fidelity") == Fidelity.F2.value)
+                if f2 + sum(1 for h in study.claims.values() if h.state == "running") >= limit:
+                    return None
+            attempt = 1 if held is None or held.state != "running" else held.claim.attempt + 1
+            if attempt > MAX_ATTEMPTS:
+                return None
+            claim = Claim(study_id, json.loads(text), key, worker, uuid.uuid4().hex, attempt, lease_s)
+            study.claims[key] = _Held(claim, "running", now, now)
+            return claim
+
+    def heartbeat(self, claim: Claim) -> bool:
+        with self._lock:
+            held = self._study(claim.study_id).claims.get(claim.key)
+            if held is None or held.claim.token != claim.token or held.state != "running":
+                return False
+            held.heartbeat_s = time.monotonic()
+            return True
+
+    def release(self, claim: Claim) -> None:
+        with self._lock:
+            claims = self._study(claim.study_id).claims
+            held = claims.get(claim.key)
+            if held is not None and held.claim.token == claim.token and held.state == "running":
+                del claims[claim.key]
+
+    def expire(self, claim: Claim) -> None:
+        with self._lock:
+            held = self._study(claim.study_id).claims.get(claim.key)
+            if held is not None and held.claim.token == claim.token and held.state == "running":
+                held.heartbeat_s = -float("inf")
+
+    def reclaim_stale(self, study_id: str, *, worker: str, lease_s: float = 30.0) -> Claim | None:
+        lease_s = check_lease(lease_s)
+        abandoned: list[_Held] = []
+        taken = None
+        with self._lock:
+            study, now = self._study(study_id), time.monotonic()
+            stale = sorted((h for h in study.claims.values() if h.state == "running" and not h.live(now)),
+                           key=lambda h: h.heartbeat_s)
+            for held in stale:
+                if held.claim.attempt >= MAX_ATTEMPTS:
+                    held.state = "abandoned"
+                    abandoned.append(held)
+                    continue
+                old = held.claim
+                taken = Claim(study_id, old.config, old.key, worker, uuid.uuid4().hex, old.attempt + 1, lease_s)
+                study.claims[old.key] = _Held(taken, "running", now, now)
+                break
+        for held in abandoned:
+            self.add_trial(study_id, Trial(
+                config=dict(held.claim.config), status="error", value=None,
+                cost_s=max(0.0, held.heartbeat_s - held.claimed_s), failure="crash",
+                error=f"the worker running this config stopped sending heartbeats on all {held.claim.attempt}"
+                      f" attempts (last: {held.claim.worker}); it is not offered again"))
+        return taken
+
+    def running(self, study_id: str) -> list[Claim]:
+        with self._lock:
+            study, now = self._study(study_id), time.monotonic()
+            return [h.claim for h in sorted(study.claims.values(), key=lambda h: h.claimed_s) if h.live(now)]
+
+    def note(self, key: str) -> Any | None:
+        with self._lock:
+            self._open_studies()
+            text = self._notes.get(key)
+        return None if text is None else json.loads(text)
+
+    def set_note(self, key: str, value: Any) -> None:
+        text = canonical_json(value)
+        with self._lock:
+            self._open_studies()
+            self._notes[key] = text
 
     def set_winner(self, study_id: str, config: dict[str, Any], value: float) -> None:
         winner = winner_text(config, value)

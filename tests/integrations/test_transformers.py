@@ -17,6 +17,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from autoscout_plugin.batch import BatchSplit, BatchSplitError
+from autoscout_plugin.store import SQLiteStore
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuning import TrialRequest
 from examples.hf_gpt2 import TokenDataset, make_trainer
@@ -510,6 +511,8 @@ def test_the_launcher_tunes_an_hf_trainer_script_across_process_counts(tmp_path:
     assert len(lines) == 3 and "micro_batch_size=2 num_processes=1" in lines[0]
     assert "real run:" in proc.stderr and "trained 6 steps" in proc.stderr
     # tune_trainer described the model to the launcher, whose cost model screens with it (and reuses it)
-    (entry,) = json.loads((tmp_path / "store.sqlite.launch.json").read_text()).values()
+    with SQLiteStore(tmp_path / "store.sqlite") as store:  # kept in the store, as a note per job
+        (entry,) = store.notes().values()
+    assert not (tmp_path / "store.sqlite.launch.json").exists()
     assert entry["workload"]["family"] == "transformer"
     assert (entry["workload"]["n_layer"], entry["workload"]["d_model"], entry["workload"]["vocab"]) == (1, 32, 256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 from autoscout_plugin.store import (
+    MAX_ATTEMPTS,
     InMemoryStore,
+    PostgresStore,
     SQLiteStore,
     StoreError,
     TrialStore,
@@ -185,6 +188,63 @@ class StoreContract:
             open_study(store)
         store.close()  # idempotent
 
+    def test_trials_after_a_number_are_the_ones_added_since(self, store: TrialStore) -> None:
+        study = open_study(store)
+        for n in range(4):
+            store.add_trial(study, Trial(config={"n": n}, value=float(n)))
+        assert [t.number for t in store.trials(study, after=1)] == [2, 3]
+        assert store.trials(study, after=3) == []
+
+    def test_a_claimed_config_goes_to_one_worker_until_its_result_is_in(self, store: TrialStore) -> None:
+        study = open_study(store)
+        claim = store.claim(study, {"num_threads": 2, "precision": "bf16"}, worker="w1")
+        assert claim is not None and (claim.worker, claim.attempt) == ("w1", 1)
+        assert store.claim(study, {"precision": "bf16", "num_threads": 2}, worker="w2") is None  # key order
+        assert store.claim(study, {"num_threads": 4, "precision": "bf16"}, worker="w2") is not None
+        assert [c.worker for c in store.running(study)] == ["w1", "w2"]
+        assert store.heartbeat(claim)
+        number = store.add_trial(study, Trial(config=claim.config, value=5.0), claim=claim)
+        assert number == 0 and [c.worker for c in store.running(study)] == ["w2"]
+        again = store.claim(study, claim.config, worker="w3")  # measured again later (a confirmation)
+        assert again is not None and again.attempt == 1
+        store.release(again)
+        assert store.claim(study, claim.config, worker="w4") is not None
+
+    def test_a_stale_claim_is_offered_again_once_and_a_late_result_is_recorded(self, store: TrialStore) -> None:
+        study = open_study(store)
+        first = store.claim(study, {"micro_batch_size": 8}, worker="dies", lease_s=0.2)
+        assert first is not None
+        assert store.reclaim_stale(study, worker="w2") is None  # still within its lease
+        time.sleep(0.5)
+        assert store.running(study) == []
+        second = store.reclaim_stale(study, worker="w2", lease_s=0.2)
+        assert second is not None and (second.config, second.attempt, second.worker) == ({"micro_batch_size": 8}, 2,
+                                                                                        "w2")
+        assert not store.heartbeat(first)  # the first worker lost it
+        late = store.add_trial(study, Trial(config=first.config, value=1.0), claim=first)  # recorded, no error
+        assert late == 0 and [c.worker for c in store.running(study)] == ["w2"]
+        time.sleep(0.5)  # the second worker stops too: recorded as a crash, never offered a third time
+        assert MAX_ATTEMPTS == 2 and store.reclaim_stale(study, worker="w3") is None
+        trials = store.trials(study)
+        assert [(t.number, t.status, t.failure) for t in trials] == [(0, "ok", None), (1, "error", "crash")]
+        assert "heartbeat" in (trials[1].error or "") and trials[1].config == {"micro_batch_size": 8}
+        assert store.claim(study, {"micro_batch_size": 8}, worker="w4") is not None  # a fresh start later is fine
+
+    def test_claims_check_their_arguments(self, store: TrialStore) -> None:
+        study = open_study(store)
+        with pytest.raises(StoreError, match="lease_s"):
+            store.claim(study, {"a": 1}, worker="w", lease_s=0)
+        with pytest.raises(StoreError, match="needs a dict"):
+            store.claim(study, [1, 2], worker="w")  # type: ignore[arg-type]
+        with pytest.raises(UnknownStudyError):
+            store.claim("study-999", {"a": 1}, worker="w")
+
+    def test_notes_keep_json_by_key(self, store: TrialStore) -> None:
+        assert store.note("job-1") is None
+        store.set_note("job-1", {"declared": {"precision": "bf16"}, "script": "train.py"})
+        store.set_note("job-1", {"declared": {}, "script": "train.py"})
+        assert store.note("job-1") == {"declared": {}, "script": "train.py"}
+
 
 class TestInMemoryStore(StoreContract):
     @pytest.fixture
@@ -212,3 +272,24 @@ class TestSQLiteStore(StoreContract):
                                                                   failed_trial().to_json() | {"number": 1}]
             assert store.winner(fingerprint(GPT, HARDWARE, SPACE)) == ({"num_threads": 2}, 9.5)
             assert [sid for sid, _ in store.similar(GPT, HARDWARE)] == [study]
+
+
+class TestPostgresStore(StoreContract):
+    """The same contract on a real PostgreSQL server (tests/conftest.py starts it; under CI it must run)."""
+
+    @pytest.fixture
+    def store(self, postgres_url: str) -> Iterator[TrialStore]:
+        with PostgresStore(postgres_url) as store:
+            yield store
+
+    def test_everything_survives_reopening_the_database(self, postgres_url: str) -> None:
+        with PostgresStore(postgres_url) as store:
+            study = open_study(store)
+            store.add_trial(study, full_trial())
+            store.add_trial(study, failed_trial())
+            store.set_winner(study, {"num_threads": 2}, 9.5)
+        with PostgresStore(postgres_url) as store:
+            assert open_study(store) == study
+            assert [t.to_json() for t in store.trials(study)] == [full_trial().to_json() | {"number": 0},
+                                                                  failed_trial().to_json() | {"number": 1}]
+            assert store.winner(fingerprint(GPT, HARDWARE, SPACE)) == ({"num_threads": 2}, 9.5)

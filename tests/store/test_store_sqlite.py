@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from autoscout_plugin.store import SQLiteStore, StoreError, fingerprint
+from autoscout_plugin.store import SCHEMA_VERSION, SQLiteStore, StoreError, fingerprint
 from autoscout_plugin.store import sqlite as sqlite_module
 from autoscout_plugin.trial import Fidelity, Trial
 
@@ -145,7 +145,7 @@ def test_the_file_holds_json_text_not_pickle(tmp_path: Path) -> None:
         for (table,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
             for cells in raw.execute(f"SELECT * FROM {table}").fetchall():
                 assert not any(isinstance(cell, bytes) for cell in cells), f"a blob in table {table}"
-        assert raw.execute("SELECT app, version FROM schema_version").fetchall() == [("autoscout", 2)]
+        assert raw.execute("SELECT app, version FROM schema_version").fetchall() == [("autoscout", SCHEMA_VERSION)]
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         raw.close()
@@ -194,7 +194,8 @@ def test_a_directory_path_is_refused(tmp_path: Path) -> None:
     assert str(tmp_path) in str(info.value)
 
 
-@pytest.mark.parametrize(("version", "advice"), [(3, "newer AutoScout.*upgrade"), (0, "does not know")])
+@pytest.mark.parametrize(("version", "advice"),
+                         [(SCHEMA_VERSION + 1, "newer AutoScout.*upgrade"), (0, "does not know")])
 def test_an_unknown_schema_version_is_refused(tmp_path: Path, version: int, advice: str) -> None:
     path = tmp_path / "trials.sqlite"
     SQLiteStore(path).close()
@@ -208,7 +209,7 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path, version: int, advi
 
 def test_a_version_1_store_is_upgraded_and_its_failed_trials_get_a_class(tmp_path: Path) -> None:
     """Version 1 stored trials without `failure`/`blame`: they are diagnosed when read, and the file is
-    marked version 2 so that an older AutoScout refuses it instead of misreading it."""
+    marked with the current version so that an older AutoScout refuses it instead of misreading it."""
     path = tmp_path / "trials.sqlite"
     with SQLiteStore(path) as store:
         study = store.open_study("fp", workload=WORKLOAD, hardware=HARDWARE, space=SPACE)
@@ -219,12 +220,36 @@ def test_a_version_1_store_is_upgraded_and_its_failed_trials_get_a_class(tmp_pat
         old = {k: v for k, v in json.loads(data).items() if k not in ("failure", "blame")}
         raw.execute("UPDATE trials SET data = ?", (json.dumps(old),))
         raw.execute("UPDATE schema_version SET version = 1")
+        raw.execute("DROP TABLE claims")
+        raw.execute("DROP TABLE notes")
     raw.close()
     with SQLiteStore(path) as store:
         (trial,) = store.trials(store.open_study("fp", workload={}, hardware={}, space={}))
     assert (trial.failure, trial.blame) == ("unsupported", ["compile"])
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    raw.close()
+
+
+def test_a_version_2_store_gains_the_claims_and_notes_tables_and_keeps_its_winners(tmp_path: Path) -> None:
+    """What every AutoScout before shared history wrote: the same studies and trials, no claims or notes."""
+    path = tmp_path / "trials.sqlite"
+    with SQLiteStore(path) as store:
+        study = store.open_study("fp", workload=WORKLOAD, hardware=HARDWARE, space=SPACE)
+        store.add_trial(study, Trial(config={"compile": "off"}, value=2.0))
+        store.set_winner(study, {"compile": "off"}, 2.0)
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE claims")
+        raw.execute("DROP TABLE notes")
+        raw.execute("UPDATE schema_version SET version = 2")
+    raw.close()
+    with SQLiteStore(path) as store:
+        assert store.winner("fp") == ({"compile": "off"}, 2.0)
+        claim = store.claim(study, {"compile": "default"}, worker="w1")
+        assert claim is not None and store.claim(study, {"compile": "default"}, worker="w2") is None
+        store.set_note("job", {"declared": {}})
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     raw.close()
 
 
