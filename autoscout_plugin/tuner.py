@@ -131,13 +131,18 @@ class TuneOptions(validate.KeywordOptions):
 TrialCallback = Callable[[Trial, "Tuner"], None]
 
 def _process_exists(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's process
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): alive as far as we can tell
 
 
 MAX_HELD_IN_A_ROW = 50
@@ -357,11 +362,14 @@ class Tuner:
                 since_best += 1
 
     def _next(self, queue: list[Config]) -> tuple[Config, Claim | None] | str:
-        """The next config to measure and this worker's claim on it, or why there is none. A config another
-        worker left (it stopped sending heartbeats) comes first; a config another worker runs now is held
-        back from the search and the next one asked for."""
+        """The next config to measure and this worker's claim on it, or why there is none (a shared store).
+
+        A config another worker left (no heartbeat for its lease, or its process on this machine is gone)
+        comes first. Configs other workers run now are held back from the search. When the rest of the
+        budget is held by other workers, this one waits (at most `lease_s`) for one of them to go stale, so
+        that a dead worker's config is still run."""
         assert self.store is not None
-        self._expire_gone_workers()
+        self._look_around()
         reclaimed = self._reclaimed()
         if reclaimed is not None:
             return reclaimed
@@ -385,15 +393,26 @@ class Tuner:
                     return config, claim
                 self.store.release(claim)
                 continue
-            reclaimed = self._reclaimed()  # a claim that went stale meanwhile counts in the budget until rerun
-            if reclaimed is not None:
-                return reclaimed
-            self._sync()
-            if self._budget_spent():  # the other workers' running trials take the rest of the budget
-                return f"trial budget of {self.options.max_trials} taken by this and other workers"
             self.search.hold(config)
-            self._expire_gone_workers()
+            if self._budget_held_by_others():
+                return self._wait_for_stale() or f"trial budget of {self.options.max_trials} used by this and" \
+                                                  " other workers"
         return f"the next {MAX_HELD_IN_A_ROW} configs the search proposed were running on other workers"
+
+    def _look_around(self) -> None:
+        """Hold back from the search what other workers run now; claims of processes of this machine that no
+        longer exist (a killed earlier run) are made stale at once, so they are offered now, not after
+        their lease."""
+        assert self.store is not None
+        host = socket.gethostname()
+        for claim in self.store.running(self.study_id):
+            if claim.worker == self.worker:
+                continue
+            name, _, pid = claim.worker.rpartition(":")
+            if name == host and pid.isdigit() and not _process_exists(int(pid)):
+                self.store.expire(claim)
+            else:
+                self.search.hold(claim.config)
 
     def _reclaimed(self) -> tuple[Config, Claim] | None:
         """A config another worker left (no heartbeat for its lease), now claimed by this one."""
@@ -407,22 +426,31 @@ class Tuner:
             self.store.release(stale)
             return None
 
-    def _budget_spent(self) -> bool:
+    def _others_running(self) -> int:
         assert self.store is not None
+        return sum(1 for c in self.store.running(self.study_id, include_stale=True) if c.worker != self.worker)
+
+    def _budget_held_by_others(self) -> bool:
+        """Whether the trial budget is used up by the study's trials and the ones other workers run now."""
         if self.options.max_trials is None:
             return False
-        running = sum(1 for c in self.store.running(self.study_id) if c.worker != self.worker)
-        return len(self._f2_trials()) + running >= self.options.max_trials
+        self._sync()
+        return len(self._f2_trials()) + self._others_running() >= self.options.max_trials
 
-    def _expire_gone_workers(self) -> None:
-        """Claims held by processes of this machine that no longer exist (a killed earlier run) are offered
-        again at once, not after their lease."""
-        assert self.store is not None
-        host = socket.gethostname()
-        for claim in self.store.running(self.study_id):
-            name, _, pid = claim.worker.rpartition(":")
-            if name == host and pid.isdigit() and not _process_exists(int(pid)):
-                self.store.expire(claim)
+    def _wait_for_stale(self) -> tuple[Config, Claim] | None:
+        """Wait, at most `lease_s`, while other workers run the last trials of the budget: a config whose
+        worker died is taken over (and returned); None once they are done or the wait is over."""
+        assert self.options.max_trials is not None
+        deadline = time.monotonic() + self.options.lease_s
+        while time.monotonic() < deadline:
+            reclaimed = self._reclaimed()
+            if reclaimed is not None:
+                return reclaimed
+            self._sync()
+            if len(self._f2_trials()) >= self.options.max_trials or self._others_running() == 0:
+                return None
+            time.sleep(min(1.0, self.options.lease_s / 6))
+        return None
 
     def _best_value(self) -> float | None:
         ok = [t.value for t in self._f2_trials() if t.ok and t.value is not None]

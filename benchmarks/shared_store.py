@@ -2,13 +2,16 @@
 
 Every worker is a real OS process running a real `Tuner` on the same space (so the same fingerprint, so
 the same study) against one store, with the study's budget (`--trials`) shared by all of them. A trial
-is simulated: the profiler sleeps 50-150 ms and returns a synthetic value. Each worker logs every trial
-(config, start, end, worker, pid) to its own JSON-lines file, and the parent checks the store against
-those logs:
+is simulated: the profiler sleeps 50-150 ms (`--trial-s`) and returns a synthetic value. The workers
+start their trials together (a go file, once all are ready). Each worker logs every trial (config,
+start, end, worker, pid) to its own JSON-lines file, and the parent checks the store against those logs:
 
-- `plain`: `--workers` workers on PostgreSQL; the trials stored are numbered exactly 0..budget-1, no
-  config ran on two workers at overlapping times, every trial a worker finished is stored, no worker
-  failed, and at most 2 connections per worker were open at any time (`pg_stat_activity`, sampled);
+- `plain`: `--workers` workers on PostgreSQL, every one with search seed 0 (the default of `TuneOptions`,
+  what the same command started on many machines gets); the trials stored are numbered exactly
+  0..budget-1, no config ran on two workers at overlapping times, every trial a worker finished is
+  stored (and nothing else), no worker failed, and at most 2 connections per worker were open at any
+  time (`pg_stat_activity`, sampled every 50 ms);
+- `distinct`: `plain` with seeds 0..N-1, for comparison (same-seed workers propose the same configs);
 - `kill`: the same, and one worker is SIGKILLed mid-trial (after a few trials of its own) and not
   replaced. Twice: once under its default name (`host:pid`, so the others see at once that the process
   is gone) and once as `victim-remote` (a name the host check cannot read, so only its lease ends its
@@ -17,7 +20,7 @@ those logs:
 - `sqlite`: `plain` on an SQLite file (one machine), for comparison.
 
     .venv/bin/python -m benchmarks.shared_store [--url URL] [--workers 8] [--trials 200] [--lease 3]
-        [--only plain,kill,sqlite] [--search random] [--json OUT]
+        [--only plain,distinct,kill,sqlite] [--search random] [--trial-s 0.05,0.15] [--json OUT] [--logs DIR]
 
 Without `--url` a throwaway PostgreSQL server is started (`tests/pg.py`, needs the server binaries). With
 `--url` the scenarios share that database, each in a study of its own (a run tag in the space keeps their
@@ -246,9 +249,13 @@ def _claim_row(store: str, key: str) -> dict[str, Any]:
 
     from autoscout_plugin.store import open_store
 
-    with open_store(store) as db, db._engine.connect() as conn:  # noqa: SLF001 - the claims table as it is
-        row = conn.execute(sa.text("SELECT state, worker, attempt, lease_s, claimed_s, heartbeat_s FROM claims"
-                                   " WHERE config_key = :k"), {"k": _config_hash(key)}).mappings().first()
+    db = open_store(store)
+    try:
+        with db._engine.connect() as conn:  # the claims table as it is: no API hides it
+            row = conn.execute(sa.text("SELECT state, worker, attempt, lease_s, claimed_s, heartbeat_s FROM claims"
+                                       " WHERE config_key = :k"), {"k": _config_hash(key)}).mappings().first()
+    finally:
+        db.close()
     return dict(row) if row else {}
 
 
@@ -271,11 +278,11 @@ def _kill_mid_trial(victim: _Worker, store: str, deadline: float) -> dict[str, A
             victim.proc.send_signal(signal.SIGKILL)
             killed_t = time.time()
             victim.proc.wait()
-            after = _claim_row(store, started["key"])  # a host-local victim's claim may be expired already
+            after = _claim_row(store, started["key"])  # a host-local victim's claim may be expired or taken over
             mid_trial = not any(e["event"] == "end" and e["key"] == started["key"] for e in _events(victim.log))
             return {"key": started["key"], "worker": started["worker"], "trial_started_t": started["t"],
                     "killed_t": killed_t, "mid_trial": mid_trial,
-                    "claim": after if after.get("heartbeat_s") else before}
+                    "claim": after if after.get("worker") == started["worker"] and after.get("heartbeat_s") else before}
         time.sleep(0.01)
     return {}
 
@@ -337,12 +344,15 @@ def _stored(store: str, tag: str) -> tuple[list[Any], dict[str, dict[str, Any]]]
     from autoscout_plugin.store import fingerprint, open_store
 
     space = make_space(tag).to_json()
-    with open_store(store) as db:
+    db = open_store(store)
+    try:
         study = db.open_study(fingerprint({}, {}, space), workload={}, hardware={}, space=space)
         trials = db.trials(study)
-        with db._engine.connect() as conn:  # noqa: SLF001 - the claims table as it is
+        with db._engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT config_key, state, worker, attempt, claimed_s FROM claims"
                                         " WHERE study_id = :s"), {"s": study}).mappings().all()
+    finally:
+        db.close()
     return trials, {row["config_key"]: dict(row) for row in rows}
 
 
@@ -504,16 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.logs or tmp)
         if wanted - {"sqlite"}:
             with _postgres(args.url) as url:
-                pg = {"conn_url": url}
                 if "plain" in wanted:
-                    scenarios.append(run_scenario("plain", url, args, work / "plain", **pg))
+                    scenarios.append(run_scenario("plain", url, args, work / "plain", conn_url=url))
                 if "distinct" in wanted:
                     scenarios.append(run_scenario("plain, seeds 0..N-1", url, args, work / "distinct",
-                                                  distinct_seeds=True, **pg))
+                                                  distinct_seeds=True, conn_url=url))
                 if "kill" in wanted:
-                    scenarios.append(run_scenario("kill (process gone)", url, args, work / "kill", kill=True, **pg))
+                    scenarios.append(run_scenario("kill (process gone)", url, args, work / "kill", kill=True,
+                                                  conn_url=url))
                     scenarios.append(run_scenario("kill (lease)", url, args, work / "lease", kill=True,
-                                                  victim_name="victim-remote", **pg))
+                                                  victim_name="victim-remote", conn_url=url))
         if "sqlite" in wanted:
             scenarios.append(run_scenario("sqlite", str(work / "trials.sqlite"), args, work / "sqlite"))
     print_table(scenarios)

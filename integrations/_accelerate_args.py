@@ -102,11 +102,12 @@ class LaunchRequest:
     """The accelerate config file this launch reads (`--config_file`, or accelerate's default one)."""
 
     def job_id(self) -> str:
-        """The identity of this job: the script (path and content), its arguments, the launch options."""
+        """The identity of this job: the script (its file name and content, not where it lies, so that machines
+        sharing a store with the project in other folders share the job), its arguments, the launch options."""
         path = Path(self.script)
         content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
         config = Path(self.config_file) if self.config_file else None
-        text = json.dumps({"script": str(path.resolve()) if path.is_file() else self.script, "content": content,
+        text = json.dumps({"script": path.name if path.is_file() else self.script, "content": content,
                            "script_args": self.script_args, "accelerate_args": self.accelerate_args,
                            "config_file": config.read_text(encoding="utf-8") if config and config.is_file() else ""})
         return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -304,9 +304,41 @@ def test_a_config_another_worker_is_running_is_left_to_it(tmp_path: Path) -> Non
 def test_the_budget_is_the_studys_when_other_workers_hold_the_rest(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "trials.sqlite") as store:
         peek = Tuner(threads_space(6), Recorder(by_threads), options(max_trials=3), store=store)
-        for n in (5, 6):  # two trials running elsewhere
-            assert store.claim(peek.study_id, {"num_threads": n}, worker=f"other:{n}") is not None
+        for n in (5, 6):  # two trials running elsewhere, heartbeating (their lease does not run out here)
+            assert store.claim(peek.study_id, {"num_threads": n}, worker=f"other:{n}", lease_s=60) is not None
         profile = Recorder(by_threads)
-        result = Tuner(threads_space(6), profile, options(max_trials=3, confirm_top=0), store=store).run()
-    assert len(profile.configs()) == 1
-    assert "taken by this and other workers" in result.stop_reason
+        result = Tuner(threads_space(6), profile, options(max_trials=3, lease_s=0.5), store=store).run()
+    assert len(profile.configs()) == 1  # then it waited half a second (its lease) for them, and left
+    assert "used by this and other workers" in result.stop_reason
+
+
+def test_a_dead_remote_workers_config_is_run_before_the_budget_ends(tmp_path: Path) -> None:
+    """The last trial of the budget is held by a worker on another machine that died: its claim goes stale
+    after its lease, and a live worker runs the config rather than leaving the study one trial short."""
+    with SQLiteStore(tmp_path / "trials.sqlite") as store:
+        peek = Tuner(threads_space(6), Recorder(by_threads), options(max_trials=3), store=store)
+        assert store.claim(peek.study_id, {"num_threads": 6}, worker="gpu-node-3:77", lease_s=1.0) is not None
+        profile = Recorder(by_threads)
+        Tuner(threads_space(6), profile, options(max_trials=3, lease_s=3.0), store=store).run()
+        trials = store.trials(peek.study_id)
+    assert sorted(c["num_threads"] for c in profile.configs()) == [1, 2, 6]
+    assert [t.number for t in trials] == [0, 1, 2]
+
+
+class _RacingStore(SQLiteStore):
+    """Another worker finishes config {num_threads: 2} just before this worker claims it: after this
+    worker's look at the study, before its claim (a finished config may be claimed again)."""
+
+    def claim(self, study_id: str, config: dict[str, Any], **kwargs: Any) -> Any:
+        if config == {"num_threads": 2} and not any(t.config == config for t in self.trials(study_id)):
+            elsewhere = super().claim(study_id, config, worker="other:1")
+            self.add_trial(study_id, Trial(config=config, value=20.0), claim=elsewhere)
+        return super().claim(study_id, config, **kwargs)
+
+
+def test_a_config_another_worker_finished_just_before_the_claim_is_not_measured_again(tmp_path: Path) -> None:
+    with _RacingStore(tmp_path / "trials.sqlite") as store:
+        profile = Recorder(by_threads)
+        result = Tuner(threads_space(4), profile, options(max_trials=4), store=store).run()
+    assert [c["num_threads"] for c in profile.configs()] == [1, 3, 4]
+    assert sorted(t.config["num_threads"] for t in result.trials) == [1, 2, 3, 4]

@@ -70,12 +70,12 @@ class _PoolStrategy(SearchStrategy):
         return self.space.candidates(random.Random(self.seed))
 
     def _taken(self, config: Config) -> bool:
-        """Told already, or handed out by `ask` and not told yet."""
+        """Told already, handed out by `ask` and not told yet, or held (running on another worker)."""
         key = self._key(config)
-        return key in self._seen or key in self._asked
+        return key in self._seen or key in self._asked or key in self._held
 
     def _untried_indices(self) -> list[int]:
-        taken = self._seen | self._asked
+        taken = self._seen | self._asked | self._held
         return [i for i, key in enumerate(self._candidate_keys) if key not in taken]
 
     def _exhausted(self) -> SearchExhausted:

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ..trial import Trial
 from .errors import StoreError
@@ -41,6 +41,9 @@ def check_lease(lease_s: Any) -> float:
     if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s <= 86_400:
         raise StoreError(f"lease_s must be a number of seconds in (0, 86400], got {lease_s!r}")
     return float(lease_s)
+
+
+_Store = TypeVar("_Store", bound="TrialStore")
 
 
 class TrialStore(ABC):
@@ -129,8 +132,9 @@ class TrialStore(ABC):
         Stale claims on their last attempt are recorded as failed trials on the way."""
 
     @abstractmethod
-    def running(self, study_id: str) -> list[Claim]:
-        """The study's live claims, oldest first."""
+    def running(self, study_id: str, *, include_stale: bool = False) -> list[Claim]:
+        """The study's live claims, oldest first; with `include_stale`, also those past their lease that
+        nobody has taken over yet (they count in a shared budget: each is run again or recorded)."""
 
     @abstractmethod
     def note(self, key: str) -> Any | None:
@@ -187,7 +191,7 @@ class TrialStore(ABC):
         kept.sort(key=lambda item: -item[1])  # stable: equal scores stay oldest first
         return kept[:limit]
 
-    def __enter__(self) -> TrialStore:
+    def __enter__(self: _Store) -> _Store:
         return self
 
     def __exit__(

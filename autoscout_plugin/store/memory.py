@@ -175,10 +175,11 @@ class InMemoryStore(TrialStore):
                       f" attempts (last: {held.claim.worker}); it is not offered again"))
         return taken
 
-    def running(self, study_id: str) -> list[Claim]:
+    def running(self, study_id: str, *, include_stale: bool = False) -> list[Claim]:
         with self._lock:
             study, now = self._study(study_id), time.monotonic()
-            return [h.claim for h in sorted(study.claims.values(), key=lambda h: h.claimed_s) if h.live(now)]
+            return [h.claim for h in sorted(study.claims.values(), key=lambda h: h.claimed_s)
+                    if h.live(now) or (include_stale and h.state == "running")]
 
     def note(self, key: str) -> Any | None:
         with self._lock:

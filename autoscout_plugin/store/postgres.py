@@ -58,6 +58,9 @@ class PostgresStore(SQLStore):
     def _schema_lock(self, conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
 
+    def _secret_bearing(self, exc: sa.exc.DBAPIError) -> bool:
+        return getattr(exc.orig, "sqlstate", None) is None  # raised while connecting: it holds the connection info
+
     def _describe(self, exc: sa.exc.DBAPIError) -> str:
         text = _message(exc.orig)
         code = getattr(exc.orig, "sqlstate", None)  # None for a failed connection: psycopg reads the text only

@@ -333,14 +333,15 @@ class SQLStore(TrialStore):
 
         return self._write(take)
 
-    def running(self, study_id: str) -> list[Claim]:
+    def running(self, study_id: str, *, include_stale: bool = False) -> list[Claim]:
         def read(conn: Connection) -> list[Claim]:
             self._require_study(conn, study_id)
             live = (sa.select(_CLAIMS.c.config_key, _CLAIMS.c.config, _CLAIMS.c.worker, _CLAIMS.c.token,
                               _CLAIMS.c.attempt, _CLAIMS.c.lease_s)
-                    .where(_CLAIMS.c.study_id == study_id, _CLAIMS.c.state == "running",
-                           _CLAIMS.c.heartbeat_s + _CLAIMS.c.lease_s >= _server_now(conn))
+                    .where(_CLAIMS.c.study_id == study_id, _CLAIMS.c.state == "running")
                     .order_by(_CLAIMS.c.claimed_s))
+            if not include_stale:
+                live = live.where(_CLAIMS.c.heartbeat_s + _CLAIMS.c.lease_s >= _server_now(conn))
             return [Claim(study_id, json.loads(text), key, owner, token, attempt, lease)
                     for key, text, owner, token, attempt, lease in conn.execute(live)]
 
@@ -435,9 +436,15 @@ class SQLStore(TrialStore):
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            raise StoreError(redact(self._describe(exc))) from exc
+            # A driver's connection error may carry the password in its attributes (psycopg's `pgconn`): it is
+            # not chained; the message says everything it said.
+            raise StoreError(redact(self._describe(exc))) from (None if self._secret_bearing(exc) else exc)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(redact(f"database error on {self.where}: {exc}")) from exc
+
+    def _secret_bearing(self, exc: sa.exc.DBAPIError) -> bool:
+        """Whether the driver's exception may hold connection secrets (not chained to the `StoreError`)."""
+        return False
 
     def _describe(self, exc: sa.exc.DBAPIError) -> str:
         """What a driver error means, for the dialect (subclasses say more)."""

@@ -485,6 +485,19 @@ def test_an_unreadable_config_file_is_refused_and_its_content_is_part_of_the_job
     assert parse(["--autoscout", "--config_file", str(path), str(script)]).job_id() != before
 
 
+def test_the_same_script_in_another_folder_is_the_same_job_and_an_edit_is_not(tmp_path: Path, script: Path) -> None:
+    """Two machines sharing a store keep the project in different folders (/home/alice, /home/bob)."""
+    elsewhere = tmp_path / "bob" / "project" / script.name
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(script.read_bytes())
+    assert parse(["--autoscout", str(elsewhere)]).job_id() == parse(["--autoscout", str(script)]).job_id()
+    elsewhere.write_text(script.read_text() + "\n# edited\n")
+    assert parse(["--autoscout", str(elsewhere)]).job_id() != parse(["--autoscout", str(script)]).job_id()
+    renamed = elsewhere.with_name("other.py")
+    renamed.write_bytes(script.read_bytes())
+    assert parse(["--autoscout", str(renamed)]).job_id() != parse(["--autoscout", str(script)]).job_id()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_a_real_launch_keeps_the_config_files_precision_in_trials_and_run(tmp_path: Path, recorder: Path) -> None:
