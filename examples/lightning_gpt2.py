@@ -103,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps of the main fit")
     parser.add_argument("--trials", type=int, default=8, help="AutoScout's trial budget")
     parser.add_argument("--report", default="autoscout_report", help="report path (JSON + HTML)")
-    parser.add_argument("--store", default=None, help="SQLite trial store (default: ~/.cache/autoscout)")
+    parser.add_argument("--store", default=None,
+                        help="trial store: an SQLite file or a postgresql:// URL (default: ~/.cache/autoscout)")
     parser.add_argument("--no-autoscout", action="store_true", help="run without the callback")
     parser.add_argument("--no-relaunch", action="store_true", help="never re-run the script; recommend instead")
     parser.add_argument("--include", default=None, help="comma-separated knobs to tune (default: all)")
