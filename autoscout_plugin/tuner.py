@@ -130,6 +130,7 @@ class TuneOptions(validate.KeywordOptions):
 
 TrialCallback = Callable[[Trial, "Tuner"], None]
 
+
 def _process_exists(pid: int) -> bool:
     """Whether a process `pid` runs on this machine (a zombie, dead but not yet reaped, does not)."""
     try:
