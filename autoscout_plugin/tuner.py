@@ -257,22 +257,16 @@ class Tuner:
 
     def _resume(self) -> None:
         """Tell the search every trial this study already ran (an interrupted run continues)."""
-        assert self.store is not None
-        for trial in self.store.trials(self.study_id):
-            self._last_number = max(self._last_number, trial.number or 0)
-            try:
-                trial.config = self.space.canonical(trial.config)
-            except SpaceError:
-                continue
-            self.trials.append(trial)
-            if trial.fidelity != Fidelity.F3:
-                self._tell(trial)
+        self._take_in(-1, mine=set())
 
     def _sync(self) -> None:
         """Tell the search what other workers measured in this study since the last look (a shared store)."""
+        self._take_in(self._last_number, mine={t.number for t in self.trials})
+
+    def _take_in(self, after: int, mine: set[int | None]) -> None:
+        """The study's trials numbered above `after`, but `mine`, join `self.trials`; F2 ones are told."""
         assert self.store is not None
-        mine = {t.number for t in self.trials}
-        for trial in self.store.trials(self.study_id, after=self._last_number):
+        for trial in self.store.trials(self.study_id, after=after):
             self._last_number = max(self._last_number, trial.number or 0)
             if trial.number in mine:
                 continue

@@ -124,7 +124,7 @@ class SQLStore(TrialStore):
 
     Not built directly: use `SQLiteStore(path)`, `PostgresStore(url)`, or `open_store(path_or_url)`.
     Each process opens its own store (a store used after `fork` raises `StoreError`); threads of one
-    process may share one. Connections come from a small pool (`pool_size`, no overflow), so a worker
+    process may share one. Connections come from a small pool (PostgreSQL: 2, no overflow), so a worker
     never holds more than that many, whatever its threads do.
     """
 
@@ -179,15 +179,10 @@ class SQLStore(TrialStore):
 
         def insert(conn: Connection) -> int:
             self._lock_study(conn, study_id)
-            number = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(_TRIALS.c.number), -1) + 1)
-                .where(_TRIALS.c.study_id == study_id)).scalar_one()
-            conn.execute(_TRIALS.insert().values(
-                study_id=study_id, number=number, status=trial.status, value=trial.value, cost_s=trial.cost_s,
-                fidelity=trial.fidelity.value, data=dump_trial({**data, "number": number}), created_s=time.time()))
+            number = _insert_trial(conn, study_id, trial, data)
             if claim is not None:  # a late result (its claim went to another worker) is recorded all the same
                 conn.execute(_CLAIMS.update().where(*_held(claim)).values(state="done"))
-            return int(number)
+            return number
 
         number = self._write(insert)
         trial.number = number
@@ -352,12 +347,7 @@ class SQLStore(TrialStore):
         trial = Trial(config=json.loads(config_text), status="error", value=None, cost_s=cost_s,
                       error=f"the worker running this config stopped sending heartbeats on all {attempts} attempts"
                             f" (last: {worker}); it is not offered again", failure="crash")
-        data = trial_data(trial)
-        number = conn.execute(sa.select(sa.func.coalesce(sa.func.max(_TRIALS.c.number), -1) + 1)
-                              .where(_TRIALS.c.study_id == study_id)).scalar_one()
-        conn.execute(_TRIALS.insert().values(
-            study_id=study_id, number=number, status=trial.status, value=None, cost_s=trial.cost_s,
-            fidelity=trial.fidelity.value, data=dump_trial({**data, "number": number}), created_s=time.time()))
+        _insert_trial(conn, study_id, trial, trial_data(trial))
 
     # ------------------------------------------------------------------ notes
     def note(self, key: str) -> Any | None:
@@ -473,7 +463,7 @@ class SQLStore(TrialStore):
         rows: list[Any] = []
         if "schema_version" in tables and {"app", "version"} <= {
                 column["name"] for column in sa.inspect(conn).get_columns("schema_version")}:  # not someone else's
-            rows = conn.execute(sa.select(_SCHEMA_VERSION.c.app, _SCHEMA_VERSION.c.version)).all()
+            rows = list(conn.execute(sa.select(_SCHEMA_VERSION.c.app, _SCHEMA_VERSION.c.version)))
         if len(rows) != 1 or rows[0][0] != APP_NAME:
             raise StoreError(
                 f"{self.where} is a database but not an AutoScout trial store"
@@ -499,6 +489,16 @@ class SQLStore(TrialStore):
 
     def _elsewhere(self) -> str:
         return "pass another store"
+
+
+def _insert_trial(conn: Connection, study_id: str, trial: Trial, data: dict[str, Any]) -> int:
+    """Insert `trial` as the study's next number (the caller holds the study's lock) and return the number."""
+    number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(_TRIALS.c.number), -1) + 1)
+                              .where(_TRIALS.c.study_id == study_id)).scalar_one())
+    conn.execute(_TRIALS.insert().values(
+        study_id=study_id, number=number, status=trial.status, value=trial.value, cost_s=trial.cost_s,
+        fidelity=trial.fidelity.value, data=dump_trial({**data, "number": number}), created_s=time.time()))
+    return number
 
 
 def _held(claim: Claim) -> tuple[Any, ...]:

@@ -77,7 +77,7 @@ class SQLiteStore(SQLStore):
                 self._check_schema(conn, tables)
         raw = self._engine.raw_connection()  # outside any transaction, as the pragma requires
         try:
-            raw.driver_connection.execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
+            raw.cursor().execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
         finally:
             raw.close()
         super()._prepare_schema()

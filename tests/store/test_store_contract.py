@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,28 +253,41 @@ class TestInMemoryStore(StoreContract):
             yield store
 
 
-class TestSQLiteStore(StoreContract):
-    @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[TrialStore]:
-        with SQLiteStore(tmp_path / "trials.sqlite") as store:
-            yield store
+class PersistentStoreContract(StoreContract):
+    """Stores that outlive their process; subclasses provide `reopen`: a new store on the same data."""
 
-    def test_everything_survives_reopening_the_file(self, tmp_path: Path) -> None:
-        path = tmp_path / "deep" / "er" / "trials.sqlite"
-        with SQLiteStore(path) as store:
+    @pytest.fixture
+    def reopen(self) -> Callable[[], TrialStore]:
+        raise NotImplementedError
+
+    def test_everything_survives_reopening(self, reopen: Callable[[], TrialStore]) -> None:
+        with reopen() as store:
             study = open_study(store)
             store.add_trial(study, full_trial())
             store.add_trial(study, failed_trial())
             store.set_winner(study, {"num_threads": 2}, 9.5)
-        with SQLiteStore(path) as store:
+            store.set_note("job", {"declared": {"precision": "bf16"}})
+        with reopen() as store:
             assert open_study(store) == study
             assert [t.to_json() for t in store.trials(study)] == [full_trial().to_json() | {"number": 0},
                                                                   failed_trial().to_json() | {"number": 1}]
             assert store.winner(fingerprint(GPT, HARDWARE, SPACE)) == ({"num_threads": 2}, 9.5)
             assert [sid for sid, _ in store.similar(GPT, HARDWARE)] == [study]
+            assert store.note("job") == {"declared": {"precision": "bf16"}}
 
 
-class TestPostgresStore(StoreContract):
+class TestSQLiteStore(PersistentStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[TrialStore]:
+        with SQLiteStore(tmp_path / "trials.sqlite") as store:
+            yield store
+
+    @pytest.fixture
+    def reopen(self, tmp_path: Path) -> Callable[[], TrialStore]:
+        return lambda: SQLiteStore(tmp_path / "deep" / "er" / "trials.sqlite")  # its folders are created
+
+
+class TestPostgresStore(PersistentStoreContract):
     """The same contract on a real PostgreSQL server (tests/conftest.py starts it; under CI it must run)."""
 
     @pytest.fixture
@@ -282,14 +295,6 @@ class TestPostgresStore(StoreContract):
         with PostgresStore(postgres_url) as store:
             yield store
 
-    def test_everything_survives_reopening_the_database(self, postgres_url: str) -> None:
-        with PostgresStore(postgres_url) as store:
-            study = open_study(store)
-            store.add_trial(study, full_trial())
-            store.add_trial(study, failed_trial())
-            store.set_winner(study, {"num_threads": 2}, 9.5)
-        with PostgresStore(postgres_url) as store:
-            assert open_study(store) == study
-            assert [t.to_json() for t in store.trials(study)] == [full_trial().to_json() | {"number": 0},
-                                                                  failed_trial().to_json() | {"number": 1}]
-            assert store.winner(fingerprint(GPT, HARDWARE, SPACE)) == ({"num_threads": 2}, 9.5)
+    @pytest.fixture
+    def reopen(self, postgres_url: str) -> Callable[[], TrialStore]:
+        return lambda: PostgresStore(postgres_url)
