@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,28 +76,51 @@ class SQLiteStore(SQLStore):
             tables = set(sa.inspect(conn).get_table_names())
             if tables:
                 self._check_schema(conn, tables)
-        raw = self._engine.raw_connection()  # outside any transaction, as the pragma requires
-        try:
-            raw.cursor().execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
-        finally:
-            raw.close()
+        self._use_wal()
         super()._prepare_schema()
 
+    def _use_wal(self) -> None:
+        """Put the file in WAL mode (persistent in the file; a no-op once set). Outside any transaction, as the
+        pragma requires. The switch needs the file to itself: when another process holds it (two ranks opening
+        a new store at once), SQLite answers "locked" at once rather than wait, so it is tried again until
+        `timeout_s` (by then the other process has usually switched it)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            raw = self._engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.Error as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise StoreError(self._explain(exc)) from exc
+            finally:
+                raw.close()
+            time.sleep(0.05)
+
     def _describe(self, exc: sa.exc.DBAPIError) -> str:
-        text = str(exc.orig)
-        if "locked" in text or "busy" in text:
+        return self._explain(exc.orig)
+
+    def _explain(self, error: BaseException | None) -> str:
+        text = str(error)
+        if _busy(error):
             return (f"gave up after {self.timeout_s:g} s waiting for another process to finish writing {self.path}; "
                     "check for a hung process using this store, or pass a larger timeout_s")
         if "file is not a database" in text:
             return f"{self.path} is not an SQLite database ({text}); pass a new path or an AutoScout trial store"
         if "unable to open" in text:
             return f"cannot open the trial store {self.path}: {text}; check the path and its permissions"
-        if isinstance(exc.orig, sqlite3.OperationalError):
+        if isinstance(error, sqlite3.OperationalError):
             return f"SQLite error on {self.path}: {text}"
         return f"SQLite error on {self.path}: {text}; the file may be damaged"
 
     def _elsewhere(self) -> str:
         return "pass a new path for the store"
+
+
+def _busy(error: BaseException | None) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

@@ -11,6 +11,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +305,31 @@ def test_a_store_is_not_sent_to_or_used_in_another_process(tmp_path: Path,
         assert store.trials(study) == []
     finally:
         store.close()
+
+
+
+def test_a_store_opened_while_another_process_writes_waits_to_switch_to_wal(tmp_path: Path) -> None:
+    """Switching a file to WAL needs it to itself, and SQLite answers "database is locked" at once (no busy
+    wait) while another connection writes: two DDP ranks opening a new store together hit it. The switch is
+    tried again until the writer is done, within `timeout_s`; past it, the refusal says what to do."""
+    path = tmp_path / "trials.sqlite"
+    SQLiteStore(path).close()
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=DELETE")  # as a store someone else just created, not yet switched
+    writer.execute("BEGIN IMMEDIATE")
+    done = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    done.start()
+    try:
+        started = time.perf_counter()
+        SQLiteStore(path, timeout_s=30).close()
+        assert time.perf_counter() - started >= 0.4  # it waited for the writer
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        writer.execute("PRAGMA journal_mode=DELETE")
+        writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match=r"gave up after 0.3 s .*timeout_s"):
+            SQLiteStore(path, timeout_s=0.3)
+    finally:
+        done.join()
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        writer.close()
