@@ -51,7 +51,7 @@ from autoscout_plugin.profiling import (
 )
 from autoscout_plugin.report.result import TuneResult
 from autoscout_plugin.space import Config
-from autoscout_plugin.store import StoreError, describe_store, is_url, open_store
+from autoscout_plugin.store import StoreError, describe_store, open_store
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
@@ -101,28 +101,19 @@ def _clean_env() -> dict[str, str]:
 
 
 NOTE_PREFIX = "launch:"
-"""What a launched job's script declared is kept in the store as the note `launch:<job>`."""
-
-
-def _legacy_sidecar(store: str) -> Path:
-    """Where AutoScout kept what a script declared before the store held notes: read, never written."""
-    return Path(f"{store}.launch.json")
+"""What a launched job's script declared is kept in the store as the note `launch:<job>` (AutoScout before
+shared history kept it in `<store>.launch.json`, under job ids that included the script's folder: such a job
+runs its trial 0 again once)."""
 
 
 def load_declared(store: str, job: str, what: str = "declared") -> dict[str, Any] | None:
     """The knobs a job's script declared in an earlier run on this store (`what="workload"`: the model it
     described), or None."""
-    entry = None
     try:
         with open_store(store) as opened:
             entry = opened.note(NOTE_PREFIX + job)
     except StoreError:
-        pass  # the run measures its trial 0 again
-    if entry is None and not is_url(store):
-        try:
-            entry = json.loads(_legacy_sidecar(store).read_text(encoding="utf-8")).get(job)
-        except (OSError, ValueError, AttributeError):
-            entry = None
+        return None  # the run measures its trial 0 again
     return dict(entry[what]) if isinstance(entry, dict) and isinstance(entry.get(what), dict) else None
 
 
