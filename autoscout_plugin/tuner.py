@@ -22,7 +22,7 @@ from .report.result import PairedComparison, TuneResult
 from .search import SearchExhausted, SearchStrategy, make_strategy, strategy_names
 from .space import Config, Space, SpaceError
 from .store import Claim, InMemoryStore, StoreError, TrialStore, fingerprint, open_store
-from .store.lease import Heartbeat
+from .store.lease import Heartbeat, process_exists
 from .trial import STATUSES, Fidelity, Trial
 
 
@@ -129,21 +129,6 @@ class TuneOptions(validate.KeywordOptions):
 
 
 TrialCallback = Callable[[Trial, "Tuner"], None]
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether a process `pid` runs on this machine (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): alive as far as we can tell
 
 
 MAX_HELD_IN_A_ROW = 50
@@ -404,7 +389,7 @@ class Tuner:
             if claim.worker == self.worker:
                 continue
             name, _, pid = claim.worker.rpartition(":")
-            if name == host and pid.isdigit() and not _process_exists(int(pid)):
+            if name == host and pid.isdigit() and not process_exists(int(pid)):
                 self.store.expire(claim)
             else:
                 self.search.hold(claim.config)

@@ -69,11 +69,6 @@ def describe_store(spec: str | os.PathLike[str]) -> str:
     return redact(os.fspath(spec)) or ""
 
 
-def is_url(spec: object) -> bool:
-    """Whether a store is named by a URL (a server, or `sqlite:///`), not a plain path."""
-    return isinstance(spec, str) and "://" in spec
-
-
 __all__ = [
     "MAX_ATTEMPTS",
     "SCHEMA_VERSION",
@@ -90,7 +85,6 @@ __all__ = [
     "fingerprint",
     "hardware_key",
     "is_postgres_url",
-    "is_url",
     "open_store",
     "similarity",
     "store_path",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -35,6 +36,14 @@ class Claim:
     """1 for the first worker to run the config, 2 when it was offered again after its worker stopped."""
     lease_s: float
     """The claim is stale `lease_s` after its last heartbeat (in the database's time)."""
+
+
+def config_key(config: Any) -> tuple[str, str]:
+    """(the key a claim is stored under: the sha256 of the canonical JSON, that JSON) of a config to claim."""
+    if not isinstance(config, dict):
+        raise StoreError(f"claim(config=...) needs a dict, got {type(config).__name__}")
+    text = canonical_json(config)
+    return hashlib.sha256(text.encode()).hexdigest(), text
 
 
 def check_lease(lease_s: Any) -> float:

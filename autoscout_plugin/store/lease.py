@@ -1,7 +1,8 @@
-"""Keeping a claim alive while its trial runs: a heartbeat thread."""
+"""Claims while their trials run: the heartbeat thread, and whether a worker process of this machine lives."""
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from types import TracebackType
@@ -66,3 +67,18 @@ class Heartbeat:
                     warnings.warn(f"AutoScout: a heartbeat for the running trial failed ({exc}); retrying",
                                   RuntimeWarning, stacklevel=1)
                     warned = True
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): alive as far as we can tell

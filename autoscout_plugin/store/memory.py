@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -17,6 +16,7 @@ from .base import (
     TrialStore,
     check_fingerprint,
     check_lease,
+    config_key,
     dump_trial,
     load_trial,
     study_id_for,
@@ -108,10 +108,7 @@ class InMemoryStore(TrialStore):
     def claim(self, study_id: str, config: dict[str, Any], *, worker: str, lease_s: float = 30.0,
               limit: int | None = None, after: int = -1) -> Claim | None:
         lease_s = check_lease(lease_s)
-        if not isinstance(config, dict):
-            raise StoreError(f"claim(config=...) needs a dict, got {type(config).__name__}")
-        text = canonical_json(config)
-        key = hashlib.sha256(text.encode()).hexdigest()
+        key, text = config_key(config)
         with self._lock:
             study, now = self._study(study_id), time.monotonic()
             held = study.claims.get(key)

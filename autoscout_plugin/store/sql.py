@@ -22,7 +22,6 @@ All data is JSON text in plain columns (never pickle, never eval), so a store ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -43,6 +42,7 @@ from .base import (
     TrialStore,
     check_fingerprint,
     check_lease,
+    config_key,
     dump_trial,
     readable_json,
     readable_trials,
@@ -246,7 +246,7 @@ class SQLStore(TrialStore):
     def claim(self, study_id: str, config: dict[str, Any], *, worker: str, lease_s: float = 30.0,
               limit: int | None = None, after: int = -1) -> Claim | None:
         lease_s = check_lease(lease_s)
-        key, text = _config_key(config)
+        key, text = config_key(config)
 
         def take(conn: Connection) -> Claim | None:
             self._lock_study(conn, study_id)
@@ -505,13 +505,6 @@ def _held(claim: Claim) -> tuple[Any, ...]:
     """The WHERE clause of a claim still held by its holder (not taken over since)."""
     return (_CLAIMS.c.study_id == claim.study_id, _CLAIMS.c.config_key == claim.key, _CLAIMS.c.token == claim.token,
             _CLAIMS.c.state == "running")
-
-
-def _config_key(config: Any) -> tuple[str, str]:
-    if not isinstance(config, dict):
-        raise StoreError(f"claim(config=...) needs a dict, got {type(config).__name__}")
-    text = canonical_json(config)
-    return hashlib.sha256(text.encode()).hexdigest(), text
 
 
 def _server_now(conn: Connection) -> float:
