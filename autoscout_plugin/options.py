@@ -112,6 +112,12 @@ class AutoScoutOptions(validate.KeywordOptions):
     """The search strategy: autoscout, random, grid, skopt_gp, optuna_tpe or ds_model_based."""
     progress: bool = True
     """Show a progress bar and one line per trial."""
+    parallel: int = 1
+    """Search trials run at once, by `executor` (the confirmation runs here, one at a time)."""
+    executor: str | None = None
+    """Where the search's trials run: `local` (processes of this machine), `ray[:ADDRESS]` (a Ray cluster,
+    through Ray Tune) or `slurm[:OPTIONS]` (Slurm jobs, through submitit); None: one by one in this process,
+    or `local` when `parallel` > 1. Needs an integration whose trials are jobs (`autoscout launch`)."""
 
 
     def __post_init__(self) -> None:
@@ -152,6 +158,9 @@ class AutoScoutOptions(validate.KeywordOptions):
                       hint="REPORT.json and REPORT.html are written there, or None for no report")
         validate.boolean("relaunch", self.relaunch)
         validate.boolean("progress", self.progress)
+        validate.integer("parallel", self.parallel, low=1, high=1024, requirement="an integer from 1 to 1024",
+                         hint="the number of trials to run at once, e.g. 4")
+        validate.executor("executor", self.executor, optional=True)
         self.tune_options(planned_samples=1.0)  # the budget's own checks (zero trials, no budget, seed, search)
 
     def tune_options(self, *, planned_samples: float | None = None, store: str | None = None) -> TuneOptions:

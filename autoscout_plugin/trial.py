@@ -54,6 +54,9 @@ class Trial:
     `transient` or `crash`; diagnosed from `status` and `error` when not given. None when `ok`."""
     blame: list[str] = field(default_factory=list)
     """The knobs the failure's evidence names (a dynamo error in a compiled trial: `compile`)."""
+    where: str | None = None
+    """Where the trial ran when an executor ran it (`autoscout_plugin.parallel`): a host, a Ray node, a Slurm
+    job; None for a trial of the tuner's own process."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import validate
 from .costmodel import CostModel, Efficiency, Hardware, Workload
@@ -24,6 +24,9 @@ from .space import Config, Space, SpaceError
 from .store import Claim, InMemoryStore, StoreError, TrialStore, fingerprint, open_store
 from .store.lease import Heartbeat, process_exists
 from .trial import STATUSES, Fidelity, Trial
+
+if TYPE_CHECKING:
+    from .parallel import Executor, TrialJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +132,7 @@ class TuneOptions(validate.KeywordOptions):
 
 
 TrialCallback = Callable[[Trial, "Tuner"], None]
+JobFn = Callable[[Config, Fidelity], "TrialJob | TrialOutcome"]
 
 
 MAX_HELD_IN_A_ROW = 50
@@ -164,8 +168,16 @@ class Tuner:
     store: TrialStore | None = None
     efficiency: Efficiency | None = None
     """The cost model's machine factors when measured (`costmodel.efficiency_from_speeds`); else priors."""
+    executor: Executor | None = None
+    """Runs the search's trials several at once on an engine (`autoscout_plugin.parallel`); None: one at a
+    time, in this process, with `profile`. The confirmation (F3) always runs here, with `profile`."""
+    jobs: JobFn | None = None
+    """With an executor: a config's trial as a job for another process or node (`TrialJob`), or its
+    outcome when it needs no run (a batch split that does not divide)."""
 
     def __post_init__(self) -> None:
+        if self.executor is not None and self.jobs is None:
+            raise ValueError("an executor runs trials as jobs: give Tuner(jobs=...) too (a config -> TrialJob)")
         self.space.check_satisfiable()
         if self.baseline is not None:
             self.baseline = self.space.canonical(self.baseline)
@@ -314,6 +326,11 @@ class Tuner:
         if self.baseline is not None:
             queue.append(self.baseline)
         queue += self._warm_configs()
+        if self.executor is not None:  # several trials at once, on an engine
+            from .parallel.driver import TrialDriver
+
+            assert self.jobs is not None
+            return self.executor.drive(TrialDriver(self, self.jobs, queue, slots=self.executor.slots))
         best, since_best = self._best_value(), 0
         while True:
             self._sync()
@@ -341,13 +358,14 @@ class Tuner:
             elif best is not None:
                 since_best += 1
 
-    def _next(self, queue: list[Config]) -> tuple[Config, Claim | None] | str:
+    def _next(self, queue: list[Config], pending: list[Config] | None = None) -> tuple[Config, Claim | None] | str:
         """The next config to measure and this worker's claim on it, or why there is none (a shared store).
 
         A config another worker left (no heartbeat for its lease, or its process on this machine is gone)
         comes first. Configs other workers run now are held back from the search. When the rest of the
         budget is held by other workers, this one waits (at most `lease_s`) for one of them to go stale, so
-        that a dead worker's config is still run."""
+        that a dead worker's config is still run. `pending`: the configs this worker runs now (parallel
+        trials): the search's proposal is conditioned on them (`SearchStrategy.ask_batch`)."""
         assert self.store is not None
         self._look_around()
         reclaimed = self._reclaimed()
@@ -360,7 +378,7 @@ class Tuner:
                 config = None if self.search.seen(candidate) else candidate
             if config is None:
                 try:
-                    config = self.search.ask()
+                    config = self.search.ask_batch(1, pending=pending)[0] if pending else self.search.ask()
                 except SearchExhausted as exc:
                     return f"search exhausted: {exc}"
             claim = self.store.claim(self.study_id, config, worker=self.worker, lease_s=self.options.lease_s,
@@ -485,7 +503,7 @@ class Tuner:
                      value=outcome.value if outcome.status == "ok" else None, cost_s=float(cost),
                      fidelity=fidelity, predicted=predicted, peak_mem_mb=outcome.peak_mem_mb,
                      error=redact(outcome.error), metrics=dict(outcome.metrics),
-                     failure=outcome.failure if outcome.status != "ok" else None)
+                     failure=outcome.failure if outcome.status != "ok" else None, where=outcome.where)
 
     def _contenders(self) -> list[Config]:
         """The best `confirm_top` distinct configs measured at F2, best first (within 10% of the best: a

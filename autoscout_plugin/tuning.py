@@ -24,6 +24,7 @@ from .batch import BatchSplit, BatchSplitError
 from .costmodel import Hardware, Workload, measured_efficiency
 from .options import AutoScoutOptions
 from .outputs import prepare_outputs
+from .parallel import TrialJob, make_executor
 from .profiling import TrialOutcome
 from .report.html import write_report
 from .report.progress import Progress
@@ -31,7 +32,7 @@ from .report.result import TuneResult, format_config
 from .space import Config, Space, SpaceError
 from .space.builder import build_space
 from .store import StoreError
-from .trial import Fidelity
+from .trial import Fidelity, Trial
 from .tuner import Tuner
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
@@ -66,6 +67,9 @@ class RunDescription:
     """What runs with the decision, in messages: `the main fit`, `training`, `the real run`."""
     ignored: Mapping[str, str] = field(default_factory=dict)
     """Names the run declared that are not tuned -> why (shown in the summary)."""
+    runs_jobs: bool = False
+    """The adapter can run a trial as a job in another process or on another node (`Tuning.run(job=...)`),
+    so `parallel` and `executor` apply."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +99,7 @@ class TrialRequest:
 
 
 TrialFn = Callable[[TrialRequest], TrialOutcome]
+JobFn = Callable[[TrialRequest], "TrialJob | TrialOutcome"]
 STORE_FAILED = "the trial store failed"
 
 
@@ -114,6 +119,12 @@ class Tuning:
 
     def __init__(self, options: AutoScoutOptions, run: RunDescription) -> None:
         self.options, self.run_description = options, run
+        if (options.parallel > 1 or options.executor is not None) and not run.runs_jobs:
+            raise ValueError(f"parallel={options.parallel}, executor={options.executor!r}: {run.subject} runs its"
+                             " trials in this process, one at a time; parallel trials re-run a script as jobs: run"
+                             " a Lightning script as `python train.py` (not from a notebook or pytest), or launch"
+                             " a custom loop with `autoscout launch --autoscout --autoscout-parallel K`; or leave"
+                             " parallel=1 and executor=None")
         self.tunable = self._tunable()
         self.space = self._space()
         self.baseline = self._baseline()
@@ -228,9 +239,27 @@ class Tuning:
         return profile
 
     # ------------------------------------------------------------ the search
-    def run(self, trial: TrialFn, *, isolate: Callable[[], AbstractContextManager[Any]] | None = None) -> TuneResult:
+    def _jobs(self, job: JobFn) -> Callable[[Config, Fidelity], TrialJob | TrialOutcome]:
+        def jobs(config: Config, fidelity: Fidelity) -> TrialJob | TrialOutcome:
+            try:
+                request = self.request(config, fidelity)
+            except BatchSplitError as exc:
+                return TrialOutcome(status="invalid", cost_s=0.0, error=str(exc))
+            return job(request)
+
+        return jobs
+
+    def _note_best(self, trial: Trial, tuner: Tuner) -> None:
+        """The best F2 speed so far, for the cut-off of the next trials (parallel trials report here)."""
+        if trial.ok and trial.value and trial.fidelity == Fidelity.F2:
+            self._best = max(self._best or 0.0, trial.value)
+
+    def run(self, trial: TrialFn, *, isolate: Callable[[], AbstractContextManager[Any]] | None = None,
+            job: JobFn | None = None) -> TuneResult:
         """Search with `trial` running each config (inside `isolate()`, which puts back what trials may
-        change in this process: RNG states, threads); the result, with the pinned knobs' values."""
+        change in this process: RNG states, threads); the result, with the pinned knobs' values. With
+        `options.parallel` > 1 or an `executor`, the search's trials are `job(request)`s run by the executor
+        (`autoscout_plugin.parallel`), up to `parallel` at once; the confirmation still runs with `trial`."""
         opts, run = self.options, self.run_description
         planned = None
         if opts.max_fraction is not None and run.planned_steps and run.planned_steps > 0:
@@ -240,9 +269,19 @@ class Tuning:
         tuner: Tuner | None = None
         try:
             tune_options = opts.tune_options(planned_samples=planned, store=opts.store)
+            executor = None
+            if job is not None and (opts.parallel > 1 or opts.executor is not None):
+                executor = make_executor(opts.executor or "local", opts.parallel)
+                print(f"AutoScout: up to {opts.parallel} trials at once on {executor.describe()}", file=sys.stderr)
+
+            def on_trial(trial: Trial, tuner: Tuner) -> None:
+                self._note_best(trial, tuner)
+                progress.trial(trial, tuner)
+
             tuner = Tuner(self.space, self._profile(trial), tune_options,
                           workload=self._workload(), hardware=run.hardware, baseline=self.baseline,
-                          on_trial=progress.trial, efficiency=measured_efficiency(run.hardware))
+                          on_trial=on_trial, efficiency=measured_efficiency(run.hardware),
+                          executor=executor, jobs=self._jobs(job) if job is not None and executor else None)
             with (isolate or contextlib.nullcontext)():
                 result = tuner.run()
         except StoreError as exc:  # the store broke mid-run (a full disk, a damaged page): stop, never fail

@@ -203,6 +203,26 @@ def path(name: str | None, value: Any, *, optional: bool = False, hint: str | No
     return value
 
 
+def executor(name: str | None, value: Any, *, optional: bool = False) -> Any:
+    """Where parallel trials run: `local`, `ray[:ADDRESS]` or `slurm[:OPTIONS]`, with what it needs installed.
+
+    Example:
+        >>> executor("executor", "kubernetes")
+        Traceback (most recent call last):
+        ...
+        ValueError: executor: unknown executor 'kubernetes': use local, ray[:ADDRESS] or slurm[:OPTIONS]
+    """
+    if value is None and optional:
+        return None
+    from .parallel import parse_executor
+
+    try:
+        parse_executor(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    return value
+
+
 def store(name: str | None, value: Any, *, optional: bool = False, hint: str | None = None,
           file: bool = False) -> Any:
     """A trial store: a file path (see `path`), or a URL (`postgresql://user@host:port/db`, `sqlite:///path`)

@@ -118,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--measure-steps", type=int, default=4)
     parser.add_argument("--trial-timeout", type=float, default=600.0)
+    parser.add_argument("--parallel", type=int, default=1, help="trials at once (re-runs of this script)")
+    parser.add_argument("--executor", default=None, help="where parallel trials run: local, ray[:ADDRESS], slurm[:...]")
     parser.add_argument("--fail-if", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hang-if", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--nan-at-step", type=int, default=None, help=argparse.SUPPRESS)
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         autoscout = AutoScoutCallback(
             max_trials=args.trials, report=args.report, store=args.store, relaunch=not args.no_relaunch,
             include=tuple(args.include.split(",")) if args.include else None, warmup_steps=args.warmup_steps,
-            measure_steps=args.measure_steps, trial_timeout_s=args.trial_timeout)
+            measure_steps=args.measure_steps, trial_timeout_s=args.trial_timeout, parallel=args.parallel,
+            executor=args.executor)
         callbacks.append(autoscout)
     kwargs: dict[str, Any] = {"max_steps": args.steps, "logger": False, "enable_checkpointing": False,
                               "enable_progress_bar": False, "enable_model_summary": False}

@@ -58,6 +58,9 @@ _OURS: dict[str, dict[str, Any]] = {
     "warmup": {"type": int, "default": 2, "help": "optimizer steps before timing (default 2)"},
     "measure": {"type": int, "default": 4, "help": "optimizer steps timed per trial (default 4)"},
     "confirm": {"type": int, "default": 1, "help": "best configs re-measured before choosing (default 1; 0 skips)"},
+    "parallel": {"type": int, "default": 1, "help": "search trials run at once (default 1), by --autoscout-executor"},
+    "executor": {"help": "where parallel trials run: local (default), ray[:ADDRESS] (a Ray cluster, via Ray Tune) or"
+                         " slurm[:OPTIONS] (Slurm jobs via submitit, e.g. slurm:partition=gpu,time=30)"},
 }
 
 
@@ -178,7 +181,7 @@ def _check(flag: str, value: Any, what: str, check: Any, **kwargs: Any) -> None:
         check(None, value, **kwargs)
     except ValueError as exc:
         shown = repr(redact(value)) if isinstance(value, str) else value  # a store URL may hold a password
-        why = str(exc).split(": ", 1)[1] if check is validate.store and ": " in str(exc) else ""
+        why = str(exc).split(": ", 1)[1] if check in (validate.store, validate.executor) and ": " in str(exc) else ""
         raise LaunchError(f"{flag} {shown}: give {what}" + (f" ({why})" if why else "")) from None
 
 
@@ -204,6 +207,9 @@ def _options(ns: argparse.Namespace) -> AutoScoutOptions:
               ("warmup", ns.autoscout_warmup, "0 or more optimizer steps", validate.integer, {"low": 0}),
               ("measure", ns.autoscout_measure, "1 or more optimizer steps", validate.integer, {"low": 1}),
               ("confirm", ns.autoscout_confirm, "0 or more configs to re-measure", validate.integer, {"low": 0}),
+              ("parallel", ns.autoscout_parallel, "1 to 1024 trials at once", validate.integer,
+               {"low": 1, "high": 1024}),
+              ("executor", ns.autoscout_executor, "local, ray[:ADDRESS] or slurm[:OPTIONS]", validate.executor, {}),
               ("report", ns.autoscout_report, "a file path (PATH.json and PATH.html are written)", validate.path, {}),
               # a folder is not refused: the run goes on with a fresh store and a warning (outputs.py)
               ("store", ns.autoscout_store, "an SQLite file or a postgresql:// URL, or leave it out", validate.store,
@@ -215,7 +221,8 @@ def _options(ns: argparse.Namespace) -> AutoScoutOptions:
         return AutoScoutOptions(max_trials=ns.autoscout_trials, max_seconds=ns.autoscout_seconds, include=None,
                                 store=ns.autoscout_store, report=ns.autoscout_report,
                                 warmup_steps=ns.autoscout_warmup, measure_steps=ns.autoscout_measure,
-                                trial_timeout_s=ns.autoscout_timeout, confirm_top=ns.autoscout_confirm)
+                                trial_timeout_s=ns.autoscout_timeout, confirm_top=ns.autoscout_confirm,
+                                parallel=ns.autoscout_parallel, executor=ns.autoscout_executor)
     except ValueError as exc:  # the options' own rules, worded for the Python API
         raise LaunchError(f"the --autoscout options: {exc}") from None
 
@@ -445,7 +452,7 @@ def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0
 
 
 def launch_command(request: LaunchRequest, config: dict[str, Any], *, gpu: bool = False,
-                   port: int | None = None) -> tuple[list[str], dict[str, str]]:
+                   port: int | str | None = None) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command running `config`, and the environment it adds.
 
     The user's tokens come first, unchanged, except `--cpu` where a CPU job runs several processes

@@ -41,6 +41,7 @@ from autoscout_plugin.costmodel import Hardware, Workload
 from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
 from autoscout_plugin.options import default_store
 from autoscout_plugin.outputs import prepare_outputs
+from autoscout_plugin.parallel import PORT, TrialJob
 from autoscout_plugin.profiling import (
     Stopped,
     TrialOutcome,
@@ -230,7 +231,7 @@ class AutoScoutLauncher:
                   {**plan.pinned, **plan.ignored}.items()) + "); the real run uses your settings", file=sys.stderr)
             return None
         tuning = self.tuning = self._tuning(plan, job)
-        result = self.result = tuning.run(self._profile)
+        result = self.result = tuning.run(self._profile, job=self._job)
         config = {**result.best_config, **result.derived} if result.best_config is not None else None
         self.report = tuning.conclude(result, applied=config, declared=plan.declared)
         return config
@@ -244,7 +245,7 @@ class AutoScoutLauncher:
             return Tuning(self.options, RunDescription(
                 current=plan.current, knobs=plan.tunable, hardware=self.hardware, workload=workload,
                 pinned=plan.pinned, fixed=plan.in_space_pins, split=plan.split(), strategies=plan.strategies,
-                subject="this command", main_run="the real run", ignored=plan.ignored))
+                subject="this command", main_run="the real run", ignored=plan.ignored, runs_jobs=True))
         except ValueError as exc:
             raise LaunchError(str(exc)) from exc
 
@@ -270,6 +271,24 @@ class AutoScoutLauncher:
             outcome, self._first = self._first, None  # trial 0 measured exactly this: not run twice
             return outcome
         return self._unrunnable(request) or self._trial(request)[0]
+
+    def _job(self, request: TrialRequest) -> TrialJob | TrialOutcome:
+        """The trial as a job for an executor (parallel trials, on this machine or others): the same
+        `accelerate launch` with the same child protocol, its rendezvous port picked where it runs."""
+        assert self.tuning is not None
+        if request.fidelity == Fidelity.F2 and self._first is not None and request.config == self.tuning.baseline:
+            outcome, self._first = self._first, None  # trial 0 measured exactly this: not run twice
+            return outcome
+        unrunnable = self._unrunnable(request)
+        if unrunnable is not None:
+            return unrunnable
+        command, extra = launch_command(self.request, request.config, gpu=self.gpu, port=PORT)
+        processes = int(request.config.get("num_processes", self.plan.current.get("num_processes", 1) if self.plan
+                                           else 1))
+        threads = int(request.config.get("num_threads", 1))
+        return TrialJob(command=tuple(command), env={**extra, LAUNCH_ENV: json.dumps(request.spec())},
+                        timeout_s=request.timeout_s, cpus=max(1, processes * threads),
+                        gpus=processes if self.gpu else 0, label=json.dumps(request.config, sort_keys=True))
 
     def _unrunnable(self, request: TrialRequest) -> TrialOutcome | None:
         """Why the request cannot run as the script is written (None when it can): keeping the global

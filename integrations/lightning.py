@@ -45,6 +45,7 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.loop import launch_spec
 from autoscout_plugin.options import AutoScoutOptions
+from autoscout_plugin.parallel import PORT, TrialJob
 from autoscout_plugin.profiling import TrialOutcome, report_and_exit, run_subprocess_trial, write_result
 from autoscout_plugin.profiling.deadline import wall_clock_limit
 from autoscout_plugin.report.result import TuneResult, format_config
@@ -264,12 +265,15 @@ class AutoScoutCallback(Callback):
         return RunDescription(current=run.current, knobs=KNOBS, hardware=machine(trainer.strategy.root_device),
                               workload=workload, pinned=run.pinned, unavailable=run.unavailable, fixed=fixed,
                               split=split, strategies=("single", "ddp"), planned_steps=steps,
-                              subject="this script", main_run="the main fit")
+                              subject="this script", main_run="the main fit",
+                              runs_jobs=script_command() is not None)
 
     # ------------------------------------------------------------ deciding (rank 0)
     def _decide(self, trainer: Trainer, pl_module: LightningModule, run: _Run, tuning: Tuning) -> _Decision:
+        gpu = trainer.strategy.root_device.type == "cuda"
         result = self.result = tuning.run(lambda request: self._trial(trainer, pl_module, run, request),
-                                          isolate=no_trace)  # RNG and threads, whatever a trial does
+                                          isolate=no_trace,  # RNG and threads, whatever a trial does
+                                          job=lambda request: self._job(run, request, gpu=gpu))
         config, relaunch = result.best_config, None
         notes: dict[str, Any] = {}
         if config is not None and trial_tier(config, run.current) == "subprocess":
@@ -304,6 +308,23 @@ class AutoScoutCallback(Callback):
             outcome = self._in_process(trainer, pl_module, run, request, copy_module=tier == "copy")
         outcome.metrics = {**outcome.metrics, "tier": {"inplace": 0, "copy": 1, "subprocess": 2}[tier]}
         return outcome
+
+    @staticmethod
+    def _job(run: _Run, request: TrialRequest, *, gpu: bool) -> TrialJob | TrialOutcome:
+        """A trial as a job for parallel trials (`AutoScoutOptions(parallel=K)`): a re-run of the script in
+        trial mode, as the subprocess tier runs it, on whichever process or node the executor picks."""
+        command = script_command()
+        if command is None:
+            return TrialOutcome(status="invalid", cost_s=0.0, error="no script to re-run for this trial")
+        config = {**run.current, **request.config}
+        env = child_env(config, request.spec())
+        added = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        added["MASTER_PORT"] = PORT  # free on the node that runs it
+        processes = int(config.get("num_processes", 1))
+        return TrialJob(command=tuple(command), env=added, timeout_s=request.timeout_s,
+                        cpus=max(1, processes * int(config.get("num_threads", 1))),
+                        gpus=processes if gpu else 0,
+                        label=format_config(request.config))
 
     def _in_process(self, trainer: Trainer, pl_module: LightningModule, run: _Run, request: TrialRequest, *,
                     copy_module: bool) -> TrialOutcome:

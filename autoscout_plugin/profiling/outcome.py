@@ -33,6 +33,8 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     failure: FailureClass | None = None
     """The failure class when the profiler knows it; else it is diagnosed from `status` and `error`."""
+    where: str | None = None
+    """Where it ran, when an executor ran it (a host, a Ray node, a Slurm job)."""
 
     def checked(self) -> TrialOutcome:
         """A non-finite or missing value of an `ok` outcome becomes a `nan` failure."""

@@ -132,7 +132,7 @@ class TuneResult:
             value = f"{t.value:10.2f}" if t.value is not None else f"{'-':>10}"
             pred = f"{t.predicted:8.2f}" if t.predicted is not None else f"{'-':>8}"
             lines.append(f"{t.number:>3} {t.fidelity.value:3} {status_label(t):11} {value} {pred} {t.cost_s:7.1f}  "
-                         + format_config(t.config))
+                         + format_config(t.config) + (f"  [{t.where}]" if t.where else ""))
         lines.append("")
         for ex in self.exclusions:
             lines.append(f"excluded {Exclusion.from_json(ex).describe()}: {ex['reason']}")

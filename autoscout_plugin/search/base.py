@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import statistics
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..failures import Exclusion
@@ -48,6 +51,54 @@ class SearchStrategy(ABC):
     @abstractmethod
     def ask(self) -> Config:
         """The next config to evaluate."""
+
+    def ask_batch(self, k: int, pending: Sequence[Config] = ()) -> list[Config]:
+        """`k` configs to run at once while the `pending` ones still run (asynchronous refill: `k=1`).
+
+        Greedy, on a copy of the search: each running or chosen config is told with a fantasy value
+        (`_lie`: AutoScout's is the surrogate's mean, a Kriging believer, Ginsbourger et al. 2010, or a
+        constant liar while there are few measurements), so each next choice is conditioned on the ones
+        before it; a config the search has no lie for is only held. Never returns a config that is running,
+        done or already in the batch. Returns fewer than `k` when the search runs out (raises
+        `SearchExhausted` when it has none at all). `ask_batch(1)` with nothing pending is `ask()`.
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"ask_batch needs k >= 1 (an integer), got {k!r}")
+        if k == 1 and not pending:
+            return [self.ask()]
+        ghost = copy.deepcopy(self)
+        for config in pending:
+            ghost._fantasize(self.space.canonical(config))
+        out: list[Config] = []
+        for _ in range(k):
+            try:
+                config = ghost.ask()
+            except SearchExhausted:
+                if out:
+                    break
+                raise
+            out.append(config)
+            ghost._fantasize(config)
+        rng = getattr(ghost, "rng", None)
+        if rng is not None and hasattr(rng, "getstate"):  # the next batch does not replay this one's draws
+            self.rng.setstate(rng.getstate())  # type: ignore[attr-defined]
+        return out
+
+    def _lie(self, config: Config) -> float | None:
+        """The value a running config is told as, while it runs (None: it is only held)."""
+        return None
+
+    def _fantasize(self, config: Config) -> None:
+        """Tell `config` with its lie (a fantasy trial, `metrics["fantasy"]`), or hold it."""
+        if self.seen(config):
+            return
+        lie = self._lie(config)
+        if lie is None or not lie > 0:
+            self.hold(config)
+            return
+        costs = [t.cost_s for t in self.trials if t.cost_s]
+        self.tell(Trial(config=config, value=float(lie), cost_s=statistics.median(costs) if costs else 0.0,
+                        metrics={"fantasy": True}))
 
     def tell(self, trial: Trial) -> None:
         """Record an outcome; subclasses extend `_observe`."""

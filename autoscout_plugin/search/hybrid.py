@@ -331,20 +331,22 @@ class HybridSearch(SearchStrategy):
             return proposal
         return choice
 
+    def _arm_prior(self, configs: list[Config]) -> np.ndarray:
+        """The arm optimizers' prior: F0+F1's prediction (negated: skopt minimises). A bound method, not a
+        closure: `ask_batch`'s deep copy of the search must refine with the copy's model and `_refine_base`."""
+        # Knobs the adapter does not search (held ones) take the candidate's values.
+        full = [self.space.canonical(self._refine_base | c, allow_inactive=True) for c in configs]
+        return -self._predict(full)[0]
+
     def _arm_adapter(self, arm: Config, dense: list[Any]) -> Any:
         from .ensemble import SurrogateEnsemble
         from .skopt_adapter import SkoptAdapter
 
         key = self._key(arm) + repr(sorted(k.name for k in dense))
         if key not in self._arm_optimizers:
-            def prior(configs: list[Config]) -> np.ndarray:
-                # Knobs the adapter does not search (held ones) take the candidate's values.
-                full = [self.space.canonical(self._refine_base | c, allow_inactive=True) for c in configs]
-                return -self._predict(full)[0]
-
             self._arm_optimizers[key] = SkoptAdapter(
                 dense, seed=self.seed, base_estimator=SurrogateEnsemble(seed=self.seed), n_initial_points=0,
-                acq_optimizer="sampling", prior=prior, n_points=200)
+                acq_optimizer="sampling", prior=self._arm_prior, n_points=200)
         adapter = self._arm_optimizers[key]
         if adapter.optimizer is None:
             return None
@@ -357,8 +359,29 @@ class HybridSearch(SearchStrategy):
         return adapter
 
     # ------------------------------------------------------------------- tell
+    KRIGING_BELIEVER_MIN = 3
+    """Measured configs before a running one is told its predicted value; below it, a constant liar."""
+
+    def _lie(self, config: Config) -> float | None:
+        """A running config's fantasy value: the surrogate's mean (Kriging believer) once
+        `KRIGING_BELIEVER_MIN` configs were measured, else the worst measured value (a pessimistic
+        constant liar: the next choice moves away from it); never above the best measured value, so
+        the incumbent stays a measured config. None before any measurement (the config is only held)."""
+        measured = [t.value for t in self.trials if t.ok and t.value and not t.metrics.get("fantasy")]
+        if not measured:
+            return None
+        if len(measured) < self.KRIGING_BELIEVER_MIN:
+            return min(measured)
+        mean, _ = self._predict([config])
+        return min(math.exp(float(mean[0])), max(measured))
+
     def _observe(self, trial: Trial) -> None:
         previous = [t.value or 0.0 for t in self.trials[:-1] if t.ok]
+        if trial.metrics.get("fantasy"):  # a running config's lie: it moves the models, not the bookkeeping
+            self.f1.observe(self.trials)
+            if self.f1_alone is not None:
+                self.f1_alone.observe(self.trials)
+            return
         if (self.f1_alone is not None and trial.ok and trial.value and trial.value > 0
                 and len(latest_values(self.trials[:-1], self.space)) >= self.f0_trust.min_points):
             # Scored before the models see it: how well each predicted this trial (prequential).

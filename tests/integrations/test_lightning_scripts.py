@@ -77,3 +77,32 @@ def test_under_ddp_rank_zero_decides_and_every_rank_applies_the_same_winner(tmp_
         assert rank["batch_size"] * rank["accumulate_grad_batches"] * 2 == 16  # the user's 8 per rank x 2
         assert rank["ddp"]["gradient_as_bucket_view"] is best["ddp_bucket_view"]  # applied before DDP wraps
     assert all(t["metrics"].get("tier") == 2 for t in report["trials"] if t["status"] == "ok")
+
+
+@pytest.mark.timeout(1200)
+def test_parallel_trials_re_run_the_script_two_at_once_and_the_fit_gets_the_winner(tmp_path: Path) -> None:
+    proc, summary = run_example(tmp_path, "--steps", "3", "--trials", "4", "--parallel", "2",
+                                "--include", "micro_batch_size,num_threads")
+    assert "up to 2 trials at once on local x2" in proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    f2 = [t for t in report["trials"] if t["fidelity"] == "F2"]
+    assert len(f2) == 4 and all(t["status"] == "ok" for t in f2)
+    # the user's own settings and the search's trials are re-runs of the script (jobs), each ran somewhere
+    assert all(t["where"] for t in f2) and all(t["metrics"].get("tier") is None for t in f2)
+    assert len({json.dumps(t["config"], sort_keys=True) for t in f2}) == 4
+    best = report["best_config"]
+    assert summary["global_step"] == 3 and summary["batch_size"] == best["micro_batch_size"]
+    assert summary["num_threads"] == best["num_threads"]
+
+
+def test_parallel_trials_in_a_process_with_no_script_to_re_run_are_refused_before_any_trial() -> None:
+    import lightning.pytorch as pl
+
+    from autoscout_plugin.integrations.lightning import AutoScoutCallback
+    from examples.lightning_gpt2 import GPT2Module
+
+    callback = AutoScoutCallback(parallel=2, max_trials=2)
+    trainer = pl.Trainer(max_steps=1, callbacks=[callback], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="runs its trials in this process.*autoscout launch"):
+        trainer.fit(GPT2Module(n_layer=1, n_embd=16, vocab=64, seq_len=8, samples=16))
