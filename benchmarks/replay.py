@@ -2,6 +2,7 @@
 
     python -m benchmarks.replay --table benchmarks/tables/gpt2_50k.csv [--seeds 20] [--budget 20]
                                 [--json OUT.json] [--optimizers autoscout,random,...] [--scenario NAME]
+                                [--parallel K]
 
 The optimizer asks, the table answers (samples/s, status, trial seconds, error text); nothing is
 re-run. The space comes from the table itself (format: benchmarks/README.md): every non-result column
@@ -14,6 +15,15 @@ failure is classified from (`autoscout_plugin.failures`), as a live trial's exce
 everywhere, an out-of-memory line, 10% transient failures). Every optimizer runs under the tuner's
 retry rule: a transient failure is retried once (both runs count as trials) and is not told to the
 optimizer; a second one in a row counts as a crash.
+
+`--parallel K` runs K trials at once, in synchronous rounds: each round the optimizer proposes a batch
+(`SearchStrategy.ask_batch`), the table answers every config of it, all are told, then the next round
+starts. A round holds at most K trials, and the last ones fewer, so that no run exceeds `--budget`
+trials. A transient failure is retried as the first trial of the next round (taking one of its K slots;
+the batch is asked with it pending, so the optimizer neither proposes it again nor ignores it). With
+K = 1 this is the sequential loop, trial for trial. Besides trials to 95% the replay reports the rounds
+to 95% (the round of the trial that first reaches 95% of the oracle; a run that never does counts the
+whole budget's rounds, ceil(budget / K)).
 """
 
 from __future__ import annotations
@@ -207,15 +217,24 @@ class Run:
     costs: list[float]
     configs: list[Config] = field(default_factory=list)
     failures: list[str | None] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    """The round each trial ran in (1-based; empty: one trial a round)."""
+    parallel: int = 1
+    """Trials a round (`--parallel`)."""
 
-    def add(self, trial: Trial) -> None:
+    def add(self, trial: Trial, round_: int | None = None) -> None:
         self.values.append(trial.value if trial.ok else None)
         self.costs.append(trial.cost_s)
         self.configs.append(trial.config)
         self.failures.append(trial.failure)
+        self.rounds.append(len(self.rounds) + 1 if round_ is None else round_)
 
 
-def replay_one(table: Table, optimizer: str, seed: int, budget: int) -> Run:
+def replay_one(table: Table, optimizer: str, seed: int, budget: int, parallel: int = 1) -> Run:
+    """One run of `optimizer` on `table`: synchronous rounds of up to `parallel` trials (see the module
+    docstring), at most `budget` trials in all."""
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}")
     options: dict[str, Any] = {}
     name = optimizer
     if optimizer == "autoscout":
@@ -224,21 +243,32 @@ def replay_one(table: Table, optimizer: str, seed: int, budget: int) -> Run:
         name = "autoscout"
     strategy = make_strategy(name, table.space, seed=seed, **options)
     faults = random.Random(f"{table.name}/{optimizer}/{seed}")  # transient failures, same for a seed
-    run = Run([], [])
+    run = Run([], [], parallel=parallel)
+    retry: list[Config] = []  # the last round's transient failures: the next round's first trials
+    round_ = 0
     while len(run.values) < budget:
-        try:
-            config = strategy.ask()
-        except SearchExhausted:
-            break
-        trial = table.answer(config, faults)
-        if trial.failure == "transient" and len(run.values) + 1 < budget:
-            run.add(trial)  # the tuner's rule: retried once, not told
+        room = min(parallel, budget - len(run.values))
+        batch, retry = retry[:room], []
+        retried = len(batch)
+        if len(batch) < room:
+            try:
+                batch += strategy.ask_batch(room - len(batch), pending=batch)
+            except SearchExhausted:
+                if not batch:
+                    break
+        round_ += 1
+        trials = []
+        for i, config in enumerate(batch):
             trial = table.answer(config, faults)
+            if trial.failure == "transient" and i < retried:
+                trial.failure = "crash"  # the tuner's rule: a transient failure is retried once only
+            run.add(trial, round_)
+            trials.append(trial)
+        for config, trial in zip(batch, trials):
             if trial.failure == "transient":
-                trial.failure = "crash"
-        run.add(trial)
-        if trial.failure != "transient":
-            strategy.tell(trial)
+                retry.append(config)  # not told; retried if the budget has room for it
+            else:
+                strategy.tell(trial)
     return run
 
 
@@ -252,22 +282,25 @@ def _metrics(run: Run, oracle: float, budget: int, failing: Any = None) -> dict[
             reached = i + 1
     if reached is not None:
         trials, seconds = reached, sum(run.costs[:reached])
+        rounds = run.rounds[reached - 1] if run.rounds else reached
     else:
         n = max(len(run.values), 1)
         trials, seconds = budget, sum(run.costs) * budget / n
+        rounds = math.ceil(budget / run.parallel)  # the whole budget, in rounds
     ratio = {str(k): (best_at[min(k, len(best_at)) - 1] if best_at else 0.0) / oracle for k in RATIO_AT}
     on_failing = sum(1 for c in run.configs if failing(c)) if failing is not None else None
-    return {"trials": trials, "seconds": seconds, "ratio": ratio, "reached": reached is not None,
+    return {"trials": trials, "rounds": rounds, "seconds": seconds, "ratio": ratio, "reached": reached is not None,
             "failing_trials": on_failing, "failed_trials": sum(1 for f in run.failures if f is not None)}
 
 
-def _replay_seed(args: tuple[Table, str, int, int]) -> dict[str, Any]:
-    table, optimizer, seed, budget = args
+def _replay_seed(args: tuple[Table, str, int, int, int]) -> dict[str, Any]:
+    table, optimizer, seed, budget, parallel = args
     failing = SCENARIOS[table.scenario].failing if table.scenario else None
-    return _metrics(replay_one(table, optimizer, seed, budget), table.oracle, budget, failing)
+    return _metrics(replay_one(table, optimizer, seed, budget, parallel), table.oracle, budget, failing)
 
 
-def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, jobs: int = 1) -> dict[str, Any]:
+def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, jobs: int = 1,
+           parallel: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if jobs > 1:  # one BLAS thread per worker: `jobs` workers share the cores, none oversubscribes them
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -276,9 +309,9 @@ def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, job
     try:
         for optimizer in optimizers:
             start = time.perf_counter()
-            work = [(table, optimizer, seed, budget) for seed in range(seeds)]
+            work = [(table, optimizer, seed, budget, parallel) for seed in range(seeds)]
             runs = pool.map(_replay_seed, work) if pool else [_replay_seed(w) for w in work]
-            out[optimizer] = _summary(runs, table, seeds, budget, time.perf_counter() - start)
+            out[optimizer] = _summary(runs, table, seeds, budget, time.perf_counter() - start, parallel)
     finally:
         if pool is not None:
             pool.close()
@@ -286,14 +319,16 @@ def replay(table: Table, optimizers: Sequence[str], seeds: int, budget: int, job
     return out
 
 
-def _summary(runs: list[dict[str, Any]], table: Table, seeds: int, budget: int, wall_s: float) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], table: Table, seeds: int, budget: int, wall_s: float,
+             parallel: int = 1) -> dict[str, Any]:
     out = {
         "median_trials_to_95": statistics.median(r["trials"] for r in runs),
+        "median_rounds_to_95": statistics.median(r["rounds"] for r in runs),
         "median_seconds_to_95": round(statistics.median(r["seconds"] for r in runs), 1),
         "median_ratio_at": {str(k): round(statistics.median(r["ratio"][str(k)] for r in runs), 4) for k in RATIO_AT},
         "reached_95_share": sum(r["reached"] for r in runs) / len(runs),
         "median_failed_trials": statistics.median(r["failed_trials"] for r in runs),
-        "table": table.name, "seeds": seeds, "budget": budget, "wall_s": round(wall_s, 1),
+        "table": table.name, "seeds": seeds, "budget": budget, "parallel": parallel, "wall_s": round(wall_s, 1),
     }
     if runs and runs[0]["failing_trials"] is not None:  # trials spent on the setting that fails everywhere
         spent = [r["failing_trials"] for r in runs]
@@ -303,18 +338,31 @@ def _summary(runs: list[dict[str, Any]], table: Table, seeds: int, budget: int, 
 
 def format_results(table: Table, results: dict[str, Any]) -> str:
     failing = any("failing_trials" in r for r in results.values())
-    lines = [f"table {table.name}: {len(table.rows)} configs, oracle {table.oracle:.2f} samples/s",
-             "| optimizer | trials to 95% | seconds to 95% | best/oracle @5 | @10 | @20 | failed trials |"
-             + (" on the failing setting (median / max) |" if failing else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if failing else "")]
+    parallel = next((r.get("parallel", 1) for r in results.values()), 1)
+    lines = [f"table {table.name}: {len(table.rows)} configs, oracle {table.oracle:.2f} samples/s,"
+             f" {parallel} trial(s) a round",
+             "| optimizer | trials to 95% | rounds to 95% | seconds to 95% | best/oracle @5 | @10 | @20 |"
+             " failed trials |" + (" on the failing setting (median / max) |" if failing else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if failing else "")]
     for name, r in results.items():
         ratio = r["median_ratio_at"]
-        line = (f"| {name} | {r['median_trials_to_95']} | {r['median_seconds_to_95']} | {ratio['5']:.3f} |"
+        line = (f"| {name} | {r['median_trials_to_95']} | {r['median_rounds_to_95']} |"
+                f" {r['median_seconds_to_95']} | {ratio['5']:.3f} |"
                 f" {ratio['10']:.3f} | {ratio['20']:.3f} | {r['median_failed_trials']} |")
         if failing:
             line += f" {r['failing_trials']['median']} / {r['failing_trials']['max']} |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--optimizers", default=",".join(names), help=f"comma-separated subset of {names}")
     scenarios = "; ".join(f"{k}: {v.doc}" for k, v in SCENARIOS.items()).replace("%", "%%")  # argparse formats help
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), help=f"lay a fault over the table: {scenarios}")
+    parser.add_argument("--parallel", type=_positive_int, default=1, metavar="K",
+                        help="trials run at once: synchronous rounds of K (`ask_batch(K)`), 1: sequential")
     args = parser.parse_args(argv)
     chosen = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     unknown = [o for o in chosen if o not in names]
@@ -338,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = load_table(args.table, args.scenario)
     if table.cost_model() is None and "autoscout" in chosen:
         print(f"note: {args.table} has no JSON workload description; autoscout runs without F0", file=sys.stderr)
-    results = replay(table, chosen, args.seeds, args.budget, max(args.jobs, 1))
+    results = replay(table, chosen, args.seeds, args.budget, max(args.jobs, 1), args.parallel)
     print(format_results(table, results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,19 @@ small, a feasible random sample otherwise. Proposals of the model-based optimize
 infeasible, invalid or already taken are fed back to the optimizer as failures and never returned;
 when all of the `max_proposals` proposals of one `ask` are rejected, a random untried candidate is
 returned instead.
+
+Batches (`ask_batch(k, pending)`, several trials at once) get the parallelism each library offers:
+`random`, `grid` and `ds_model_based` use the base greedy batch (a chosen or running config is only
+held); `skopt_gp` lies as skopt's `Optimizer.ask(n_points=k, strategy="cl_min")` does (a constant liar
+at the minimum told objective); `optuna_tpe` asks its study `k` times with `TPESampler(constant_liar=True)`,
+the running configs being `RUNNING` trials of the study.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,8 +40,6 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = ["DSModelBased", "GridSearch", "OptunaTPE", "RandomSearch", "SkoptGP"]
-
-
 
 def _grid_is_whole_range(knob: Knob) -> bool:
     """True when `knob.grid()` lists every value the knob can take."""
@@ -68,6 +73,12 @@ class _PoolStrategy(SearchStrategy):
 
     def _make_pool(self) -> list[Config]:
         return self.space.candidates(random.Random(self.seed))
+
+    @property
+    def rng(self) -> random.Random:
+        """The strategy's random stream (`ask_batch` carries the draws of a batch's copy over to it, so
+        the next batch does not replay them)."""
+        return self._rng
 
     def _taken(self, config: Config) -> bool:
         """Told already, handed out by `ask` and not told yet, or held (running on another worker)."""
@@ -195,6 +206,29 @@ class SkoptGP(_PoolStrategy):
     def _penalty(self) -> float:
         return 0.0 if self._worst_y is None else self._worst_y
 
+    def _cl_min(self) -> float:
+        """skopt's `cl_min` lie: the minimum objective told so far (penalties and earlier lies included,
+        as skopt's `np.min(opt.yi)`), 0.0 before anything was told."""
+        optimizer = self._adapter.optimizer
+        return float(np.min(optimizer.yi)) if optimizer is not None and optimizer.yi else 0.0
+
+    def _lie(self, config: Config) -> float | None:
+        """A running config's value while it runs: skopt's `cl_min` (the minimum of the told `-log(value)`:
+        the best measured value, or 1.0 before any), told to the GP as that minimum exactly (`_observe`)."""
+        if self._adapter.optimizer is None:  # every knob is constant: nothing to condition
+            return None
+        return math.exp(-self._cl_min())
+
+    def ask_batch(self, k: int, pending: Sequence[Config] = ()) -> list[Config]:
+        """The base greedy batch with skopt's `cl_min` lies (`_lie`); as in skopt's
+        `Optimizer.ask(n_points=k)`, the batch's copy of the optimizer is seeded by one draw of the
+        optimizer's random state, so the copy's draws (the acquisition's random candidate points) are
+        not the ones the optimizer itself makes next."""
+        if not (isinstance(k, int) and not isinstance(k, bool) and k == 1 and not pending):
+            with self._adapter.forked_rng():
+                return super().ask_batch(k, pending)
+        return super().ask_batch(k, pending)
+
     def ask(self) -> Config:
         self._raise_if_space_exhausted()
         for _ in range(self.max_proposals):
@@ -211,7 +245,9 @@ class SkoptGP(_PoolStrategy):
         if point is None:  # a random fallback, or a config told without being asked (warm start)
             point = self._flattened(trial.config)
         value = _log_value(trial)
-        if value is not None:
+        if trial.metrics.get("fantasy"):  # a running config's lie: skopt's cl_min, not a measurement
+            y = self._cl_min()
+        elif value is not None:
             y = -value
             self._worst_y = y if self._worst_y is None else max(self._worst_y, y)
         else:
@@ -231,6 +267,11 @@ class OptunaTPE(_PoolStrategy):
     learns nothing from those, so an `ask` tries more proposals (`max_proposals`, default 10): they
     cost milliseconds.
 
+    The sampler is `TPESampler(constant_liar=True)` (Optuna's default since 4.x, explicit here): a
+    config asked and not told yet stays a `RUNNING` trial, which TPE counts among the worst, so
+    `ask_batch` is `k` asks of the same study; a sequential `ask` sees no other running trial and is
+    unaffected.
+
     Example:
         >>> from autoscout_plugin.space import Int, Space
         >>> s = OptunaTPE(Space([Int(name="num_threads", choices=(1, 2))]), seed=0)
@@ -247,8 +288,44 @@ class OptunaTPE(_PoolStrategy):
         self.max_proposals = max_proposals
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
-        self._study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-        self._pending: dict[str, optuna.trial.Trial] = {}
+        self._study = optuna.create_study(direction="maximize",
+                                          sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+        self._pending: dict[str, optuna.trial.Trial | int] = {}  # running: a study trial, or its number
+
+    def ask_batch(self, k: int, pending: Sequence[Config] = ()) -> list[Config]:
+        """`k` asks of the study, none told in between: each stays a `RUNNING` trial, so the constant liar
+        steers the next one away from it. A `pending` config (running on another worker) without a trial
+        of this study is added as a `RUNNING` trial (its outcome, told later, completes it) and is never
+        returned; a random fallback is added as one too."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"ask_batch needs k >= 1 (an integer), got {k!r}")
+        if k == 1 and not pending:
+            return [self.ask()]
+        for config in pending:
+            self._running(self.space.canonical(config))
+        out: list[Config] = []
+        for _ in range(k):
+            try:
+                config = self.ask()
+            except SearchExhausted:
+                if out:
+                    break
+                raise
+            self._running(config)
+            out.append(config)
+        return out
+
+    def _running(self, config: Config) -> None:
+        """Make `config` a `RUNNING` trial of the study (unless it is one, or was told), and never ask it."""
+        key = self._key(config)
+        if key in self._seen or key in self._pending:
+            return
+        state = self._optuna.trial.TrialState
+        distributions = {name: self._distribution(self.space[name]) for name in config}
+        self._study.add_trial(self._optuna.trial.create_trial(
+            params=dict(config), distributions=distributions, state=state.RUNNING))
+        self._pending[key] = self._study.get_trials(deepcopy=False)[-1].number
+        self._asked.add(key)
 
     def ask(self) -> Config:
         self._raise_if_space_exhausted()

@@ -7,12 +7,13 @@ Ordered discrete knobs (`Int`/`Float` with `choices`) become an integer index, k
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from ..space.knobs import Categorical, Float, Int, Knob
 
@@ -21,11 +22,20 @@ PriorFn = Callable[[list[dict[str, Any]]], np.ndarray]
 
 
 class _WithPrior(RegressorMixin, BaseEstimator):
-    """Fits `estimator` to `y - prior(x)` and adds the prior back: the surrogate learns residuals."""
+    """Fits `estimator` to `y - prior(x)` and adds the prior back: the surrogate learns residuals.
+
+    `prior` is typically a bound method of the search that owns this estimator: `copy.deepcopy` of the
+    search rebinds it to the copy (a closure would keep reading the original, so a batch's copy of the
+    search would refine with the original's model), and a clone (skopt clones before every fit) shares
+    it rather than deep-copying its owner.
+    """
 
     def __init__(self, estimator: Any = None, prior: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.estimator = estimator
         self.prior = prior
+
+    def __sklearn_clone__(self) -> _WithPrior:
+        return _WithPrior(clone(self.estimator), self.prior)
 
     def _prior(self, X: np.ndarray) -> np.ndarray:
         return np.zeros(len(X)) if self.prior is None else np.asarray(self.prior(X), dtype=float)
@@ -65,21 +75,20 @@ class SkoptAdapter:
         if not self.knobs:
             self.optimizer = None
             return
+        self._prior_fn = prior
         estimator = base_estimator
         if prior is not None:
-            estimator = _WithPrior(base_estimator, self._transformed_prior(prior))
+            estimator = _WithPrior(base_estimator, self._transformed_prior)
         opts = {"n_points": n_points} if acq_optimizer == "sampling" else {}
         self.optimizer = Optimizer([self._dimension(k) for k in self.knobs], base_estimator=estimator,
                                    n_initial_points=n_initial_points, acq_func=acq_func,
                                    acq_optimizer=acq_optimizer, random_state=seed, acq_optimizer_kwargs=opts)
 
-    def _transformed_prior(self, prior: PriorFn) -> Callable[[np.ndarray], np.ndarray]:
-        def on_transformed(X: np.ndarray) -> np.ndarray:
-            assert self.optimizer is not None
-            points = self.optimizer.space.inverse_transform(np.asarray(X))
-            return np.asarray(prior([self.to_config(p) for p in points]), dtype=float)
-
-        return on_transformed
+    def _transformed_prior(self, X: np.ndarray) -> np.ndarray:
+        """The prior on skopt's transformed points (a method, not a closure: see `_WithPrior`)."""
+        assert self.optimizer is not None and self._prior_fn is not None
+        points = self.optimizer.space.inverse_transform(np.asarray(X))
+        return np.asarray(self._prior_fn([self.to_config(p) for p in points]), dtype=float)
 
     @staticmethod
     def _ordinal(knob: Knob) -> tuple[Any, ...] | None:
@@ -140,6 +149,20 @@ class SkoptAdapter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skopt warns on duplicate points; the caller de-duplicates
             return self.to_config(self.optimizer.ask())
+
+    @contextlib.contextmanager
+    def forked_rng(self) -> Iterator[None]:
+        """As skopt's `Optimizer.ask(n_points=...)`: one draw of the optimizer's random state seeds the
+        state that copies made inside the block start from; the optimizer keeps its own, one draw on."""
+        if self.optimizer is None:
+            yield
+            return
+        own = self.optimizer.rng
+        self.optimizer.rng = np.random.RandomState(own.randint(0, np.iinfo(np.int32).max))
+        try:
+            yield
+        finally:
+            self.optimizer.rng = own
 
     def tell(self, configs: Sequence[dict[str, Any]], ys: Sequence[float]) -> None:
         if self.optimizer is None or not configs:
