@@ -275,10 +275,9 @@ class AutoScoutLauncher:
     def _job(self, request: TrialRequest) -> TrialJob | TrialOutcome:
         """The trial as a job for an executor (parallel trials, on this machine or others): the same
         `accelerate launch` with the same child protocol, its rendezvous port picked where it runs."""
-        assert self.tuning is not None
-        if request.fidelity == Fidelity.F2 and self._first is not None and request.config == self.tuning.baseline:
-            outcome, self._first = self._first, None  # trial 0 measured exactly this: not run twice
-            return outcome
+        # Trial 0 ran here; the others run where the executor puts them (other nodes, other load): your own
+        # settings are measured there too, so that the search compares speeds measured alike.
+        self._first = None
         unrunnable = self._unrunnable(request)
         if unrunnable is not None:
             return unrunnable

@@ -149,7 +149,8 @@ class SearchStrategy(ABC):
 
     @property
     def best(self) -> Trial | None:
-        ok = [t for t in self.trials if t.ok]
+        """The best measured trial (a running config's fantasy is not a measurement)."""
+        ok = [t for t in self.trials if t.ok and not t.metrics.get("fantasy")]
         return max(ok, key=lambda t: t.value or 0.0) if ok else None
 
     def describe(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,6 +155,8 @@ class HybridSearch(SearchStrategy):
         self.held: list[str] = []
         self._refine_base: Config = {}
         self._exclusions: list[Exclusion] = []
+        self._batch_arms: Counter[str] = Counter()
+        """Arms of the configs running or chosen in the batch being asked (only a batch's copy has any)."""
 
     # ------------------------------------------------------------------ model
     def _modeled_knobs(self, probes: int = 12) -> set[str]:
@@ -175,7 +178,7 @@ class HybridSearch(SearchStrategy):
         """Knobs whose impact the data has measured: two ok trials that differ in that knob alone.
         A knob is never held on the cost model's word, nor on comparisons where other knobs changed
         too: F0 can be wrong about a machine, and confounded pairs can hide an effect."""
-        ok = [t.config for t in self.trials if t.ok]
+        ok = [t.config for t in self.trials if t.ok and not t.metrics.get("fantasy")]
         out: set[str] = set()
         for a, b in itertools.combinations(ok, 2):
             differ = [k for k in self.space.names if a.get(k) != b.get(k)]
@@ -302,7 +305,7 @@ class HybridSearch(SearchStrategy):
             best = max(v for _, v in observed.values())
         else:
             best = float(mean.max() - np.median(std))
-        ei = expected_improvement(mean, std, best) * self._feasibility(configs)
+        ei = expected_improvement(mean, std, best) * self._feasibility(configs) * self._batch_penalty(configs)
         if self.cost_power:
             cost = self._expected_cost(configs)
             ei = ei / (cost / np.median(cost)) ** self.cost_power
@@ -366,14 +369,29 @@ class HybridSearch(SearchStrategy):
         """A running config's fantasy value: the surrogate's mean (Kriging believer) once
         `KRIGING_BELIEVER_MIN` configs were measured, else the worst measured value (a pessimistic
         constant liar: the next choice moves away from it); never above the best measured value, so
-        the incumbent stays a measured config. None before any measurement (the config is only held)."""
+        the incumbent stays a measured config. Before any measurement, the model's mean when there is a
+        cost model (F0 is the only knowledge then), else None (the config is only held)."""
         measured = [t.value for t in self.trials if t.ok and t.value and not t.metrics.get("fantasy")]
         if not measured:
-            return None
+            return math.exp(float(self._predict([config])[0][0])) if self.f0 is not None else None
         if len(measured) < self.KRIGING_BELIEVER_MIN:
             return min(measured)
         mean, _ = self._predict([config])
         return min(math.exp(float(mean[0])), max(measured))
+
+    def _fantasize(self, config: Config) -> None:
+        if not self.seen(config):
+            self._batch_arms[self._key(self.space.arm_of(config))] += 1
+        super()._fantasize(config)
+
+    def _batch_penalty(self, configs: Sequence[Config]) -> np.ndarray:
+        """Local penalisation by arm (after Gonzalez et al. 2016, "Batch Bayesian optimization via local
+        penalization"): a config running or already in the batch will measure its arm, so each one halves
+        the acquisition of the other candidates of the same arm (the same structural knobs). A batch then
+        spreads over arms (processes, precision, compile) instead of filling one with dense variants."""
+        if not self._batch_arms:
+            return np.ones(len(configs))
+        return np.array([0.5 ** self._batch_arms.get(self._key(self.space.arm_of(c)), 0) for c in configs])
 
     def _observe(self, trial: Trial) -> None:
         previous = [t.value or 0.0 for t in self.trials[:-1] if t.ok]

@@ -193,3 +193,25 @@ def test_a_batch_draws_are_carried_over_not_replayed_by_the_next_batch() -> None
     skopt = _with_history("skopt_gp", 2)
     skopt.ask_batch(K)
     assert skopt._adapter.optimizer.rng.randint(0, 2**31, size=8).tolist() != before
+
+
+def test_autoscout_spreads_a_batch_over_arms_and_lies_with_the_cost_model_before_any_measurement() -> None:
+    from benchmarks.replay import load_table
+
+    table = load_table("benchmarks/tables/bert_encoder.csv")
+    strategy: Any = make_strategy("autoscout", table.space, seed=0, cost_model=table.cost_model())
+    first = strategy.candidates[0]
+    assert strategy._lie(first) == pytest.approx(strategy.predict(first))  # F0 is all there is before a trial
+    batch = strategy.ask_batch(4)
+    arms = {_key(table.space.arm_of(c)) for c in batch}
+    assert len(arms) >= 3, batch  # not four dense variants of one arm
+    assert strategy.trials == [] and not strategy._batch_arms  # the real search is untouched
+    held_only: Any = make_strategy("autoscout", table.space, seed=0, cost_model=table.cost_model())
+    held_only._lie = lambda config: None  # no fantasy at all: the arm penalty alone spreads the batch
+    assert len({_key(table.space.arm_of(c)) for c in held_only.ask_batch(4)}) >= 3
+    ghost = copy.deepcopy(strategy)
+    ghost._fantasize(batch[0])
+    same = [c for c in strategy.candidates if table.space.arm_of(c) == table.space.arm_of(batch[0])]
+    other = [c for c in strategy.candidates if table.space.arm_of(c) != table.space.arm_of(batch[0])]
+    assert ghost._batch_penalty([same[0], other[0]]).tolist() == [0.5, 1.0]
+    assert ghost.best is None  # a fantasy is no measurement: no incumbent, no trust region around it
