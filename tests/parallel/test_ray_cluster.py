@@ -29,7 +29,7 @@ SCRIPT = """
 import json, os, sys, time
 import psutil
 import autoscout_plugin as autoscout
-log = sys.argv[1]
+log, step_s = sys.argv[1], float(sys.argv[2])  # not an env variable: a trial on a node has the node's
 batch = autoscout.knob("micro_batch_size", 8)
 accum = autoscout.knob("grad_accum", 1)
 spec = autoscout.launch_spec() or {}
@@ -40,7 +40,7 @@ name = os.path.join(log, f"{spec.get('mode')}-{os.getpid()}")
 with open(name + ".start", "w") as f:
     json.dump(mark, f)
 for _ in range(4):
-    time.sleep(float(os.environ.get("STEP_S", "0.3")) / threads)
+    time.sleep(step_s / threads)
     with open(name + ".end", "w") as f:  # a trial ends inside its last step()
         json.dump({"t1": time.time()}, f)
     autoscout.step()
@@ -70,11 +70,11 @@ def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     return script, log
 
 
-def argv(cluster: RayCluster, script: Path, log: Path, trials: int, report: Path) -> list[str]:
+def argv(cluster: RayCluster, script: Path, log: Path, trials: int, report: Path, step_s: float = 0.3) -> list[str]:
     return ["--autoscout", "--autoscout-trials", str(trials), "--autoscout-parallel", "2", "--autoscout-executor",
             f"ray:{cluster.address}", "--autoscout-confirm", "0", "--autoscout-warmup", "1", "--autoscout-measure",
             "2", "--autoscout-include", "num_threads,micro_batch_size", "--autoscout-report", str(report),
-            "--num_machines", "1", "--num_processes", "1", str(script), str(log)]
+            "--num_machines", "1", "--num_processes", "1", str(script), str(log), str(step_s)]
 
 
 def marks(log: Path, mode: str = "trial") -> list[dict]:
@@ -95,11 +95,11 @@ def f2_trials(store: Path) -> list[dict]:
 
 @pytest.mark.timeout(400)
 def test_trials_land_on_both_nodes_never_more_than_k_at_once(cluster: RayCluster, job: tuple[Path, Path],
-                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             tmp_path: Path) -> None:
     script, log = job
-    monkeypatch.setenv("STEP_S", "1.5")  # steps long beside a trial's start-up, so that trials overlap
     report = tmp_path / "report"
-    assert main(argv(cluster, script, log, 5, report)) == 0
+    # steps long beside a trial's start-up, so that trials overlap
+    assert main(argv(cluster, script, log, 5, report, step_s=1.5)) == 0
     data = json.loads(report.with_suffix(".json").read_text())
     trials = [t for t in data["trials"] if t["fidelity"] == "F2"]
     assert len(trials) == 5 and all(t["status"] == "ok" for t in trials)
@@ -115,9 +115,8 @@ def test_trials_land_on_both_nodes_never_more_than_k_at_once(cluster: RayCluster
 
 @pytest.mark.timeout(500)
 def test_a_worker_node_killed_mid_trial_is_offered_again_once_and_the_tuning_finishes(
-        cluster: RayCluster, job: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: RayCluster, job: tuple[Path, Path], tmp_path: Path) -> None:
     script, log = job
-    monkeypatch.setenv("STEP_S", "2.0")  # trials long enough to be caught running
     killed: list[dict] = []
 
     def kill_when_a_trial_runs_on_the_worker() -> None:
@@ -135,7 +134,7 @@ def test_a_worker_node_killed_mid_trial_is_offered_again_once_and_the_tuning_fin
     watcher.start()
     try:
         report = tmp_path / "report"
-        assert main(argv(cluster, script, log, 4, report)) == 0
+        assert main(argv(cluster, script, log, 4, report, step_s=2.0)) == 0  # trials caught running
     finally:
         watcher.join(5)
         cluster.add_worker()  # the next tests have two nodes again
@@ -156,8 +155,8 @@ def test_a_restarted_driver_resumes_from_the_shared_history(cluster: RayCluster,
     script, log = job
     store = tmp_path / "store.sqlite"
     command = [sys.executable, "-m", "autoscout_plugin.cli", "launch",
-               *argv(cluster, script, log, 6, tmp_path / "report")]
-    env = {**os.environ, "AUTOSCOUT_STORE": str(store), "STEP_S": "1.0"}
+               *argv(cluster, script, log, 6, tmp_path / "report", step_s=1.0)]
+    env = {**os.environ, "AUTOSCOUT_STORE": str(store)}
     first = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
