@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from autoscout_plugin.integrations.accelerate import main
 
 from ..ray_cluster import RayCluster, RayClusterError
 from .jobs import most_at_once
@@ -77,6 +76,14 @@ def argv(cluster: RayCluster, script: Path, log: Path, trials: int, report: Path
             "--num_machines", "1", "--num_processes", "1", str(script), str(log), str(step_s)]
 
 
+def launch(args: list[str]) -> None:
+    """`autoscout launch ARGS` as a user runs it: its own process (and its own Ray driver: a process that
+    already ran a local Ray session keeps state that Ray workers of a later session may choke on)."""
+    done = subprocess.run([sys.executable, "-m", "autoscout_plugin.cli", "launch", *args], capture_output=True,
+                          text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def marks(log: Path, mode: str = "trial") -> list[dict]:
     out = []
     for start in log.glob(f"{mode}-*.start"):
@@ -99,7 +106,7 @@ def test_trials_land_on_both_nodes_never_more_than_k_at_once(cluster: RayCluster
     script, log = job
     report = tmp_path / "report"
     # steps long beside a trial's start-up, so that trials overlap
-    assert main(argv(cluster, script, log, 5, report, step_s=1.5)) == 0
+    launch(argv(cluster, script, log, 5, report, step_s=1.5))
     data = json.loads(report.with_suffix(".json").read_text())
     trials = [t for t in data["trials"] if t["fidelity"] == "F2"]
     assert len(trials) == 5 and all(t["status"] == "ok" for t in trials)
@@ -134,7 +141,7 @@ def test_a_worker_node_killed_mid_trial_is_offered_again_once_and_the_tuning_fin
     watcher.start()
     try:
         report = tmp_path / "report"
-        assert main(argv(cluster, script, log, 4, report, step_s=2.0)) == 0  # trials caught running
+        launch(argv(cluster, script, log, 4, report, step_s=2.0))  # trials long enough to be caught running
     finally:
         watcher.join(5)
         cluster.add_worker()  # the next tests have two nodes again
