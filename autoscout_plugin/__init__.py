@@ -18,8 +18,9 @@ from .serving import InferenceOptions, RequestMix
 from .space import Space, SpaceError
 
 __version__ = "0.1.0"
-__all__ = ["AutoScoutCallback", "AutoScoutOptions", "AutoScoutSampler", "InferenceOptions", "RequestMix", "Space", "SpaceError",
-           "apply_inference", "knob", "launch_spec", "step", "tune_inference", "tune_trainer", "__version__"]
+__all__ = ["AutoScoutCallback", "AutoScoutOptions", "AutoScoutSampler", "InferenceOptions", "RequestMix", "Space",
+           "SpaceError", "apply_inference", "knob", "launch_spec", "step", "tune_inference", "tune_trainer",
+           "__version__"]
 
 _LAZY = {"AutoScoutCallback": "autoscout_plugin.integrations.lightning",
          "AutoScoutSampler": "autoscout_plugin.integrations.optuna",

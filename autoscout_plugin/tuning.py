@@ -231,10 +231,7 @@ class Tuning:
                 request = self.request(config, fidelity)
             except BatchSplitError as exc:  # never run: the training math would change
                 return TrialOutcome(status="invalid", cost_s=0.0, error=str(exc))
-            outcome = trial(request)
-            if outcome.status == "ok" and outcome.value and fidelity == Fidelity.F2:
-                self._best = max(self._best or 0.0, outcome.value)
-            return outcome
+            return trial(request)  # the best speed so far is noted as each trial is recorded (`_note_best`)
 
         return profile
 
@@ -250,7 +247,7 @@ class Tuning:
         return jobs
 
     def _note_best(self, trial: Trial, tuner: Tuner) -> None:
-        """The best F2 speed so far, for the cut-off of the next trials (parallel trials report here)."""
+        """The best F2 speed so far, for the cut-off of the next trials (serial and parallel trials alike)."""
         if trial.ok and trial.value and trial.fidelity == Fidelity.F2:
             self._best = max(self._best or 0.0, trial.value)
 

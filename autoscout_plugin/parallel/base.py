@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,10 +30,6 @@ class Proposal:
     predicted: float | None = None
     started: float = field(default_factory=time.perf_counter)
     heartbeat: Heartbeat | None = None
-
-    @property
-    def label(self) -> str:
-        return json.dumps(self.config, sort_keys=True, default=str)
 
 
 class Driver(Protocol):
@@ -142,7 +137,5 @@ class PoolExecutor(Executor):
                 return done
             time.sleep(self.poll_s)
 
-
-ExecutorFactory = Callable[[int], Executor]
 
 __all__ = ["Driver", "Executor", "PoolExecutor", "Proposal"]

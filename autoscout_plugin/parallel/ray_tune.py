@@ -107,7 +107,6 @@ class RayExecutor(Executor):
     def __init__(self, slots: int, address: str | None = None) -> None:
         super().__init__(slots)
         self.address = address
-        self.nodes_used: set[str] = set()
 
     def drive(self, driver: Driver) -> str:
         import ray
@@ -127,12 +126,7 @@ class RayExecutor(Executor):
                                                 max_concurrent_trials=self.slots),
                     run_config=tune.RunConfig(storage_path=storage, name="autoscout", verbose=0,
                                               failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
-                results = tuner.fit()
-            for i in range(len(results)):
-                result = results[i]
-                node = (result.metrics or {}).get("node_id")
-                if node:
-                    self.nodes_used.add(node)
+                tuner.fit()
         except BaseException:
             driver.abandon(list(searcher.proposals.values()))
             raise

@@ -62,26 +62,37 @@ class SearchStrategy(ABC):
         done or already in the batch. Returns fewer than `k` when the search runs out (raises
         `SearchExhausted` when it has none at all). `ask_batch(1)` with nothing pending is `ask()`.
         """
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"ask_batch needs k >= 1 (an integer), got {k!r}")
-        if k == 1 and not pending:
+        if self._single(k, pending):
             return [self.ask()]
         ghost = copy.deepcopy(self)
+        out = ghost._greedy(k, pending)
+        rng = getattr(ghost, "rng", None)
+        if rng is not None and hasattr(rng, "getstate"):  # the next batch does not replay this one's draws
+            self.rng.setstate(rng.getstate())  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def _single(k: int, pending: Sequence[Config]) -> bool:
+        """Check `k`; whether the batch is a plain `ask()` (one config, nothing running)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"ask_batch needs k >= 1 (an integer), got {k!r}")
+        return k == 1 and not pending
+
+    def _greedy(self, k: int, pending: Sequence[Config]) -> list[Config]:
+        """Mark the `pending` configs running (`_fantasize`), then ask `k` times, marking each answer: fewer
+        when the search runs out, `SearchExhausted` when it has nothing at all."""
         for config in pending:
-            ghost._fantasize(self.space.canonical(config))
+            self._fantasize(self.space.canonical(config))
         out: list[Config] = []
         for _ in range(k):
             try:
-                config = ghost.ask()
+                config = self.ask()
             except SearchExhausted:
                 if out:
                     break
                 raise
             out.append(config)
-            ghost._fantasize(config)
-        rng = getattr(ghost, "rng", None)
-        if rng is not None and hasattr(rng, "getstate"):  # the next batch does not replay this one's draws
-            self.rng.setstate(rng.getstate())  # type: ignore[attr-defined]
+            self._fantasize(config)
         return out
 
     def _lie(self, config: Config) -> float | None:

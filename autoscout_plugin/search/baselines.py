@@ -297,23 +297,12 @@ class OptunaTPE(_PoolStrategy):
         steers the next one away from it. A `pending` config (running on another worker) without a trial
         of this study is added as a `RUNNING` trial (its outcome, told later, completes it) and is never
         returned; a random fallback is added as one too."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"ask_batch needs k >= 1 (an integer), got {k!r}")
-        if k == 1 and not pending:
+        if self._single(k, pending):
             return [self.ask()]
-        for config in pending:
-            self._running(self.space.canonical(config))
-        out: list[Config] = []
-        for _ in range(k):
-            try:
-                config = self.ask()
-            except SearchExhausted:
-                if out:
-                    break
-                raise
-            self._running(config)
-            out.append(config)
-        return out
+        return self._greedy(k, pending)
+
+    def _fantasize(self, config: Config) -> None:
+        self._running(config)
 
     def _running(self, config: Config) -> None:
         """Make `config` a `RUNNING` trial of the study (unless it is one, or was told), and never ask it."""

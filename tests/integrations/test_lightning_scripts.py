@@ -97,8 +97,8 @@ def test_parallel_trials_re_run_the_script_two_at_once_and_the_fit_gets_the_winn
 
 def test_parallel_trials_in_a_process_with_no_script_to_re_run_are_refused_before_any_trial() -> None:
     import lightning.pytorch as pl
-
     from autoscout_plugin.integrations.lightning import AutoScoutCallback
+
     from examples.lightning_gpt2 import GPT2Module
 
     callback = AutoScoutCallback(parallel=2, max_trials=2)
