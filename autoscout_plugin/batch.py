@@ -62,13 +62,22 @@ class BatchSplit:
         return self.micro_batch * self.grad_accum
 
     def for_config(self, config: dict[str, Any]) -> BatchSplit:
-        """The split of the same global batch under `config` (its `micro_batch_size`, `num_processes`).
+        """The split of the same global batch under `config` (its `micro_batch_size`, and `num_processes` per
+        node times `num_nodes`).
 
         Raises:
             BatchSplitError: the config's micro-batch and process count do not divide the global batch.
+
+        Example:
+            >>> two_nodes = {"micro_batch_size": 4, "num_processes": 1, "num_nodes": 2}
+            >>> BatchSplit(16, 8, 1, 2).for_config(two_nodes).grad_accum
+            2
         """
+        processes = self.processes
+        if "num_processes" in config:
+            processes = int(config["num_processes"]) * int(config.get("num_nodes", 1))
         return BatchSplit.of(self.global_batch, micro_batch=int(config.get("micro_batch_size", self.micro_batch)),
-                             processes=int(config.get("num_processes", self.processes)))
+                             processes=processes)
 
     def to_json(self) -> dict[str, int]:
         return {"global_batch": self.global_batch, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,

@@ -10,7 +10,7 @@
 
 Run the script with `autoscout launch --autoscout [accelerate args] script.py [args]`. The launcher
 sets `AUTOSCOUT_LAUNCH` in the script's environment: in a trial, `step()` times the steps after a
-warm-up, rank 0 writes the result and every rank leaves at the same step; in the real run (`apply`)
+warm-up, rank 0 (of each node) writes the result and every rank leaves at the same step; in the real run (`apply`)
 and outside the launcher, `knob()` returns the value to use and `step()` does nothing.
 
 Framework-free: nothing here imports torch, so a plain PyTorch, accelerate or JAX loop can use it.
@@ -268,7 +268,8 @@ def _probe(spec: dict[str, Any]) -> ScriptProbe:
 
 def _on_exit(probe: ScriptProbe) -> None:
     outcome = probe.unfinished(_state.get("crash"))
-    if outcome is not None and _rank_zero():
+    local = os.environ.get("LOCAL_RANK", "")
+    if outcome is not None and (local == "0" or (not local and _rank_zero())):  # one result per node
         write_result(outcome)
 
 

@@ -117,7 +117,10 @@ class Tuning:
         ValueError: nothing to tune: every knob is pinned (num_threads by OMP=2); unpin a knob or run without AutoScout
     """
 
-    def __init__(self, options: AutoScoutOptions, run: RunDescription) -> None:
+    def __init__(self, options: AutoScoutOptions, run: RunDescription, *, decides: bool = True) -> None:
+        """`decides` is False on a rank that follows rank 0's search in a distributed run: the options are
+        checked and the space built as on rank 0 (a bad option fails on every rank at once), but the store
+        and report paths are rank 0's alone, left untouched here (another node may not even see them)."""
         self.options, self.run_description = options, run
         if (options.parallel > 1 or options.executor is not None) and not run.runs_jobs:
             raise ValueError(f"parallel={options.parallel}, executor={options.executor!r}: {run.subject} runs its"
@@ -128,8 +131,9 @@ class Tuning:
         self.tunable = self._tunable()
         self.space = self._space()
         self.baseline = self._baseline()
-        outputs = prepare_outputs(options.store, options.report)  # before any trial: warns, falls back
-        self.options = replace(options, store=outputs.store, report=outputs.report)
+        if decides:
+            outputs = prepare_outputs(options.store, options.report)  # before any trial: warns, falls back
+            self.options = replace(options, store=outputs.store, report=outputs.report)
         self._best: float | None = None
 
     # ------------------------------------------------------------ plan checks
@@ -191,7 +195,10 @@ class Tuning:
         run = self.run_description
         if run.split is None:
             return run.workload
-        batch = run.split.global_batch if self._processes_in_space() else run.split.per_process
+        # Processes fixed outside the space: the batch of the processes on one machine, times the machines
+        # (`num_nodes`, pinned in the space of a multi-node launch).
+        nodes = int(self._pins().get("num_nodes", 1))
+        batch = run.split.global_batch if self._processes_in_space() else run.split.per_process * nodes
         return replace(run.workload or Workload(), global_batch=batch)
 
     def _baseline(self) -> Config | None:
@@ -318,6 +325,9 @@ class Tuning:
         if report.get("recommended"):
             lines.append(f"recommended (relaunch is off): {report.get('recommended_args', '')}"
                          f" with {format_config(report['recommended'])}")
+        if report.get("recommended_launch"):
+            lines.append(f"the launch fixes the process count; to tune it too, run on each node (its own"
+                         f" --machine_rank): {report['recommended_launch']}")
         lines.append("applied: " + (format_config(applied) if applied else "nothing (your own settings)")
                      + (" (relaunching the script)" if report.get("relaunched") else ""))
         print("\n".join(lines), file=sys.stderr, flush=True)

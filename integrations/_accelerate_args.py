@@ -7,8 +7,8 @@ typo is reported the way accelerate reports it, and the user's tokens are passed
 trial adds flags only for the knobs it tunes, which are never ones the user gave.
 
 With `--autoscout`, AutoScout's options and the accelerate options a tuned launch relies on
-(`--num_processes` 1 to 1024, `--num_machines` 1, `--num_cpu_threads_per_process` >= 1, `--main_process_port`
-1 to 65535, `--machine_rank` 0) are checked with `autoscout_plugin.validate` before anything starts: a bad
+(`--num_processes` 1 to 1024, `--num_machines` 1 to 1024, `--machine_rank` below it, `--num_cpu_threads_per_process`
+>= 1, `--main_process_port` 1 to 65535) are checked with `autoscout_plugin.validate` before anything starts: a bad
 value is a `LaunchError` naming the option, the value and what to give instead.
 """
 
@@ -61,6 +61,8 @@ _OURS: dict[str, dict[str, Any]] = {
     "parallel": {"type": int, "default": 1, "help": "search trials run at once (default 1), by --autoscout-executor"},
     "executor": {"help": "where parallel trials run: local (default), ray[:ADDRESS] (a Ray cluster, via Ray Tune) or"
                          " slurm[:OPTIONS] (Slurm jobs via submitit, e.g. slurm:partition=gpu,time=30)"},
+    "join_timeout": {"type": float, "help": "with --num_machines N > 1: seconds every node has to join machine rank 0"
+                                            " (default 300)"},
 }
 
 
@@ -70,7 +72,7 @@ class LaunchError(ValueError):
 
 def _flags(name: str) -> list[str]:
     """Both spellings of an option of ours (accelerate's actions add the `-` one to the `_` one)."""
-    return ["--autoscout"] if name == "autoscout" else [f"--autoscout-{name}", f"--autoscout_{name}"]
+    return ["--autoscout"] if name == "autoscout" else [f"--autoscout-{name.replace('_', '-')}", f"--autoscout_{name}"]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -103,6 +105,13 @@ class LaunchRequest:
     """Launcher knobs that accelerate's config file sets away from accelerate's defaults -> why pinned."""
     config_file: str | None = None
     """The accelerate config file this launch reads (`--config_file`, or accelerate's default one)."""
+    join_timeout_s: float = 300.0
+    """With several machines: how long every node has to join machine rank 0."""
+
+    @property
+    def machines(self) -> int:
+        """`--num_machines` (1 when not given)."""
+        return int(self.namespace.num_machines or 1)
 
     def job_id(self) -> str:
         """The identity of this job: the script (its file name and content, not where it lies, so that machines
@@ -110,8 +119,10 @@ class LaunchRequest:
         path = Path(self.script)
         content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
         config = Path(self.config_file) if self.config_file else None
+        # The same on every node of a multi-node launch: the machine's own rank is not part of the job.
+        launch = tuple(drop_option(list(self.accelerate_args), "machine_rank"))
         text = json.dumps({"script": path.name if path.is_file() else self.script, "content": content,
-                           "script_args": self.script_args, "accelerate_args": self.accelerate_args,
+                           "script_args": self.script_args, "accelerate_args": launch,
                            "config_file": config.read_text(encoding="utf-8") if config and config.is_file() else ""})
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -138,16 +149,21 @@ def parse(argv: Sequence[str], *, gpu: bool = False) -> LaunchRequest:
     if not (ns.module or ns.no_python) and not Path(ns.training_script).is_file():
         raise LaunchError(f"script {ns.training_script!r} not found (from {os.getcwd()}); give the path of the"
                           " training script after the launch options")
-    if ns.num_machines is not None and ns.num_machines > 1:
-        raise LaunchError(f"--num_machines {ns.num_machines}: AutoScout runs its trials on this machine only;"
-                          " drop --autoscout for a multi-node launch")
     _check_launch(ns)
     config_file, config_pins = apply_config_file(ns, given)
+    _check_machines(ns, given)
     include = _include(ns.autoscout_include, pins={**config_pins, **pinned(ns, given)}, gpu=gpu)
     options = _options(ns)
+    join = ns.autoscout_join_timeout
+    if join is not None:
+        _check("--autoscout-join-timeout", join, "a positive number of seconds", validate.positive_number,
+               high=validate.MAX_TIMEOUT_S)
+        if (ns.num_machines or 1) == 1:
+            raise LaunchError("--autoscout-join-timeout has no effect on one machine; drop it, or give --num_machines")
     return LaunchRequest(accelerate_args=tuple(accelerate_args), script=ns.training_script,
                          script_args=tuple(ns.training_script_args), namespace=ns, given=given, autoscout=True,
-                         options=options, include=include, config_pins=config_pins, config_file=config_file)
+                         options=options, include=include, config_pins=config_pins, config_file=config_file,
+                         join_timeout_s=300.0 if join is None else float(join))
 
 
 def _split(tokens: list[str]) -> tuple[list[str], list[str]]:
@@ -188,14 +204,40 @@ def _check(flag: str, value: Any, what: str, check: Any, **kwargs: Any) -> None:
 def _check_launch(ns: argparse.Namespace) -> None:
     """accelerate's numeric options that a tuned launch relies on (accelerate itself checks only their type)."""
     checks = [("--num_processes", ns.num_processes, f"1 to {MAX_PROCESSES} processes", 1, MAX_PROCESSES),
-              ("--num_machines", ns.num_machines, "1 (AutoScout tunes on one machine)", 1, None),
+              ("--num_machines", ns.num_machines, f"1 to {MAX_PROCESSES} machines", 1, MAX_PROCESSES),
               ("--num_cpu_threads_per_process", ns.num_cpu_threads_per_process, "1 or more threads per process",
                1, None),
-              ("--main_process_port", ns.main_process_port, "a port from 1 to 65535", 1, 65535),
-              ("--machine_rank", ns.machine_rank, "0 (AutoScout tunes on one machine)", 0, 0)]
+              ("--main_process_port", ns.main_process_port, "a port from 1 to 65535", 1, 65535)]
+    machines = ns.num_machines or 1
+    checks.append(("--machine_rank", ns.machine_rank, f"0 to {machines - 1} (the machine's rank among --num_machines"
+                                                     f" {machines})", 0, machines - 1))
     for flag, value, what, low, high in checks:
         if value is not None:
             _check(flag, value, what, validate.integer, low=low, high=high)
+
+
+def _check_machines(ns: argparse.Namespace, given: frozenset[str]) -> None:
+    """A multi-node launch under --autoscout: every node runs this command with its own --machine_rank; they
+    meet at machine rank 0 (--main_process_ip, --main_process_port), each node runs an equal share of the
+    processes, and the trials run on all nodes in lockstep (never parallel trials)."""
+    machines = ns.num_machines or 1
+    if machines == 1:
+        return
+    if "machine_rank" not in given:
+        raise LaunchError(f"--num_machines {machines}: give each machine its --machine_rank (0 on the main one, 1 to"
+                          f" {machines - 1} on the others), as with accelerate launch")
+    for flag in ("main_process_ip", "main_process_port"):
+        if flag not in given:
+            raise LaunchError(f"--num_machines {machines}: give --{flag} (where machine rank 0 listens), the same on"
+                              " every machine; AutoScout's nodes meet there before the real run")
+    if ns.main_process_port == 0:
+        raise LaunchError("--main_process_port 0: a multi-node launch needs a fixed port, the same on every machine")
+    if ns.num_processes is not None and ns.num_processes % machines:
+        raise LaunchError(f"--num_processes {ns.num_processes} is not a multiple of --num_machines {machines}: give"
+                          " the total over all machines, an equal share per machine")
+    if ns.autoscout_parallel not in (None, 1) or ns.autoscout_executor is not None:
+        raise LaunchError(f"--num_machines {machines}: each trial runs on all machines at once, so trials run one at a"
+                          " time; drop --autoscout-parallel and --autoscout-executor")
 
 
 def _options(ns: argparse.Namespace) -> AutoScoutOptions:
@@ -336,9 +378,16 @@ def current_config(ns: argparse.Namespace, *, gpus: int = 0, physical_cores: int
     """The launcher knobs as plain `accelerate launch` would run them (its defaults where not given);
     a knob with no catalogue value (fp8, a non-inductor dynamo backend) is left out."""
     env = dict(os.environ if env is None else env)
-    procs = ns.num_processes if ns.num_processes is not None else max(gpus, 2 if ns.multi_gpu else 1)
-    strategy = "single" if procs == 1 else "fsdp" if ns.use_fsdp else "deepspeed" if ns.use_deepspeed else "ddp"
+    machines = ns.num_machines or 1
+    if machines > 1:  # per machine: accelerate's --num_processes counts every machine's
+        procs = ns.num_processes // machines if ns.num_processes is not None else max(gpus, 1)
+    else:
+        procs = ns.num_processes if ns.num_processes is not None else max(gpus, 2 if ns.multi_gpu else 1)
+    world = procs * machines
+    strategy = "single" if world == 1 else "fsdp" if ns.use_fsdp else "deepspeed" if ns.use_deepspeed else "ddp"
     config: dict[str, Any] = {"strategy": strategy, "num_processes": procs}
+    if machines > 1:
+        config["num_nodes"] = machines
     precision = _PRECISION.get(ns.mixed_precision or "no")
     if precision is not None:
         config["precision"] = precision
@@ -348,7 +397,7 @@ def current_config(ns: argparse.Namespace, *, gpus: int = 0, physical_cores: int
     threads = ns.num_cpu_threads_per_process
     if threads is None:  # accelerate's own rule (`_validate_launch_command`)
         threads = int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else 1
-        if ns.cpu and not env.get("OMP_NUM_THREADS") and physical_cores // procs > 1:
+        if ns.cpu and not env.get("OMP_NUM_THREADS") and physical_cores // procs > 1 and machines == 1:
             threads = physical_cores // procs
     config["num_threads"] = max(int(threads), 1)
     return config
@@ -377,13 +426,17 @@ class LaunchPlan:
     ignored: dict[str, str] = field(default_factory=dict)
     """Declared names that are not tuned -> why."""
 
+    @property
+    def world(self) -> int:
+        """Processes over every machine in the user's config."""
+        return int(self.current["num_processes"]) * int(self.current.get("num_nodes", 1))
+
     def split(self) -> BatchSplit | None:
         """The user's batch split (None: the script declares no micro-batch)."""
         if self.per_process_batch is None:
             return None
         micro = int(self.current["micro_batch_size"])
-        return BatchSplit(self.per_process_batch * int(self.current["num_processes"]), micro,
-                          self.per_process_batch // micro, int(self.current["num_processes"]))
+        return BatchSplit(self.per_process_batch * self.world, micro, self.per_process_batch // micro, self.world)
 
 
 def _valid(name: str, value: Any) -> bool:
@@ -428,6 +481,8 @@ def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0
         if name in SCRIPT_KNOBS and name not in script_knobs:
             ignored.setdefault(name, "the script does not read it with knob()")
     strategies = ["single", "ddp"] + (["fsdp"] if gpus >= 2 else [])
+    if request.machines > 1:  # several machines are never one process
+        strategies = [s for s in strategies if s != "single"]
     if "strategy" in pins:
         strategies = [current["strategy"]]
     tunable = [k for k in wanted if k not in pins and (k in script_knobs or k in LAUNCHER_KNOBS)
@@ -436,7 +491,11 @@ def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0
         tunable += [k for k in ("strategy", "num_processes") if k not in tunable]  # one move, not two
     if strategies == ["single"] or ("strategy" in pins and "num_processes" in pins):
         tunable = [k for k in tunable if k not in ("strategy", "num_processes")]
+    if request.machines > 1 and len(strategies) == 1:  # DDP on CPUs: the processes per machine stay tunable
+        tunable = [k for k in tunable if k != "strategy"]
     in_space: dict[str, Any] = {}
+    if "num_nodes" in current:  # the allocation: pinned, in the space so the cost model sees every node
+        in_space["num_nodes"] = current["num_nodes"]
     if "num_processes" in tunable:
         if "strategy" not in tunable:
             in_space["strategy"] = current["strategy"]
@@ -444,7 +503,8 @@ def make_plan(request: LaunchRequest, declared: dict[str, Any], *, gpus: int = 0
             in_space["micro_batch_size"] = mbs  # its constraint keeps the global batch as processes change
     return LaunchPlan(current=current, tunable=tuple(tunable), pinned=pins, in_space_pins=in_space,
                 strategies=tuple(strategies), per_process_batch=per_process,
-                global_batch=per_process * int(current["num_processes"]) if per_process else None,
+                global_batch=per_process * int(current["num_processes"]) * int(current.get("num_nodes", 1))
+                if per_process else None,
                 declared=dict(declared), ignored=ignored)
 
 
@@ -462,10 +522,16 @@ def launch_command(request: LaunchRequest, config: dict[str, Any], *, gpu: bool 
     ns = request.namespace
     args = list(request.accelerate_args)
     env: dict[str, str] = {}
-    procs = int(config.get("num_processes", ns.num_processes or 1))
+    machines = request.machines
+    if machines > 1:  # `num_processes` is per machine; accelerate's --num_processes counts them all
+        per_machine = int(config["num_processes"]) if "num_processes" in config else \
+            (ns.num_processes // machines if ns.num_processes else 1)
+        procs = per_machine * machines
+    else:
+        procs = int(config.get("num_processes", ns.num_processes or 1))
     strategy = config.get("strategy", "single" if procs == 1 else "ddp")
-    if "num_processes" in config:
-        args += ["--num_processes", str(procs)]
+    if "num_processes" in config or (machines > 1 and "num_processes" not in request.given):
+        args = drop_option(args, "num_processes") + ["--num_processes", str(procs)]
     if procs > 1 and not gpu and not (ns.use_fsdp or ns.use_deepspeed):
         env["ACCELERATE_USE_CPU"] = "1"
         args = [a for a in args if a != "--cpu"]
@@ -487,7 +553,37 @@ def launch_command(request: LaunchRequest, config: dict[str, Any], *, gpu: bool 
             args += ["--dynamo_mode", str(config["compile"])]
     if "num_threads" in config:
         args += ["--num_cpu_threads_per_process", str(config["num_threads"])]
-    if procs > 1 and port is not None and "main_process_port" not in request.given:
-        args += ["--main_process_port", str(port)]
+    if procs > 1 and port is not None and ("main_process_port" not in request.given or machines > 1):
+        args = drop_option(args, "main_process_port") + ["--main_process_port", str(port)]
+    if machines > 1 and (ns.rdzv_backend or "static") == "c10d":
+        # The main machine hosts the c10d rendezvous: said outright, since by its host-name guess two
+        # machines sharing one host (or an alias of it) would both try to.
+        conf = [kv for kv in (ns.rdzv_conf or "").split(",") if kv.strip()]
+        if not any(kv.split("=", 1)[0].strip() == "is_host" for kv in conf):
+            conf.append(f"is_host={'true' if int(ns.machine_rank or 0) == 0 else 'false'}")
+            args = drop_option(args, "rdzv_conf") + ["--rdzv_conf", ",".join(conf)]
     script = [request.script, *request.script_args]
     return [sys.executable, "-m", "accelerate.commands.launch", *args, *script], env
+
+
+def drop_option(args: list[str], dest: str) -> list[str]:
+    """`args` without the option `dest` and its value, in any spelling (`--main_process_port 29500`,
+    `--main-process-port=29500`).
+
+    Example:
+        >>> drop_option(["--machine_rank", "1", "--multi_gpu", "--main-process-port=7"], "main_process_port")
+        ['--machine_rank', '1', '--multi_gpu']
+    """
+    names = {f"--{dest}", f"--{dest.replace('_', '-')}"}
+    out: list[str] = []
+    skip = False
+    for token in args:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in names:
+            skip = "=" not in token
+            continue
+        out.append(token)
+    return out

@@ -12,6 +12,8 @@ the accessor here, and nowhere else.
 | `is_compiled_function` | torch `_torchdynamo_orig_callable` on what `torch.compile(fn)` returns | torch 2.4 - 2.13 |
 | `attn_implementation` | transformers `PretrainedConfig._attn_implementation` | transformers 4.45 - 5.25.0 |
 | `TorchDispatchMode` | torch `torch.utils._python_dispatch` (a public class in a private module) | torch 2.0 - 2.13 |
+| `default_store` | torch `distributed_c10d._get_default_store()` | torch 2.4 - 2.13 |
+| `without_launcher` | Lightning `Strategy._launcher` | lightning 2.4 - 2.6.6 |
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ def ddp_kwargs(strategy: Any) -> dict[str, Any]:
     """The keyword arguments Lightning's `DDPStrategy` passes to `DistributedDataParallel` (a dict it keeps
     as `_ddp_kwargs`; writing it before the model is wrapped sets them)."""
     return strategy._ddp_kwargs
+
+
+def without_launcher(strategy: Any) -> None:
+    """Drop the launcher of a strategy that runs inside processes already launched (an in-process trial of
+    a distributed fit): `Trainer.fit` then runs at once, never starting processes or resetting threads."""
+    strategy._launcher = None
+
+
+def default_store() -> Any:
+    """The store of the default process group (torch keeps it as `_get_default_store()`): the key-value
+    store every rank of the job reaches, whatever started it (torchrun's agent store, `env://`, `tcp://`)."""
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
 
 
 def clear_prepared(*models: Any) -> None:
@@ -70,5 +86,6 @@ def attn_implementation(model: Any) -> str | None:
     return getattr(config, "_attn_implementation", None) if config is not None else None
 
 
-__all__ = ["CHECKED", "TorchDispatchMode", "attn_implementation", "clear_prepared", "ddp_kwargs",
-           "given_train_loader", "is_compiled_function", "is_compiled_module", "sync_train_batch_size"]
+__all__ = ["CHECKED", "TorchDispatchMode", "attn_implementation", "clear_prepared", "ddp_kwargs", "default_store",
+           "given_train_loader", "is_compiled_function", "is_compiled_module", "sync_train_batch_size",
+           "without_launcher"]

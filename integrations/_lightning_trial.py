@@ -18,6 +18,7 @@ from autoscout_plugin.profiling import StepProbe, TrialOutcome, free_port
 from autoscout_plugin.space import Config
 from autoscout_plugin.space.catalogue import DDP_KWARGS
 
+from ._lockstep import RankMeetings
 from ._torch import peak_memory_mb, synchronize
 
 RELAUNCH_KNOBS = ("strategy", "num_processes", *DDP_KWARGS)
@@ -71,15 +72,22 @@ def child_env(config: Config, spec: dict[str, Any]) -> dict[str, str]:
 class LightningProbe(Callback):
     """Feeds the core `StepProbe` one call per optimizer step (the samples of the step's batches, the
     clock read after the device finished); a non-finite loss ends the trial as `nan`. A trial that
-    ends before its steps are done is an error."""
+    ends before its steps are done is an error.
+
+    With several processes the ranks meet after every forward (`on_before_backward`) and every optimizer
+    step (`_lockstep.RankMeetings`): they end the trial at the same step, on the verdict of any rank (its
+    clock, its loss), and a rank whose trial raises joins the next meeting from `on_exception`, so the
+    others raise `OtherRankFailed` there instead of waiting in a gradient all-reduce it never joins."""
 
     def __init__(self, warmup: int, measure: int, on_done: Any = None, cut_off: float | None = None,
                  compiling: bool = False) -> None:
         self.warmup, self.measure, self.on_done = warmup, measure, on_done
         self.cut_off, self.compiling = cut_off, compiling
         self.core: StepProbe | None = None
+        self.meetings: RankMeetings | None = None
         self._samples = 0
         self._last_step = 0
+        self._nan = False
 
     @property
     def outcome(self) -> TrialOutcome | None:
@@ -101,8 +109,27 @@ class LightningProbe(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.core = StepProbe(self.warmup, self.measure, cut_off=self.cut_off, compiling=self.compiling,
                               world=trainer.world_size, memory=lambda: peak_memory_mb(pl_module.device))
+        self.meetings = RankMeetings(pl_module.device, trainer.world_size)
         synchronize(pl_module.device)
         self.core.begin(time.perf_counter())
+        self.meetings.phase = "forward"
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        if self.meetings is not None and self.outcome is None:
+            sync = getattr(trainer.strategy.model, "require_backward_grad_sync", True)  # False under DDP's no_sync
+            self.meetings.after_forward(self.core.steps + 1 if self.core else 1, sync_backward=bool(sync))
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.meetings is not None:
+            self.meetings.phase = "step"
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.meetings is None:
+            return
+        try:
+            self.meetings.announce(finished=self.outcome is not None)
+        except Exception:  # noqa: BLE001 - a peer gone for good: the trial's own error goes on, and is judged
+            pass
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -110,15 +137,20 @@ class LightningProbe(Callback):
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            self._finish(trainer, self.core.nan(f"at step {trainer.global_step}"))
-            return
+            self._nan = True
+            if trainer.world_size == 1:  # alone, at once; with others, at the step's meeting
+                self._finish(trainer, self.core.nan(f"at step {trainer.global_step}"))
+                return
         self._samples += self._batch_size(batch)
         if trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
         synchronize(pl_module.device)
         samples, self._samples = self._samples, 0
-        outcome = self.core.step(samples, time.perf_counter())
+        now = time.perf_counter()
+        outcome = self.core.nan(f"at step {trainer.global_step}") if self._nan else self.core.step(samples, now)
+        if self.meetings is not None:
+            outcome = self.meetings.agree(self.core, outcome, trainer.global_step, now)
         if outcome is not None:
             self._finish(trainer, outcome)
 

@@ -15,6 +15,11 @@ its whole process tree on a timeout, a stop signal or the launcher's death:
   which times the trial and ends it. The first trial runs your own settings and records which knobs the
   script reads; its measurement is the search's baseline.
 
+On several machines (`--num_machines N --machine_rank R --main_process_ip HOST --main_process_port PORT`,
+the same command on each, as with `accelerate launch`, or under `srun`), machine rank 0 searches and
+every machine runs each trial in lockstep, then the same winner (`_nodes.py`): `num_processes` is then
+per machine, the machine count is the allocation's.
+
 A launcher knob given on the command line (`--num_processes 2`, `--num-processes=2`, ...) is pinned,
 not tuned. Every other argument reaches every trial and the real run as written. The search is the
 core `Tuner`, with its store: the same command on the same machine later reuses the stored winner
@@ -25,6 +30,7 @@ survived; when every trial fails the real run goes ahead with your own settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -57,6 +63,7 @@ from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
 from ._accelerate_args import LaunchError, LaunchPlan, LaunchRequest, launch_command, make_plan, parse
+from ._nodes import NodeError, Nodes
 
 REAL_RUN_GRACE_S = 10.0
 """How long the real run gets to shut down (save a checkpoint) after a stop signal, before SIGKILL: less than
@@ -165,6 +172,9 @@ class AutoScoutLauncher:
         self._first: TrialOutcome | None = None
         self._described: dict[str, Any] | None = None
         """The model the script described with `autoscout_plugin.describe()` in a trial."""
+        self.nodes: Nodes | None = None
+        """The machines of a multi-node launch (None on one machine)."""
+        self._trials = 0
 
     # ------------------------------------------------------------ entry points
     def run(self) -> int:
@@ -178,16 +188,52 @@ class AutoScoutLauncher:
             try:
                 if not self.request.autoscout:
                     return self.run_plain()
+                if self.request.machines > 1:
+                    return self.run_nodes()
                 return self.run_real(self.decide())
             except Stopped as stop:
                 print(f"AutoScout: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr, flush=True)
                 return 128 + stop.signum
 
+    def run_nodes(self) -> int:
+        """One machine of a multi-node launch: rank 0 decides, running every trial on all machines; the
+        others run the trials it posts; then every machine starts the real run with the same config.
+        A machine that cannot join, or one lost on the way, ends the launch here with exit code 1 and a
+        message that names it."""
+        ns = self.request.namespace
+        rank = int(ns.machine_rank or 0)
+        try:
+            nodes = self.nodes = Nodes(ns.main_process_ip, int(ns.main_process_port), self.request.machines, rank,
+                                       job=self.request.job_id(), join_timeout_s=self.request.join_timeout_s)
+            print(f"AutoScout: machine rank {rank} of {self.request.machines} joined: "
+                  + ", ".join(str(n) for _, n in sorted(nodes.nodes.items())), file=sys.stderr, flush=True)
+            if rank == 0:
+                try:
+                    config = self.decide()
+                except BaseException as exc:
+                    with contextlib.suppress(Exception):
+                        nodes.finish({"error": f"{type(exc).__name__}: {exc}"[:500]}, wait_s=5.0)
+                    raise
+                batch = self.plan.global_batch if self.plan else None
+                nodes.finish({"config": config, "global_batch": batch})
+            else:
+                end = nodes.follow(self._follow)
+                nodes.close()
+                if end.get("error"):
+                    raise NodeError(f"machine rank 0 failed while tuning: {end['error']}")
+                config, batch = end.get("config"), end.get("global_batch")
+        except NodeError as exc:
+            if self.nodes is not None:
+                self.nodes.close()
+            print(f"autoscout launch: error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        return self.run_real(config, batch)
+
     def run_plain(self) -> int:
         """`accelerate launch` as given; see `run_real` for how it is supervised."""
         return run_supervised(plain_command(self.request), env=_clean_env(), grace_s=REAL_RUN_GRACE_S)
 
-    def run_real(self, config: Config | None) -> int:
+    def run_real(self, config: Config | None, global_batch: int | None = None) -> int:
         """The real run: with `config` (plus derived values) through `AUTOSCOUT_LAUNCH`; with None, your
         own settings (as in the trials: several CPU processes still run as `--multi_gpu`).
 
@@ -197,7 +243,7 @@ class AutoScoutLauncher:
         command, extra = launch_command(self.request, config or {}, gpu=self.gpu)
         env = {**_clean_env(), **extra}
         if config is not None:
-            batch = self.plan.global_batch if self.plan else None
+            batch = self.plan.global_batch if self.plan else global_batch
             env[LAUNCH_ENV] = json.dumps({"mode": "apply", "config": config, "warmup": 0, "measure": 0,
                                           "cut_off": None, "global_batch": batch})
         shown = " ".join(shlex.quote(a) for a in command[3:])
@@ -300,19 +346,40 @@ class AutoScoutLauncher:
         return None
 
     def _trial(self, request: TrialRequest) -> tuple[TrialOutcome, dict[str, Any], bool]:
-        """Run one trial: its outcome, the knobs the script declared, and whether it marked a step at all."""
-        spec = request.spec()
-        command, extra = launch_command(self.request, request.config, gpu=self.gpu, port=free_port())
+        """Run one trial: its outcome, the knobs the script declared, and whether it marked a step at all.
+        On several machines every machine runs it (`Nodes.lead_trial`); its speed is the slowest's."""
+        payload = {"config": request.config, "spec": request.spec(), "timeout_s": request.timeout_s,
+                   "port": free_port(), "rdzv_id": f"autoscout-{self.request.job_id()[:12]}-{self._trials}"}
+        self._trials += 1
+        found: dict[str, Any] = {}
+        if self.nodes is None:
+            outcome = self._run_trial(payload, None, found)
+        else:
+            outcome = self.nodes.lead_trial(self._trials - 1, payload,
+                                            lambda watch: self._run_trial(payload, watch, found))
+        return outcome, found.get("declared", {}), bool(found.get("stepped"))
+
+    def _follow(self, payload: dict[str, Any], watch: Any) -> TrialOutcome:
+        """A machine above rank 0: its part of a trial rank 0 posted."""
+        return self._run_trial(payload, watch, {})
+
+    def _run_trial(self, payload: dict[str, Any], watch: Any, found: dict[str, Any]) -> TrialOutcome:
+        """This machine's part of a trial; `found` gets what the script declared (rank 0 writes it)."""
+        spec = payload["spec"]
+        command, extra = launch_command(self.request, payload["config"], gpu=self.gpu, port=payload["port"])
+        if self.request.machines > 1:
+            extra["PET_RDZV_ID"] = payload["rdzv_id"]  # torchrun's --rdzv_id: each trial its own rendezvous
         # The trial's supervisor removes the folder if the launcher is stopped or killed meanwhile.
         with tempfile.TemporaryDirectory(prefix="autoscout-launch-", ignore_cleanup_errors=True) as tmp:
             declared_path = Path(tmp) / "declared.json"
             env = {**_clean_env(), **extra, LAUNCH_ENV: json.dumps(spec), DECLARED_ENV: str(declared_path)}
-            outcome = run_subprocess_trial(command, timeout_s=request.timeout_s, env=env, cleanup=[tmp])
+            outcome = run_subprocess_trial(command, timeout_s=payload["timeout_s"], env=env, cleanup=[tmp],
+                                           watch=watch)
             try:
                 declared = json.loads(declared_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 declared = {}
-            stepped = stepped_marker(declared_path).exists()
+            found.update(declared=declared, stepped=stepped_marker(declared_path).exists())
             try:
                 self._described = self._described or json.loads(
                     workload_file(declared_path).read_text(encoding="utf-8"))
@@ -320,7 +387,7 @@ class AutoScoutLauncher:
                 pass
         if outcome.status == "error" and (outcome.error or "").startswith("exit code 0;"):
             outcome.error = f"{NO_STEP_ERROR}: mark each optimizer step with autoscout_plugin.step()"
-        return outcome, declared, stepped
+        return outcome
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,13 @@ How a trial runs depends on what it changes (`trial_tier`):
   `PL_TRAINER_STRATEGY` / `PL_TRAINER_DEVICES` defaults; the callback inside the child times the steps,
   writes the result and exits.
 
+Under `strategy="ddp"` with several processes, on one node or several (`Trainer(num_nodes=2, ...)` under
+torchrun), the trials run in lockstep instead (`_lockstep`): rank 0 searches, every rank runs each trial
+in this process (a short DDP `Trainer` over the job's own process group, so the DDP arguments are tuned
+in place too), the ranks end each trial at the same step, a trial that raises on one rank fails on all,
+and a node that dies stops the others with an error naming it. The strategy and process count stay as
+launched.
+
 What the user passed to `Trainer(...)` stays pinned: a strategy other than the single-device default,
 more than one device, a precision other than `32-true`. A winner that needs another strategy or
 process count re-runs the script with it (mode `apply`), unless `relaunch=False`, in which case
@@ -25,6 +32,7 @@ applies in place.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import os
 import subprocess
@@ -51,10 +59,11 @@ from autoscout_plugin.profiling.deadline import wall_clock_limit
 from autoscout_plugin.report.result import TuneResult, format_config
 from autoscout_plugin.space import Config
 from autoscout_plugin.space.catalogue import DDP_KWARGS
-from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
+from autoscout_plugin.tuning import RunDescription, TrialFn, TrialRequest, Tuning
 
 from . import _compat
 from ._lightning_trial import LightningProbe, child_env, script_command, trial_tier
+from ._lockstep import Lockstep, Topology, check_options, launch_hint
 from ._torch import (
     compile_children,
     enable_activation_checkpointing,
@@ -125,6 +134,9 @@ class _Run:
     unavailable: dict[str, str] = field(default_factory=dict)
     accum: int = 1
     world: int = 1
+    topology: Topology = field(default_factory=Topology)
+    lockstep: bool = False
+    """Trials run on every rank in this process (DDP with several processes), not as re-runs of the script."""
 
     def split(self, global_batch: int | None = None, config: Config | None = None) -> BatchSplit | None:
         """The batch split of the user's run (`global_batch` None), or of `config` keeping `global_batch`;
@@ -191,14 +203,22 @@ class AutoScoutCallback(Callback):
                 print(f"AutoScout: relaunched with the tuned config: {format_config(config)}", file=sys.stderr)
             return
         # Every rank checks the options and builds the space: a bad option fails on all ranks at once.
-        tuning = Tuning(self.options, self._describe(trainer, pl_module, run))
+        check_options(self.options, run.topology)
+        tuning = Tuning(self.options, self._describe(trainer, pl_module, run), decides=trainer.is_global_zero)
         decision = None
+
+        def trial(request: TrialRequest) -> TrialOutcome:
+            return self._trial(trainer, pl_module, run, request)
+
         if trainer.world_size == 1:
-            decision = self._decide(trainer, pl_module, run, tuning)
-        else:
+            decision = self._decide(trainer, pl_module, run, tuning, trial)
+        elif run.lockstep:  # rank 0 searches, every rank runs each trial
+            with Lockstep[_Decision](run.topology, trial) as lockstep:
+                decision = lockstep.run(lambda each_rank: self._decide(trainer, pl_module, run, tuning, each_rank))
+        else:  # rank 0 searches with re-runs of the script
             if trainer.is_global_zero:
                 try:
-                    decision = self._decide(trainer, pl_module, run, tuning)
+                    decision = self._decide(trainer, pl_module, run, tuning, trial)
                 except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang
                     decision = _Decision(config=None, error=f"{type(exc).__name__}: {exc}")
             decision = trainer.strategy.broadcast(decision, src=0)
@@ -219,10 +239,20 @@ class AutoScoutCallback(Callback):
     def _run(trainer: Trainer, pl_module: LightningModule) -> _Run:
         world = trainer.world_size
         single = isinstance(trainer.strategy, SingleDeviceStrategy) and world == 1
+        topology = Topology(world=world, rank=trainer.global_rank, nodes=trainer.num_nodes,
+                            node_rank=trainer.node_rank, per_node=trainer.num_devices)
+        if topology.multi_node and not isinstance(trainer.strategy, DDPStrategy):
+            raise ValueError(f"AutoScout tunes a Lightning job on several nodes under strategy='ddp' only; this one"
+                             f" runs {type(trainer.strategy).__name__} on {topology}: use Trainer(strategy='ddp'),"
+                             " or remove the AutoScoutCallback")
         run = _Run(current={"strategy": "single" if single else _strategy_name(trainer.strategy),
-                            "num_processes": world, "precision": str(trainer.precision), "compile": "off",
+                            "num_processes": topology.per_node if topology.multi_node else world,
+                            "precision": str(trainer.precision), "compile": "off",
                             "activation_checkpointing": False, "num_threads": torch.get_num_threads()},
-                   accum=int(trainer.accumulate_grad_batches), world=world)
+                   accum=int(trainer.accumulate_grad_batches), world=world, topology=topology,
+                   lockstep=world > 1 and isinstance(trainer.strategy, DDPStrategy))
+        if topology.multi_node:
+            run.current["num_nodes"] = topology.nodes
         for knob, attr in (("micro_batch_size", "batch_size"), ("num_workers", "num_workers")):
             holder = _attr_holder(pl_module, trainer.datamodule, attr)
             if holder is not None:
@@ -232,7 +262,11 @@ class AutoScoutCallback(Callback):
                 run.unavailable[knob] = (f"neither the LightningModule nor the datamodule has a `{attr}` attribute"
                                          " (or hparam) that its dataloader reads (add one)")
         process_knobs = ("strategy", "num_processes")
-        if not single:
+        if topology.multi_node:
+            why = (f"the launch: {topology} (Trainer(strategy={run.current['strategy']!r}, num_nodes="
+                   f"{topology.nodes}, devices={topology.per_node}))")
+            run.pinned.update({"strategy": why, "num_processes": why})
+        elif not single:
             why = f"Trainer(strategy={run.current['strategy']!r}, devices=...)"
             run.pinned.update({"strategy": why, "num_processes": why})
         elif script_command() is None:
@@ -256,7 +290,10 @@ class AutoScoutCallback(Callback):
         workload = workload_from_module(pl_module, global_batch=global_batch,
                                         seq_len=sequence_length(sample) if sample is not None else None,
                                         example=sample)
-        fixed = {k: run.current[k] for k in run.pinned if k in run.current}
+        # On several nodes the process knobs stay out of the space: `num_processes` is per node there, and
+        # threads share one node's cores among that node's processes.
+        fixed = {k: run.current[k] for k in run.pinned if k in run.current
+                 and not (run.topology.multi_node and k in ("strategy", "num_processes"))}
         if "micro_batch_size" in run.holders:
             # In the space even when not tuned: its global-batch constraint keeps the training math
             # when the process count changes.
@@ -266,16 +303,18 @@ class AutoScoutCallback(Callback):
                               workload=workload, pinned=run.pinned, unavailable=run.unavailable, fixed=fixed,
                               split=split, strategies=("single", "ddp"), planned_steps=steps,
                               subject="this script", main_run="the main fit",
-                              runs_jobs=script_command() is not None)
+                              runs_jobs=script_command() is not None and not run.topology.multi_node)
 
     # ------------------------------------------------------------ deciding (rank 0)
-    def _decide(self, trainer: Trainer, pl_module: LightningModule, run: _Run, tuning: Tuning) -> _Decision:
+    def _decide(self, trainer: Trainer, pl_module: LightningModule, run: _Run, tuning: Tuning,
+                trial: TrialFn) -> _Decision:
         gpu = trainer.strategy.root_device.type == "cuda"
-        result = self.result = tuning.run(lambda request: self._trial(trainer, pl_module, run, request),
-                                          isolate=no_trace,  # RNG and threads, whatever a trial does
+        result = self.result = tuning.run(trial, isolate=no_trace,  # RNG and threads, whatever a trial does
                                           job=lambda request: self._job(run, request, gpu=gpu))
         config, relaunch = result.best_config, None
         notes: dict[str, Any] = {}
+        if run.topology.multi_node:
+            notes["recommended_launch"] = launch_hint(run.topology)
         if config is not None and trial_tier(config, run.current) == "subprocess":
             if self.options.relaunch and script_command() is not None:
                 relaunch, notes["relaunched"] = config, True
@@ -296,8 +335,10 @@ class AutoScoutCallback(Callback):
 
     # ------------------------------------------------------------ trials
     def _trial(self, trainer: Trainer, pl_module: LightningModule, run: _Run, request: TrialRequest) -> TrialOutcome:
-        # Under a multi-process strategy every trial is a multi-process run of the script.
-        tier = "subprocess" if run.world > 1 else trial_tier(request.config, run.current)
+        if run.lockstep:  # every rank runs it in this process; the DDP arguments apply to the trial's wrapper
+            tier = "copy" if request.compiling or request.config.get("activation_checkpointing") else "inplace"
+        else:  # under another multi-process strategy every trial is a multi-process run of the script
+            tier = "subprocess" if run.world > 1 else trial_tier(request.config, run.current)
         if tier == "subprocess":
             command = script_command()
             if command is None:
@@ -354,13 +395,18 @@ class AutoScoutCallback(Callback):
                 _set_module_knobs(module, config)
                 probe = LightningProbe(request.warmup, request.measure, cut_off=request.cut_off,
                                        compiling=request.compiling)
-                trial = Trainer(accelerator=accelerator, devices=devices,
+                spread: dict[str, Any] = {"devices": devices}
+                if run.lockstep:
+                    spread = _lockstep_strategy(trainer, config)
+                trial = Trainer(accelerator=accelerator, **spread,
                                 precision=config.get("precision", run.current["precision"]),
                                 max_steps=request.warmup + request.measure, max_epochs=-1,
                                 accumulate_grad_batches=request.split.grad_accum if request.split else run.accum,
                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                                 callbacks=[probe], default_root_dir=tmp)
+                if run.lockstep:
+                    _compat.without_launcher(trial.strategy)  # the processes run already
                 if dm is not None:
                     trial.fit(module, datamodule=dm)
                 else:
@@ -368,6 +414,8 @@ class AutoScoutCallback(Callback):
             finally:
                 quiet.setLevel(level)
                 trial = module = dm = None  # the trial's optimizer state and graphs go before the next trial
+                if run.lockstep:
+                    gc.collect()  # the trial's DDP reducer, whose hooks sit on the user's parameters
                 release_memory(device)
             outcome = probe.outcome or TrialOutcome(status="error", error="the trial ran no steps")
         outcome.cost_s = time.perf_counter() - started
@@ -428,6 +476,19 @@ class AutoScoutCallback(Callback):
             int(spec["warmup"]), int(spec["measure"]), cut_off=spec["cut_off"],
             compiling=config.get("compile", "off") != "off",
             on_done=lambda t, outcome: report_and_exit(outcome, rank_zero=t.is_global_zero)))
+
+
+def _lockstep_strategy(trainer: Trainer, config: Config) -> dict[str, Any]:
+    """The `Trainer(...)` arguments of a trial that every rank runs in lockstep: DDP over the job's own
+    process group (already there: the launcher is dropped and nothing is initialised again), on the user's
+    nodes and devices, with the user's DDP arguments and the config's."""
+    user = trainer.strategy
+    assert isinstance(user, DDPStrategy)
+    kwargs = {**_compat.ddp_kwargs(user), **{arg: config[knob] for knob, arg in DDP_KWARGS.items() if knob in config}}
+    strategy = DDPStrategy(cluster_environment=copy.copy(user.cluster_environment),
+                           process_group_backend=user.process_group_backend, **kwargs)
+    devices: Any = trainer.num_devices if user.root_device.type == "cpu" else trainer.device_ids
+    return {"strategy": strategy, "num_nodes": trainer.num_nodes, "devices": devices}
 
 
 def _set_loop_knobs(pl_module: LightningModule, datamodule: Any, run: _Run, config: Config) -> None:

@@ -23,10 +23,12 @@ so a bf16 or compile trial really runs bf16 or compiled, and every trial checks 
 knob it set (autocast dtype inside the forward, the compiled wrapper, rows per micro-batch, dataloader
 workers, threads) before its speed counts.
 
-Launched distributed (`accelerate launch`, `torchrun`), rank 0 runs the search and every rank runs each
-trial in lockstep (`_hf_probe`: the ranks end a trial at the same step, and a trial that raises on
-one rank fails on all); the winner reaches all ranks. Under `autoscout launch --autoscout` the launcher owns
-the search: `tune_trainer` then applies the launcher's config and times the steps for it.
+Launched distributed (`accelerate launch`, `torchrun`, on one node or several), rank 0 runs the search and
+every rank runs each trial in lockstep (`_lockstep`: the ranks end a trial at the same step, a trial that
+raises on one rank fails on all, and a node that dies stops the others with an error naming it); the
+winner reaches all ranks. On several nodes the strategy and process count are the launch's (pinned).
+Under `autoscout launch --autoscout` the launcher owns the search: `tune_trainer` then applies the
+launcher's config and times the steps for it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, 
 from autoscout_plugin import loop
 from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.options import AutoScoutOptions
-from autoscout_plugin.profiling import TrialOutcome, classify_exception, describe_exception
+from autoscout_plugin.profiling import TrialOutcome
 from autoscout_plugin.profiling.deadline import wall_clock_limit
 from autoscout_plugin.report.result import TuneResult
 from autoscout_plugin.space import Config
@@ -53,7 +55,8 @@ from autoscout_plugin.space.catalogue import CATALOGUE, DDP_KWARGS
 from autoscout_plugin.tuning import RunDescription, TrialRequest, Tuning
 
 from . import _compat, _torch
-from ._hf_probe import HFProbe, OtherRankFailed
+from ._hf_probe import HFProbe
+from ._lockstep import Lockstep, Topology, check_options, launch_hint
 from ._torch import no_trace, sequence_length, workload_from_module
 
 ARG_OF = {"micro_batch_size": "per_device_train_batch_size", "compile": "torch_compile",
@@ -234,15 +237,23 @@ def _split(args: TrainingArguments) -> BatchSplit:
     return BatchSplit(micro * accum * world, micro, accum, world)
 
 
-def describe(trainer: Trainer) -> RunDescription:
+def describe(trainer: Trainer, topology: Topology | None = None) -> RunDescription:
     """What `trainer` runs and what of it AutoScout may change: the user's arguments away from their
-    defaults are pinned; a knob that cannot act here (pinned memory without a GPU) is unavailable."""
+    defaults are pinned; a knob that cannot act here (pinned memory without a GPU) is unavailable. On
+    several nodes (`topology`), `num_processes` is per node, as in the catalogue, and the process knobs
+    stay out of the space (threads then share one node's cores among that node's processes)."""
     args = trainer.args
     world = int(args.world_size)
+    topology = topology or Topology(world=world, per_node=world)
     current = config_of(args)
     pinned: dict[str, str] = {}
     unavailable: dict[str, str] = dict.fromkeys(("strategy", "num_processes"), (
         "a Hugging Face Trainer's strategy and process count are chosen at launch: use `autoscout launch --autoscout`"))
+    if topology.multi_node:  # as the Lightning callback reports it: the launch pins them
+        current.update(num_processes=topology.per_node, num_nodes=topology.nodes)
+        for knob in ("strategy", "num_processes"):
+            del unavailable[knob]
+            pinned[knob] = f"the launch: {topology}"
     if args.bf16 or args.fp16:
         pinned["precision"] = f"TrainingArguments({'bf16' if args.bf16 else 'fp16'}=True)"
     if args.torch_compile:
@@ -267,8 +278,11 @@ def describe(trainer: Trainer) -> RunDescription:
     sample = _sample_batch(trainer)
     workload = workload_from_module(trainer.model, global_batch=split.global_batch,
                                     seq_len=sequence_length(sample) if sample is not None else None, example=sample)
-    fixed = {"strategy": current["strategy"], "num_processes": world, "micro_batch_size": current["micro_batch_size"],
-             **{k: current[k] for k in pinned if k in current}}
+    process_knobs = ("strategy", "num_processes")
+    fixed = {"micro_batch_size": current["micro_batch_size"],
+             **{k: current[k] for k in pinned if k in current and k not in process_knobs}}
+    if not topology.multi_node:  # on several nodes they stay out of the space (see above)
+        fixed.update(strategy=current["strategy"], num_processes=world)
     return RunDescription(current=current, knobs=KNOBS, hardware=_torch.machine(args.device), workload=workload,
                           pinned=pinned, unavailable=unavailable, fixed=fixed, split=split,
                           planned_steps=args.max_steps if args.max_steps > 0 else None,
@@ -290,73 +304,32 @@ class _Session:
 
     def __init__(self, trainer: Trainer, options: AutoScoutOptions) -> None:
         self.trainer, self.options = trainer, options
-        self.tuning = Tuning(options, describe(trainer))
         self.dist = trainer.args.world_size > 1 and torch.distributed.is_available() \
             and torch.distributed.is_initialized()
+        world = torch.distributed.get_world_size() if self.dist else 1
+        self.topology = Topology.from_env(world, torch.distributed.get_rank()) if self.dist else Topology()
+        check_options(options, self.topology)
+        # Every rank checks the options and builds the space (a bad option fails on all at once); the store
+        # and the report are rank 0's.
+        self.tuning = Tuning(options, describe(trainer, self.topology), decides=self.topology.rank == 0)
 
     def run(self) -> TuneResult:
         if not self.dist:
             result = self._decide(self._trial)
-        elif torch.distributed.get_rank() == 0:
-            try:
-                result = self._decide(self._lockstep_trial)
-            except BaseException as exc:
-                self._send(("error", f"{type(exc).__name__}: {exc}"))
-                raise
-            self._send(("done", result))
-        else:
-            result = self._follow()
+        else:  # rank 0 searches; every rank runs each trial (`_lockstep`)
+            with Lockstep[TuneResult](self.topology, self._trial) as lockstep:
+                result = lockstep.run(self._decide)
         self._apply(result.best_config)
         return result
 
     def _decide(self, trial: Any) -> TuneResult:
         result = self.tuning.run(trial)
-        self.tuning.conclude(result, applied=result.best_config)
+        notes = {"recommended_launch": launch_hint(self.topology)} if self.topology.multi_node else {}
+        self.tuning.conclude(result, applied=result.best_config, **notes)
         return result
 
     def _trial(self, request: TrialRequest) -> TrialOutcome:
         return run_trial(self.trainer, request)
-
-    # ---------------------------------------------------------- every rank in lockstep
-    @staticmethod
-    def _send(message: Any = None) -> Any:
-        box = [message]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def _guarded(self, request: TrialRequest) -> TrialOutcome:
-        try:
-            return self._trial(request)
-        except OtherRankFailed as exc:  # the failing rank's own outcome names the failure
-            return TrialOutcome(status="error", error=str(exc), metrics={"other_rank_failed": 1.0})
-        except Exception as exc:  # noqa: BLE001 - every rank must report, or the others wait forever
-            return TrialOutcome(status=classify_exception(exc), error=describe_exception(exc))
-
-    def _gather(self, outcome: TrialOutcome) -> TrialOutcome:
-        """Every rank's outcome: the trial failed if any rank's did, with the status and error of the
-        first rank whose own trial failed."""
-        statuses: list[Any] = [None] * torch.distributed.get_world_size()
-        mine = (outcome.status, outcome.error, bool(outcome.metrics.get("other_rank_failed")))
-        torch.distributed.all_gather_object(statuses, mine)
-        if outcome.status == "ok" or mine[2]:
-            for rank, (status, error, secondhand) in enumerate(statuses):
-                if status != "ok" and not secondhand:
-                    return TrialOutcome(status=status, cost_s=outcome.cost_s, error=f"rank {rank}: {error}")
-        return outcome
-
-    def _lockstep_trial(self, request: TrialRequest) -> TrialOutcome:
-        self._send(("trial", request))
-        return self._gather(self._guarded(request))
-
-    def _follow(self) -> TuneResult:
-        while True:
-            kind, payload = self._send()
-            if kind == "trial":
-                self._gather(self._guarded(payload))
-            elif kind == "done":
-                return payload
-            else:
-                raise RuntimeError(f"AutoScout failed on rank 0: {payload}")
 
     # ---------------------------------------------------------- applying
     def _apply(self, config: Config | None) -> None:

@@ -93,6 +93,26 @@ def test_with_fixed_processes_the_space_keeps_the_per_process_batch(tmp_path: Pa
     assert tuning.request({"micro_batch_size": 4, "num_threads": 1}, Fidelity.F2).split == BatchSplit(32, 4, 4, 2)
 
 
+
+def test_a_rank_that_follows_checks_the_options_but_leaves_the_store_and_report_alone(tmp_path: Path) -> None:
+    damaged = tmp_path / "store.sqlite"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)  # rank 0 would move it aside
+    follower = Tuning(options(tmp_path, report=str(tmp_path / "out" / "report")), describe(), decides=False)
+    assert follower.options.store == str(damaged) and follower.space["num_threads"].choices == (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.sqlite"]  # nothing moved, no report folder
+    with pytest.raises(ValueError, match="nothing to tune"):  # a bad option fails on every rank
+        Tuning(options(tmp_path, pin={"micro_batch_size": 8, "num_threads": 2}), describe(), decides=False)
+
+
+def test_on_several_nodes_threads_share_one_nodes_cores_among_its_own_processes(tmp_path: Path) -> None:
+    """`num_processes` is per node (the catalogue's), the process knobs out of the space: 1 process per node
+    on 2-core nodes may run 2 threads, and each request keeps the global batch over every node's process."""
+    run = describe(current={"micro_batch_size": 8, "num_threads": 1, "num_processes": 1, "num_nodes": 2},
+                   fixed={}, split=BatchSplit(32, 8, 2, 2))
+    tuning = Tuning(options(tmp_path), run)
+    assert tuning.space["num_threads"].choices == (1, 2) and tuning._workload().global_batch == 16
+    assert tuning.request({"micro_batch_size": 4, "num_threads": 2}, Fidelity.F2).split == BatchSplit(32, 4, 4, 2)
+
 # ---------------------------------------------------------------- requests and the cut-short policy
 def test_requests_carry_the_split_and_only_search_trials_are_cut_short(tmp_path: Path) -> None:
     seen: list[TrialRequest] = []

@@ -33,6 +33,8 @@ _TIME_PARAMS: tuple[tuple[str, str, float], ...] = (
     ("gemm_half_rows", "log", 0.8),
     ("link_bytes_per_s", "log", 1.0),
 )
+_NODES_PARAM = ("inter_link_bytes_per_s", "log", 1.0)
+"""Fitted too once a measured config spans several nodes."""
 _MEM_PARAMS: tuple[tuple[str, str, float], ...] = (
     ("process_overhead_mb", "log", 0.5),
     ("compile_overhead_mb", "log", 0.8),
@@ -102,18 +104,31 @@ class Calibration:
 
     model: CostModel
     time_cov: np.ndarray
+    params: tuple[tuple[str, str, float], ...] = _TIME_PARAMS
+    """The time factors `time_cov` covers."""
 
     def log_std(self, configs: Sequence[dict[str, Any]], step: float = 0.05) -> np.ndarray:
-        u0 = np.array([_to_u(getattr(self.model.eff, name), how) for name, how, _ in _TIME_PARAMS])
+        u0 = np.array([_to_u(getattr(self.model.eff, name), how) for name, how, _ in self.params])
         base = np.log([max(self.model.samples_per_s(c), 1e-12) for c in configs])
         grads = np.empty((len(configs), len(u0)))
         for j in range(len(u0)):
             u = u0.copy()
             u[j] += step
-            shifted = self.model.with_efficiency(_eff_of(self.model.eff, _TIME_PARAMS, u))
+            shifted = self.model.with_efficiency(_eff_of(self.model.eff, self.params, u))
             grads[:, j] = (np.log([max(shifted.samples_per_s(c), 1e-12) for c in configs]) - base) / step
         var = np.einsum("ij,jk,ik->i", grads, self.time_cov, grads)
         return np.sqrt(np.maximum(var, 0.0))
+
+
+def _time_params(timed: Sequence[Measurement]) -> tuple[tuple[str, str, float], ...]:
+    """The time factors these measurements can inform: the inter-node link once a config spans nodes; where
+    every one does (a multi-node job's own trials), it stands for the whole cost of their collectives, since
+    the link within a node cannot be told apart from it."""
+    across = sum(int(m.config.get("num_nodes", 1)) > 1 for m in timed)
+    if not across:
+        return _TIME_PARAMS
+    kept = _TIME_PARAMS if across < len(timed) else tuple(p for p in _TIME_PARAMS if p[0] != "link_bytes_per_s")
+    return (*kept, _NODES_PARAM)
 
 
 def calibrate(model: CostModel, measurements: Sequence[Measurement]) -> Calibration:
@@ -121,7 +136,8 @@ def calibrate(model: CostModel, measurements: Sequence[Measurement]) -> Calibrat
     timed = [m for m in measurements if m.samples_per_s and m.samples_per_s > 0]
     sized = [m for m in measurements if m.peak_mem_mb and m.peak_mem_mb > 0]
     eff = model.eff
-    cov = np.diag([sd**2 for _, _, sd in _TIME_PARAMS])
+    params = _time_params(timed)
+    cov = np.diag([sd**2 for _, _, sd in params])
     if timed:
         log_y = np.log([m.samples_per_s for m in timed])
 
@@ -129,7 +145,7 @@ def calibrate(model: CostModel, measurements: Sequence[Measurement]) -> Calibrat
             pred = [candidate.samples_per_s(m.config) for m in timed]
             return log_y - np.log(np.maximum(pred, 1e-12))
 
-        eff, cov = _fit(model, _TIME_PARAMS, time_res)
+        eff, cov = _fit(model, params, time_res)
     if sized:
         log_m = np.log([m.peak_mem_mb for m in sized])
         timed_model = model.with_efficiency(eff)
@@ -139,7 +155,7 @@ def calibrate(model: CostModel, measurements: Sequence[Measurement]) -> Calibrat
             return log_m - np.log(np.maximum(pred, 1e-6))
 
         eff, _ = _fit(timed_model, _MEM_PARAMS, mem_res)
-    return Calibration(model.with_efficiency(eff), cov)
+    return Calibration(model.with_efficiency(eff), cov, params)
 
 
 def fit_efficiency(model: CostModel, measurements: Sequence[Measurement]) -> CostModel:

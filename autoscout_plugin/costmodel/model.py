@@ -25,13 +25,18 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..space.constraints import data_parallel_degree, world_size
+from ..space.constraints import data_parallel_degree
 from .catalogue import match_device
 from .compute import fwd_flops_per_sample, param_count, train_flops_per_sample
 from .hardware import Hardware
 from .workload import Workload
 
 MB = 1e6
+
+
+def _local(config: dict[str, Any]) -> int:
+    """Processes on one node (`num_processes`; `num_nodes` counts the nodes)."""
+    return max(int(config.get("num_processes", 1)), 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +74,11 @@ class Efficiency:
     link_bytes_per_s: float = 0.3e9
     """Collective bandwidth between processes: gloo on CPU shares the cores with compute, so it is far
     below memory bandwidth (two-process DDP measured ~0.65x of one process here)."""
+    inter_link_bytes_per_s: float = 1.25e9
+    """Collective bandwidth between nodes (`num_nodes` > 1): 10 Gb Ethernet for CPU nodes, the catalogue's
+    inter-node fabric for a known GPU; a multi-node job's own trials refit it (`calibrate`)."""
+    inter_link_latency_s: float = 50e-6
+    """Extra cost per collective call when it crosses nodes (a network round trip)."""
     link_latency_s: float = 1e-3
     """Cost per collective call. On a CPU node whose cores all run compute threads it is far above gloo's
     idle ~0.1 ms: the communication thread waits for a core (a scheduler slice) and every collective
@@ -98,9 +108,12 @@ def default_efficiency(hardware: Hardware) -> Efficiency:
         if acc is not None:
             flops = acc.peak("fp32") * acc.gemm_efficiency
             bf16 = acc.peak(acc.half_precision) / acc.peak("fp32")
-            mem_bw, link = 0.9 * acc.mem_bytes_per_s, acc.intra.bytes_per_s
+            mem_bw, link, inter = 0.9 * acc.mem_bytes_per_s, acc.intra.bytes_per_s, acc.inter.bytes_per_s
+        else:
+            inter = 25e9  # 200 Gb/s InfiniBand-class
         return Efficiency(flops_per_core=flops, bf16_matmul_speedup=bf16, thread_exponent=1.0, matmul_fraction=0.8,
                           op_overhead_s=8e-6, gemm_half_rows=1024.0, mem_bytes_per_s=mem_bw, link_bytes_per_s=link,
+                          inter_link_bytes_per_s=inter,
                           link_latency_s=20e-6, process_overhead_mb=1500.0, compile_overhead_mb=500.0)
     return Efficiency()
 
@@ -222,13 +235,13 @@ class CostModel:
 
     def _node_processes(self, config: dict[str, Any]) -> int:
         """Processes that share one memory system: all of them on a CPU node, one per GPU."""
-        return max(world_size(config), 1) if self.hardware.kind == "cpu" else 1
+        return _local(config) if self.hardware.kind == "cpu" else 1
 
     def _memory_speed(self, config: dict[str, Any]) -> float:
         if self.hardware.kind == "gpu":
             return 1.0
         cores = self.hardware.cores
-        world = max(world_size(config), 1)
+        world = _local(config)
         threads = int(config.get("num_threads", max(cores // world, 1)))
         return float(min(threads * world, cores)) ** self.eff.memory_exponent
 
@@ -241,7 +254,7 @@ class CostModel:
 
     def _oversubscription(self, config: dict[str, Any]) -> float:
         cores = self.hardware.cores
-        world = max(world_size(config), 1)
+        world = _local(config)
         threads = int(config.get("num_threads", max(cores // world, 1)))
         return max(threads * world / cores, 1.0)
 
@@ -249,7 +262,7 @@ class CostModel:
         if self.hardware.kind == "gpu":
             return 1.0  # one device per process; host threads do not set the compute rate
         cores = self.hardware.cores
-        world = max(world_size(config), 1)
+        world = _local(config)
         threads = int(config.get("num_threads", max(cores // world, 1)))
         return threads ** self.eff.thread_exponent / self._oversubscription(config) ** 2
 
@@ -258,6 +271,11 @@ class CostModel:
         if dp <= 1:
             return 0.0
         e = self.eff
+        if int(config.get("num_nodes", 1)) > 1:
+            # A ring across nodes: every chunk costs the ranks' own work on it (`link_bytes_per_s`) and the
+            # wire between nodes, one after the other; each call a network round trip more.
+            e = replace(e, link_bytes_per_s=1.0 / (1.0 / e.link_bytes_per_s + 1.0 / e.inter_link_bytes_per_s),
+                        link_latency_s=e.link_latency_s + e.inter_link_latency_s)
         ring = 2.0 * (dp - 1) / dp
         grad_bytes = 4.0 * n_params
         if strategy == "fsdp":
@@ -282,7 +300,6 @@ class CostModel:
         bytes with 16-bit activations (doubled for fp32); full recomputation keeps `2 s b h` per layer.
         """
         w, e = self.workload, self.eff
-        world = max(world_size(config), 1)
         dp = max(data_parallel_degree(config), 1)
         gb = w.global_batch or 1
         mbs = int(config.get("micro_batch_size", max(gb // dp, 1)))
@@ -296,7 +313,7 @@ class CostModel:
         per_process_mb = e.process_overhead_mb + (states_b + act_b) / MB
         if config.get("compile", "off") not in ("off", False, None):
             per_process_mb += e.compile_overhead_mb
-        return per_process_mb * (world if self.hardware.kind == "cpu" else 1)
+        return per_process_mb * (_local(config) if self.hardware.kind == "cpu" else 1)
 
     def _activation_bytes(self, config: dict[str, Any], mbs: int) -> float:
         w = self.workload

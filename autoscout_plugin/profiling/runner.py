@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -36,6 +36,8 @@ STDERR_TAIL_BYTES = 8000
 GRACE_S = DEFAULT_GRACE_S
 """How long a trial's processes get between SIGTERM (timeout, stop, or left running after the trial) and SIGKILL."""
 REAPER = Path(__file__).with_name("reaper.py")
+WATCH_S = 0.25
+"""How often `run_supervised` calls its `watch` while the command runs."""
 _STARTUP_SLACK_S = 30.0
 """Beyond its own timeout and grace, how long a supervisor may take before the tuner kills it (it never should)."""
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*\.)*\w*(Error|Exception|Failed|Unsupported|Interrupt|Exit)\w*:")
@@ -83,9 +85,13 @@ def stop_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> It
 
 def run_supervised(cmd: Sequence[str], *, timeout_s: float | None = None, grace_s: float = GRACE_S,
                    env: dict[str, str] | None = None, cwd: str | None = None, stdout: int | IO[Any] | None = None,
-                   stderr: int | IO[Any] | None = None, cleanup: Sequence[PathLike] = ()) -> int:
+                   stderr: int | IO[Any] | None = None, cleanup: Sequence[PathLike] = (),
+                   watch: Callable[[], None] | None = None) -> int:
     """Run `cmd` under the supervisor and wait for it: its exit status, as `subprocess` gives it (-N when
     signal N killed it). Nothing `cmd` started is left running when this returns or raises.
+
+    `watch`, when given, is called about every `WATCH_S` seconds while `cmd` runs; an exception it raises
+    (another node of a multi-node trial failed, or died) stops the tree as a stop signal does and is raised.
 
     Past `timeout_s` its tree gets SIGTERM, SIGKILL `grace_s` later, and `subprocess.TimeoutExpired` is
     raised. A KeyboardInterrupt while waiting (Ctrl-C, or `Stopped`) is passed on as its signal (SIGINT, or
@@ -108,7 +114,7 @@ def run_supervised(cmd: Sequence[str], *, timeout_s: float | None = None, grace_
             os.close(write_fd)  # the supervisor's copy is the only one left: its reports, then its exit
         backstop = None if timeout_s is None else timeout_s + grace_s + KILL_WAIT_S + _STARTUP_SLACK_S
         try:
-            status = proc.wait(timeout=backstop)
+            status = _wait(proc, backstop, watch)
         except subprocess.TimeoutExpired:
             _kill_supervisor(proc)
             raise subprocess.TimeoutExpired(list(cmd), timeout_s or 0.0) from None
@@ -122,6 +128,21 @@ def run_supervised(cmd: Sequence[str], *, timeout_s: float | None = None, grace_
     if reports.get("timeout"):
         raise subprocess.TimeoutExpired(list(cmd), timeout_s or 0.0)
     return int(reports.get("exit", status))  # no report: the supervisor itself was killed
+
+
+def _wait(proc: subprocess.Popen[bytes], backstop: float | None, watch: Callable[[], None] | None) -> int:
+    """`proc.wait(backstop)`, calling `watch` between looks when given."""
+    if watch is None:
+        return proc.wait(timeout=backstop)
+    deadline = None if backstop is None else time.monotonic() + backstop
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        try:
+            return proc.wait(timeout=WATCH_S if left is None else max(min(left, WATCH_S), 0.0))
+        except subprocess.TimeoutExpired:
+            if left is not None and left <= WATCH_S:
+                raise
+        watch()
 
 
 def _pass_on(proc: subprocess.Popen[bytes], exc: BaseException, grace_s: float) -> None:
@@ -161,13 +182,15 @@ def _reports(fd: int) -> dict[str, Any]:
 
 
 def run_subprocess_trial(cmd: Sequence[str], *, timeout_s: float, env: dict[str, str] | None = None,
-                         cwd: str | None = None, cleanup: Sequence[PathLike] = ()) -> TrialOutcome:
+                         cwd: str | None = None, cleanup: Sequence[PathLike] = (),
+                         watch: Callable[[], None] | None = None) -> TrialOutcome:
     """Run `cmd` as one trial; its JSON result (a `TrialOutcome`'s fields) is read back.
 
     A child that exits non-zero without a result is an `error` (its stderr tail is kept); one that runs
     past `timeout_s` is a `timeout`. Either way its whole process tree is ended (`run_supervised`), and the
     result file and the caller's `cleanup` paths (temp files the trial uses) are removed even when the
-    tuner is stopped or killed meanwhile.
+    tuner is stopped or killed meanwhile. An exception `watch` raises stops the trial (`run_supervised`)
+    and is raised.
     """
     if not timeout_s > 0:  # also refuses NaN
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -181,7 +204,7 @@ def run_subprocess_trial(cmd: Sequence[str], *, timeout_s: float, env: dict[str,
         with tempfile.TemporaryFile() as stderr:
             try:
                 code = run_supervised(cmd, timeout_s=timeout_s, env=child_env, cwd=cwd, stdout=subprocess.DEVNULL,
-                                      stderr=stderr, cleanup=[result_path, partial, *cleanup])
+                                      stderr=stderr, cleanup=[result_path, partial, *cleanup], watch=watch)
             except subprocess.TimeoutExpired:
                 return TrialOutcome(
                     status="timeout", cost_s=time.perf_counter() - start,
@@ -247,8 +270,11 @@ def write_result(outcome: TrialOutcome) -> bool:
 
 def report_and_exit(outcome: TrialOutcome, *, rank_zero: bool) -> None:
     """In a trial's child process: rank 0 writes the result, then every rank leaves at once (at the same
-    step, so none waits in a collective for a peer that left)."""
-    if rank_zero:
+    step, so none waits in a collective for a peer that left). Where the launcher says which rank is
+    first on this machine (`LOCAL_RANK`), that one writes: each node of a multi-node trial reports its own
+    measurement to its own launcher."""
+    local = os.environ.get("LOCAL_RANK", "")
+    if local == "0" or (not local and rank_zero):
         write_result(outcome)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -95,7 +95,10 @@ def build_space(workload: dict[str, Any], hardware: dict[str, Any], *, include: 
     if unknown:
         raise SpaceError(f"unknown knob(s) {unknown}; known knobs: {sorted(CATALOGUE)}")
     cpu = hardware.get("kind", "cpu") == "cpu"
-    if cpu and int(hardware.get("cores", 1)) < 2:
+    nodes = int(pin.get("num_nodes", 1))
+    if nodes > 1:  # several nodes are never one process
+        strategies = [s for s in strategies if s != "single"] or strategies
+    elif cpu and int(hardware.get("cores", 1)) < 2:
         strategies = [s for s in strategies if s == "single"]
     values = _values(workload, hardware, strategies)
     for name, value in (current or {}).items():
@@ -130,17 +133,17 @@ def build_space(workload: dict[str, Any], hardware: dict[str, Any], *, include: 
                 continue  # its parent never takes a value that activates it here
             when = (Condition(spec.parent, tuple(allowed)),)
         knobs.append(make_knob(name, values[name], when=when))
-    space = Space(knobs, _constraints(workload, hardware, {k.name for k in knobs}, memory_limit_mb))
+    space = Space(knobs, _constraints(workload, hardware, {k.name for k in knobs}, memory_limit_mb, nodes))
     space.check_satisfiable()
     return space
 
 
 def _constraints(workload: dict[str, Any], hardware: dict[str, Any], names: set[str],
-                 memory_limit_mb: float | None) -> list[Constraint]:
+                 memory_limit_mb: float | None, nodes: int = 1) -> list[Constraint]:
     out: list[Constraint] = []
     if workload.get("global_batch") and "micro_batch_size" in names:
         out.append(GlobalBatch(int(workload["global_batch"])))
-    if {"strategy", "num_processes"} <= names:
+    if {"strategy", "num_processes"} <= names and nodes == 1:  # on several nodes one process per node is parallel
         out.append(Implies("strategy", ("single",), "num_processes", (1,)))
         out.append(Implies("strategy", ("ddp", "fsdp", "deepspeed"), "num_processes", (2, 4, 8)))
     if hardware.get("kind", "cpu") == "cpu" and "num_threads" in names:

@@ -225,7 +225,7 @@ def test_a_config_needing_accumulation_the_script_does_not_read_is_not_run(scrip
      "pinned by --num_processes 2"),
     (["--autoscout", "missing.py"], "script 'missing.py' not found"),
     (["--autoscout-trials", "3", "{script}"], "--autoscout-trials has no effect without --autoscout"),
-    (["--autoscout", "--num_machines", "2", "{script}"], "--num_machines 2: AutoScout runs its trials on this"),
+    (["--autoscout", "--num_machines", "2", "{script}"], "--num_machines 2: give each machine its --machine_rank"),
 ])
 def test_a_bad_option_is_refused_before_anything_launches(args: list[str], message: str, script: Path,
                                                           monkeypatch: pytest.MonkeyPatch,

@@ -124,3 +124,22 @@ def test_torch_dispatch_mode_sees_the_operators_a_pass_dispatches() -> None:
     with Seen() as seen:
         torch.ones(2) + 1
     assert "aten" in seen.ops
+
+
+def test_a_lightning_strategy_runs_without_its_launcher_once_it_is_dropped() -> None:
+    trainer = pl.Trainer(strategy="ddp", devices=1, accelerator="cpu", logger=False, enable_checkpointing=False)
+    assert trainer.strategy.launcher is not None
+    _compat.without_launcher(trainer.strategy)
+    assert trainer.strategy.launcher is None  # `Trainer.fit` then calls its function at once
+
+
+def test_the_default_process_group_has_a_store_every_rank_reaches() -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        store = _compat.default_store()
+        store.set("autoscout-compat", "1")
+        assert store.get("autoscout-compat") == b"1" and store.add("autoscout-beat", 1) == 1
+    finally:
+        dist.destroy_process_group()

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -286,3 +287,56 @@ def test_killed_child_without_result_reads_as_oom() -> None:
     assert outcome.status == "oom"
     assert outcome.error and str(-signal.SIGKILL) in outcome.error
 
+
+
+class _OtherNodeFailed(Exception):
+    pass
+
+
+def test_an_exception_from_watch_stops_the_trial_tree_and_is_raised(tmp_path: Path,
+                                                                   reap_leftovers: list[int]) -> None:
+    """`watch` (a multi-node trial: another machine failed or died) ends the running trial at once."""
+    pid_file = tmp_path / "grandchild.pid"
+    calls = []
+
+    def watch() -> None:
+        calls.append(time.monotonic())
+        if pid_file.exists() and pid_file.read_text().strip():
+            raise _OtherNodeFailed("machine rank 1 failed")
+
+    start = time.monotonic()
+    with pytest.raises(_OtherNodeFailed, match="machine rank 1"):
+        run_subprocess_trial(_child(f"""
+            import subprocess, time
+            grandchild = subprocess.Popen(["sleep", "60"])
+            with open({str(pid_file)!r}, "w") as fh:
+                fh.write(str(grandchild.pid))
+            time.sleep(60)
+        """), timeout_s=120, watch=watch)
+    grandchild = _read_pid(pid_file)
+    reap_leftovers.append(grandchild)
+    assert time.monotonic() - start < 40  # long before the 60 s sleep or the 120 s limit
+    assert calls  # polled while the trial ran
+    assert _wait_gone(grandchild), f"grandchild {grandchild} outlived the stopped trial"
+
+
+def test_watch_that_never_raises_leaves_the_outcome_alone() -> None:
+    calls = []
+    outcome = run_subprocess_trial(_child("""
+        import json, os, time
+        time.sleep(0.6)
+        open(os.environ["AUTOSCOUT_RESULT"], "w").write(json.dumps({"status": "ok", "value": 3.0}))
+    """), timeout_s=60, watch=lambda: calls.append(1))
+    assert outcome.status == "ok" and outcome.value == 3.0 and calls
+
+
+def test_each_nodes_local_rank_zero_reports_its_own_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine other than the first, global rank 2 is that machine's local rank 0: it writes the result
+    its own launcher reads; local rank 1 does not."""
+    for local, written in (("0", True), ("1", False)):
+        target = tmp_path / f"result{local}.json"
+        code = subprocess.run(_child("""
+            from autoscout_plugin.profiling import TrialOutcome, report_and_exit
+            report_and_exit(TrialOutcome(value=2.0), rank_zero=False)
+        """), env={**os.environ, RESULT_ENV: str(target), "RANK": "2", "LOCAL_RANK": local}, timeout=60).returncode
+        assert code == 0 and target.exists() == written
