@@ -287,17 +287,26 @@ class Nodes:
             except Exception:  # noqa: BLE001 - closed: what this waits for
                 return
             time.sleep(POLL_S)
+        raise NodeError(f"machine rank 0 ({self.nodes.get(0, self.host)}) kept its store on {self.host}:{self.port}"
+                        f" open {GOODBYE_S + 5.0:g} s after the decision; the real run cannot take that port")
 
-    def finish(self, payload: dict[str, Any], *, wait_s: float = GOODBYE_S) -> None:
-        """Rank 0: post the end, wait (bounded) until every node has read it, then close the store."""
+    def finish(self, payload: dict[str, Any], *, wait_s: float = GOODBYE_S, strict: bool = True) -> None:
+        """Rank 0: post the end, wait (bounded) until every node has read it, then close the store.
+        `strict`: a node that has not read it by then is an error (`NodeError` naming it), not a real run
+        started without it."""
         self._post("end", payload)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if all(self._call(self.store.check, [f"left/{r}"]) for r in range(1, self.count)):
+        missing = list(range(1, self.count))
+        while missing:
+            missing = [r for r in missing if not self._call(self.store.check, [f"left/{r}"])]
+            if not missing or time.monotonic() >= deadline:
                 break
             self.check_alive()
             time.sleep(POLL_S)
         self.close()
+        if missing and strict:
+            raise NodeError(", ".join(str(self.nodes.get(r, f"machine rank {r}")) for r in missing)
+                            + f" did not take the decision within {wait_s:g} s; no real run was started")
 
     def close(self) -> None:
         """Stop the heartbeat and drop the store (rank 0: its port is free again for the real run)."""

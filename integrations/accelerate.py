@@ -212,7 +212,7 @@ class AutoScoutLauncher:
                     config = self.decide()
                 except BaseException as exc:
                     with contextlib.suppress(Exception):
-                        nodes.finish({"error": f"{type(exc).__name__}: {exc}"[:500]}, wait_s=5.0)
+                        nodes.finish({"error": f"{type(exc).__name__}: {exc}"[:500]}, wait_s=5.0, strict=False)
                     raise
                 batch = self.plan.global_batch if self.plan else None
                 nodes.finish({"config": config, "global_batch": batch})
