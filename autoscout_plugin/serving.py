@@ -310,6 +310,40 @@ class InferenceOptions(validate.KeywordOptions):
 
 
 # ------------------------------------------------------------------ result
+_SAME = 0.005
+"""Measured values within 0.5% of each other are reported as the same."""
+_METRIC_WORDS = {"tokens_per_s": ("throughput", "tok/s", 1.0), "latency_p50_s": ("p50 latency", "ms", 1e3),
+                 "latency_p99_s": ("p99 latency", "ms", 1e3)}
+"""Per metric: its name in a sentence, the unit shown and the factor from the stored unit to it."""
+
+
+def _figure(x: float) -> str:
+    """A measured value to three significant figures, without exponent notation: 512, 12.3, 0.281."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items()) or "the default settings"
+
+
+def _change(chosen: float, base: float, metric: str) -> str:
+    """Which way `metric` moved from `base` to `chosen`, and by what factor (always >= 1).
+
+    Example:
+        >>> _change(0.052, 0.104, "latency_p99_s"), _change(150.0, 300.0, "tokens_per_s"), _change(1.004, 1.0, "x")
+        ('2.00x shorter', '2.00x less', 'same')
+    """
+    ratio = chosen / base
+    if abs(ratio - 1.0) <= _SAME:
+        return "same"
+    more, less = ("more", "less") if metric == "tokens_per_s" else ("longer", "shorter")
+    return f"{ratio:.2f}x {more}" if ratio > 1 else f"{1 / ratio:.2f}x {less}"
+
+
 @dataclass
 class InferenceResult:
     """What `tune_inference` found: every trial, the default's figures, the choice and the front.
@@ -348,29 +382,125 @@ class InferenceResult:
         config = self.best_config or {}
         return {"cache_implementation": "static"} if config.get("kv_cache") == "static" else {}
 
+    def comparison(self, metric: str) -> str | None:
+        """The choice against the default on `metric` (`tokens_per_s`, `latency_p50_s`, `latency_p99_s`) in
+        measured values and words that say which way it moved; None when either was not measured.
+
+        Example:
+            >>> def trial(tps, p99): return {"config": {}, "status": "ok", "metrics": {"tokens_per_s": tps,
+            ...                              "latency_p50_s": p99, "latency_p99_s": p99}}
+            >>> chosen, default = trial(512.0, 0.281), trial(300.0, 0.104)
+            >>> r = InferenceResult("pareto", [default, chosen], default, Selection(chosen, ""), [])
+            >>> r.comparison("tokens_per_s")
+            'throughput: 512 tok/s vs 300 tok/s for the default (1.71x more)'
+            >>> r.comparison("latency_p99_s")
+            'p99 latency: 281 ms vs 104 ms for the default (2.70x longer)'
+        """
+        pair = self._measured(metric)
+        if pair is None:
+            return None
+        chosen, base = pair
+        name, unit, scale = _METRIC_WORDS[metric]
+        return (f"{name}: {_figure(chosen * scale)} {unit} vs {_figure(base * scale)} {unit} for the default "
+                f"({_change(chosen, base, metric)})")
+
+    def verdict(self) -> str:
+        """One sentence: what was chosen (or that nothing was, or that the default stays) and why, with the
+        figures against the default. A pure function of the result: the terminal summary's first line and
+        the report's headline both show it.
+
+        Example:
+            >>> def trial(b, tps, p99): return {"config": {"batch_size": b}, "status": "ok", "metrics": {
+            ...     "tokens_per_s": tps, "latency_p50_s": p99, "latency_p99_s": p99}}
+            >>> default, chosen = trial(1, 300.0, 0.104), trial(8, 512.0, 0.281)
+            >>> print(InferenceResult("pareto", [default, chosen], default, Selection(chosen, ""), [],
+            ...                       tuning_s=42.0).verdict())  # doctest: +NORMALIZE_WHITESPACE
+            Chose batch_size 1 → 8 (objective pareto): throughput 1.71x the default's, p99 latency 281 ms vs 104 ms
+            (2.70x longer), in 2 trials / 42 s.
+        """
+        budget = f"in {len(self.trials)} trial{'s' if len(self.trials) != 1 else ''} / {_seconds(self.tuning_s)}"
+        chosen = self.selection.trial
+        if chosen is None:
+            reason = self.selection.reason.rstrip(". ")
+            return f"No choice: {reason} ({budget})."
+        goal = self._goal()
+        default_ok = self.default is not None and self.default.get("status") == "ok"
+        if self._kept_default():
+            others = len(self.ok_trials) - 1
+            beaten = (f"none of the {others} other measured configuration{'s' if others != 1 else ''} did better"
+                      if others > 0 else "no other configuration was measured successfully")
+            return (f"Kept the default settings: {_config_text(chosen['config'])} ({goal}): {beaten}, "
+                    f"{budget}.")
+        base = self.default["config"] if self.default is not None else {}
+        moved = [f"{k} {base[k]} → {v}" for k, v in chosen["config"].items() if k in base and base[k] != v]
+        head = f"Chose {', '.join(moved) if moved else _config_text(chosen['config'])} ({goal})"
+        if not default_ok:
+            why = ("the default settings were not measured" if self.default is None
+                   else f"the default settings failed ({self.default.get('status')})")
+            m = chosen["metrics"]
+            return (f"{head}: throughput {_figure(m['tokens_per_s'])} tok/s, p99 latency "
+                    f"{_figure(m['latency_p99_s'] * 1e3)} ms; {why}, so there is nothing to compare with, "
+                    f"{budget}.")
+        parts = []
+        tps = self._measured("tokens_per_s")
+        if tps is not None:
+            ratio = tps[0] / tps[1]
+            parts.append("throughput the same as the default's" if abs(ratio - 1.0) <= _SAME
+                         else f"throughput {ratio:.2f}x the default's")
+        latencies = ("latency_p50_s", "latency_p99_s") if self.objective == "latency_p50" else ("latency_p99_s",)
+        for metric in latencies:
+            pair = self._measured(metric)
+            if pair is not None:
+                parts.append(f"{_METRIC_WORDS[metric][0]} {_figure(pair[0] * 1e3)} ms vs {_figure(pair[1] * 1e3)} ms "
+                             f"({_change(pair[0], pair[1], metric)})")
+        return f"{head}: {', '.join(parts) or 'no figures to compare with the default'}, {budget}."
+
+    def _kept_default(self) -> bool:
+        """The choice is the default settings (measured successfully)."""
+        chosen, default = self.selection.trial, self.default
+        return (chosen is not None and default is not None and default.get("status") == "ok"
+                and dict(chosen["config"]) == dict(default["config"]))
+
+    def _measured(self, metric: str) -> tuple[float, float] | None:
+        """(the choice's, the default's) value of `metric`, when both were measured."""
+        if self.selection.trial is None or self.default is None or self.default.get("status") != "ok":
+            return None
+        chosen, base = self.selection.trial["metrics"].get(metric), self.default["metrics"].get(metric)
+        if chosen is None or base is None or base <= 0 or chosen <= 0:
+            return None
+        return float(chosen), float(base)
+
+    def _goal(self) -> str:
+        goal = [f"objective {self.objective}"]
+        if self.options.get("slo_p99_s"):
+            goal.append(f"p99 SLO {_figure(self.options['slo_p99_s'] * 1e3)} ms")
+        if self.options.get("memory_cap_mb"):
+            goal.append(f"memory cap {self.options['memory_cap_mb']:.0f} MB")
+        return ", ".join(goal)
+
     def table(self) -> str:
-        lines = [f"AutoScout inference ({self.objective}): {len(self.trials)} trials in {self.tuning_s:.1f} s",
-                 f"{'':2}{'config':70} {'status':8} {'tok/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mem MB':>8}"]
+        """The terminal summary: the verdict, one row per trial (marks: chosen, on the front), the choice
+        against the default, and the selection's note."""
+        lines = [self.verdict(),
+                 f"AutoScout inference ({self.objective}): {len(self.trials)} trials in {self.tuning_s:.1f} s",
+                 f"{'':4}{'config':70} {'status':8} {'tok/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mem MB':>8}"]
         chosen = self.selection.trial
         front = {id(t) for t in self.front}
         for t in self.trials:
             m = t.get("metrics") or {}
-            mark = "*" if t is chosen else ("f" if id(t) in front else " ")
+            marks = ("*" if t is chosen else " ") + " " + ("f" if id(t) in front else " ")
             cfg = ", ".join(f"{k}={v}" for k, v in t["config"].items())
             if t["status"] == "ok":
                 figures = (f"{m['tokens_per_s']:9.1f} {m['latency_p50_s'] * 1e3:8.1f} "
                            f"{m['latency_p99_s'] * 1e3:8.1f} {m.get('peak_mem_mb', float('nan')):8.0f}")
             else:
                 figures = f"  {t.get('error') or ''}"[:60]
-            lines.append(f"{mark} {cfg[:70]:70} {t['status']:8} {figures}")
-        lines.append("* chosen, f on the latency/throughput front")
-        if chosen is None:
-            lines.append(f"no choice: {self.selection.reason}")
-        else:
-            for metric, name in (("tokens_per_s", "throughput"), ("latency_p99_s", "p99 latency")):
-                gain = self.speedup(metric)
-                if gain is not None:
-                    lines.append(f"{name}: {gain:.2f}x the default")
+            lines.append(f"{marks} {cfg[:70]:70} {t['status']:8} {figures}")
+        lines.append("marks: * chosen (first column), f on the latency/throughput front (second column: no other "
+                     "trial beats it on both tok/s and p99)")
+        if chosen is not None:
+            if not self._kept_default():  # the default against itself says nothing; the verdict says it was kept
+                lines += [c for c in map(self.comparison, ("tokens_per_s", "latency_p99_s")) if c is not None]
             lines.append(self.selection.reason)
         return "\n".join(lines)
 
@@ -378,5 +508,5 @@ class InferenceResult:
         return {"objective": self.objective, "kind": self.kind, "tuning_s": self.tuning_s, "options": self.options,
                 "default": self.default, "chosen": self.selection.trial, "reason": self.selection.reason,
                 "closest": self.selection.closest, "front": self.front, "trials": self.trials,
-                "speedup_tokens_per_s": self.speedup("tokens_per_s"),
+                "verdict": self.verdict(), "speedup_tokens_per_s": self.speedup("tokens_per_s"),
                 "speedup_latency_p99": self.speedup("latency_p99_s")}

@@ -29,6 +29,7 @@ from .profiling import TrialOutcome
 from .report.html import write_report
 from .report.progress import Progress
 from .report.result import TuneResult, format_config
+from .report.verdict import STORE_FAILED_PREFIX, make_verdict
 from .space import Config, Space, SpaceError
 from .space.builder import build_space
 from .store import StoreError
@@ -100,7 +101,7 @@ class TrialRequest:
 
 TrialFn = Callable[[TrialRequest], TrialOutcome]
 JobFn = Callable[[TrialRequest], "TrialJob | TrialOutcome"]
-STORE_FAILED = "the trial store failed"
+STORE_FAILED = STORE_FAILED_PREFIX
 
 
 class Tuning:
@@ -330,10 +331,13 @@ class Tuning:
                          f" --machine_rank): {report['recommended_launch']}")
         lines.append("applied: " + (format_config(applied) if applied else "nothing (your own settings)")
                      + (" (relaunching the script)" if report.get("relaunched") else ""))
+        verdict = make_verdict(result, report)
+        report["verdict"] = verdict.to_json()
+        lines.append(f"AutoScout verdict: {verdict.sentence}")
         print("\n".join(lines), file=sys.stderr, flush=True)
         if opts.report:
             try:
-                json_path, html_path = write_report(result, opts.report, notes=report)
+                json_path, html_path = write_report(result, opts.report, notes=report, verdict=verdict)
             except OSError as exc:  # checked before the trials; a disk may still fill up since
                 warnings.warn(f"AutoScout: could not write the report at {opts.report}: {exc}; {run.main_run}"
                               " goes on", RuntimeWarning, stacklevel=2)

@@ -21,6 +21,7 @@ from typing import Any
 
 from autoscout_plugin.costmodel import Workload, detect_cpu
 from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.report import make_verdict
 from autoscout_plugin.space.builder import build_space
 from autoscout_plugin.trial import Fidelity, Trial
 from autoscout_plugin.tuner import TuneOptions, Tuner
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         result = Tuner(space, make_profiler(args.workload, args.timeout), options, workload=workload,
                        hardware=hardware, baseline=baseline, on_trial=progress).run()
     print(result.table())
+    print(f"verdict: {make_verdict(result).sentence}")
     if result.best_config is not None:
         print(f"apply: {result.best_config} with grad_accum={result.derived.get('grad_accum')}")
     if args.report:

@@ -306,6 +306,16 @@ def tune_inference(model: nn.Module, example_inputs: Any = None, *, requests: Re
         options = InferenceOptions(**option_values)
     elif option_values:
         options = replace(options, **option_values)
+    result = _tune(model, example_inputs, requests, options)
+    if options.progress:
+        print(result.table(), file=sys.stderr)
+    return result
+
+
+def _tune(model: nn.Module, example_inputs: Any, requests: RequestMix | None,
+          options: InferenceOptions) -> InferenceResult:
+    """`tune_inference` without the closing summary (`autoscout infer` prints it once, on stdout); the
+    per-trial lines still go to stderr when `options.progress`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"tune_inference needs a torch.nn.Module, got {type(model).__name__}")
     if requests is not None and not isinstance(requests, RequestMix):
@@ -348,9 +358,7 @@ def tune_inference(model: nn.Module, example_inputs: Any = None, *, requests: Re
             write_inference_report(result, report_path)
         except OSError as exc:  # checked before the trials; a disk may still fill up since
             warnings.warn(f"AutoScout: could not write the report at {report_path}: {exc}", RuntimeWarning,
-                          stacklevel=2)
-    if options.progress:
-        print(result.table(), file=sys.stderr)
+                          stacklevel=3)
     return result
 
 
@@ -520,7 +528,7 @@ def main(args: Any) -> int:
     options, mix = infer_inputs(args)
     model = build_model(args.model, args.model_type, args.set or [],
                         allow_download=bool(getattr(args, "allow_download", False)))
-    result = tune_inference(model, requests=mix, options=options)
+    result = _tune(model, None, mix, options)  # the summary is printed here, once, on stdout
     print(result.table())
     if result.best_config is not None:
         print(f"generate kwargs: {result.generate_kwargs()}; model settings: {result.best_config}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.browser import BrowserUnavailable, launch
 from tests.pg import PostgresError, PostgresServer
 
 _DATABASES = itertools.count(1)
@@ -44,3 +47,21 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (a Playwright ``Browser``, see ``tests/browser.py``) for a test module, closed after
+    it (so Playwright's event loop does not outlive the browser tests).
+
+    If Chromium or Playwright is missing, or Chromium does not start, the test is skipped with the reason,
+    except under CI (``$CI`` set), where it fails: there the browser tests must run."""
+    with contextlib.ExitStack() as stack:
+        try:
+            handle = stack.enter_context(launch())
+        except BrowserUnavailable as e:
+            message = f"cannot drive a headless Chromium for the tests: {e}"
+            if os.environ.get("CI"):
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+        yield handle

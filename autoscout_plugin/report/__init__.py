@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .result import TuneResult, format_config
+from .verdict import Verdict, make_verdict
 
-__all__ = ["TuneResult", "format_config"]
+__all__ = ["TuneResult", "Verdict", "format_config", "make_verdict"]

@@ -159,7 +159,7 @@ def test_an_slo_no_config_can_meet_gets_an_answer(gpt2) -> None:
     assert result.selection.trial is None and result.best_config is None
     assert "no measured configuration meets the p99 SLO of 0.0 ms" in result.selection.reason
     assert result.selection.closest is not None
-    assert "no choice: no measured configuration meets" in result.table()
+    assert result.table().startswith("No choice: no measured configuration meets the p99 SLO")
     with pytest.raises(ValueError, match="no tuned configuration to apply: no measured configuration meets"):
         apply_inference(gpt2, result)
 
@@ -219,6 +219,17 @@ def test_a_hanging_trial_is_stopped_when_tuning_runs_in_a_worker_thread() -> Non
         all(s == "timeout" for b, s in statuses.items() if b >= 2)
 
 
+def test_the_summary_is_printed_once_after_the_trials(capsys) -> None:
+    result = tune_inference(Counting().eval(), torch.randn(8, 16), requests=RequestMix(n=8), max_trials=2,
+                            include=("batch_size",))
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.splitlines()
+    assert [line.split(":")[0] for line in err[:2]] == ["AutoScout inference trial 0", "AutoScout inference trial 1"]
+    assert err[2:] == result.table().splitlines()  # the whole summary, once, led by the verdict
+    assert err[2] == result.verdict() and captured.err.count("AutoScout inference (throughput)") == 1
+
+
 def test_bad_input_fails_before_any_trial(gpt2) -> None:
     model = Counting()
     with pytest.raises(ValueError, match="a plain module needs example_inputs"):
@@ -249,8 +260,13 @@ def test_infer_command_builds_a_model_from_a_config_and_tunes_it(tmp_path, capsy
     rc = cli.main(["infer", "--model-type", "gpt2", "--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2",
                    "--set", "vocab_size=500", "--requests", "6", "--prompt-len", "4:8", "--output-len", "3",
                    "--max-trials", "2", "--include", "batch_size", "--report", str(tmp_path / "r")])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert rc == 0 and "AutoScout inference (throughput): 2 trials" in out and "model settings" in out
+    # the summary once, on stdout, led by the verdict; the per-trial lines on stderr
+    assert (out + captured.err).count("AutoScout inference (throughput)") == 1
+    assert out.splitlines()[0].startswith(("Chose batch_size 1 → ", "Kept the default settings: batch_size="))
+    assert out.count(out.splitlines()[0]) == 1 and captured.err.count("AutoScout inference trial") == 2
     assert (tmp_path / "r.html").exists()
     assert cli.main(["infer", "--model-type", "gpt2", "--prompt-len", "x:y"]) == 2
     assert "--prompt-len must be N, LOW:HIGH or A,B,C, got 'x:y'" in capsys.readouterr().err

@@ -75,7 +75,8 @@ def test_compile_is_excluded_after_one_real_dynamo_failure_and_not_paid_for_agai
     assert "torch._dynamo.exc" in (compiled[0].error or "")
     assert [ex["knob"] for ex in result.exclusions] == ["compile"]
     assert result.best_config is not None and result.best_config.get("compile", "off") == "off"
-    assert "excluded compile in" in (tmp_path / "first.html").read_text(encoding="utf-8")
+    page = (tmp_path / "first.html").read_text(encoding="utf-8")
+    assert "<h2>Excluded after an unsupported failure</h2><ul><li><b>compile in" in page
 
     # Another study (another space: the micro-batch is tuned too) of the same model on this machine:
     # the store's unsupported failure is an exclusion from the start.
