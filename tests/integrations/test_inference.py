@@ -44,13 +44,19 @@ class Counting(nn.Module):
         self.fail_from, self.hang_at, self.batch_dependent = fail_from, hang_at, batch_dependent
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self._count()
         if self.fail_from is not None and x.shape[0] >= self.fail_from:
             raise RuntimeError(f"cannot serve a batch of {x.shape[0]}")
         if self.hang_at is not None and x.shape[0] == self.hang_at:
             time.sleep(30)
         out = self.net(x)
         return out - out.mean(0, keepdim=True) if self.batch_dependent else out
+
+    @torch.compiler.disable
+    def _count(self) -> None:
+        """Outside the compiled graph: dynamo guards on a module's int attribute, so counting inside it
+        would recompile on every call (and a compiled trial would time compilation)."""
+        self.calls += 1
 
 
 def test_each_generate_knob_is_in_effect_during_its_trial(gpt2) -> None:

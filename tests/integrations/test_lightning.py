@@ -148,13 +148,15 @@ def test_every_knob_is_in_effect_during_its_trial_and_the_winner_in_the_main_fit
     assert {s["checkpointed"] for s in main} == {best["activation_checkpointing"]}
     assert str(fit.precision) == best["precision"]
     assert fit.global_step == 4
-    # The report: JSON and an HTML page with the four plots; pinned, tuned and applied knobs.
+    # The report: JSON and an HTML page with its five plots and the JSON's verdict; pinned, tuned and applied knobs.
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["best_config"] == best and data["notes"]["applied"] == best
     assert set(data["notes"]["tuned"]) == {"micro_batch_size", "num_threads", "precision", "activation_checkpointing"}
     assert "strategy" in data["notes"]["pinned"]
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<svg") == 4 and "Knob importance" in page and "Predicted vs measured" in page
+    assert page.count('<svg class="plot"') == 5 and "Predicted vs measured" in page
+    assert "The cost model&#x27;s prior (not measured)" in page
+    assert f"<p id='verdict' class='verdict {data['verdict']['decision']}'>{data['verdict']['sentence']}</p>" in page
 
 
 @pytest.mark.timeout(900)  # about a minute of compiling on a quiet 2-core machine; minutes on a loaded one
