@@ -64,8 +64,8 @@ def test_a_kept_verdict_says_why_every_way_it_can_happen() -> None:
     broken = TuneResult(best_config=None, stop_reason="the trial store failed: disk full")
     assert make_verdict(broken).sentence == "Kept your settings: the trial store failed: disk full."
     advice = make_verdict(r, {"applied": dict(YOURS), "recommended": {**YOURS, "num_threads": 1}})
-    assert advice.sentence.endswith("Recommended for your next launch (a relaunch is needed and is off):"
-                                    " num_threads 2 → 1.")
+    assert advice.sentence == ("Kept your settings: the fastest config needs the script relaunched, and relaunching"
+                               " is off, 7 trials / 14 s. Recommended for your next launch: num_threads 2 → 1.")
     reused = TuneResult(best_config={**YOURS, "num_threads": 1}, baseline_config=dict(YOURS), reused=True)
     assert make_verdict(reused).sentence.startswith("Applied the stored winner for this workload and machine:"
                                                     " num_threads 2 → 1 (0 trials")

@@ -513,6 +513,8 @@ def test_save_writes_json_that_round_trips(tmp_path: Path) -> None:
     assert data["speedup"] == pytest.approx(95.0 / 80.0)
     assert data["stop_reason"] == result.stop_reason
     assert len(data["trials"]) == result.n_trials == 14
+    assert data["verdict"]["decision"] == "applied" and data["verdict"]["sentence"].startswith(
+        "Applied: num_threads 8 → 9, ")  # the engine's JSON carries the verdict the reports show
     assert [Trial.from_json(t) for t in data["trials"]] == result.trials
     assert {t["status"] for t in data["trials"]} == {"ok", "oom", "timeout", "error", "nan"}
     assert {t["failure"] for t in data["trials"]} == {None, "oom", "timeout", "crash", "nan"}

@@ -120,9 +120,13 @@ class TuneResult:
         }
 
     def save(self, path: str | Path) -> Path:
+        """The result as JSON at `path`, with its verdict (`report.verdict.make_verdict`)."""
+        from .verdict import make_verdict
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
+        data = self.to_json() | {"verdict": make_verdict(self).to_json()}
+        path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
         return path
 
     def table(self) -> str:

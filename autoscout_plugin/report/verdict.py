@@ -139,10 +139,13 @@ def make_verdict(result: TuneResult, notes: dict[str, Any] | None = None) -> Ver
             why = f"no trial ran ({result.stop_reason or 'nothing to tune'})"
         elif not any(t.ok for t in result.trials):
             why = f"every trial failed (see the status column), {effort}"
+        elif advice:
+            why = f"the fastest config needs the script relaunched, and relaunching is off, {effort}"
         else:
             why = f"nothing measured faster than your settings{_closest(result)}, {effort}"
         speed = 1.0 if result.baseline_value else None
-        return Verdict("kept", f"Kept your settings: {why}." + tail, speedup=speed, **common)
+        advise = f" Recommended for your next launch: {_list(advice)}." if advice else ""
+        return Verdict("kept", f"Kept your settings: {why}." + advise, speedup=speed, **common)
 
     pair = result.chosen_pair if applied == {**(result.best_config or {}), **result.derived} or \
         applied == result.best_config else None
