@@ -29,7 +29,8 @@ from .profiling import TrialOutcome
 from .report.html import write_report
 from .report.progress import Progress
 from .report.result import TuneResult, format_config
-from .report.verdict import STORE_FAILED_PREFIX, make_verdict
+from .report.verdict import STORE_FAILED_PREFIX as STORE_FAILED
+from .report.verdict import make_verdict
 from .space import Config, Space, SpaceError
 from .space.builder import build_space
 from .store import StoreError
@@ -101,7 +102,6 @@ class TrialRequest:
 
 TrialFn = Callable[[TrialRequest], TrialOutcome]
 JobFn = Callable[[TrialRequest], "TrialJob | TrialOutcome"]
-STORE_FAILED = STORE_FAILED_PREFIX
 
 
 class Tuning:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..trial import Fidelity
 from .result import TuneResult
+from .verdict import show
 
 
 def best_so_far(result: TuneResult) -> tuple[list[float], list[float], list[float]]:
@@ -55,8 +56,6 @@ class Effect:
 
     @property
     def label(self) -> str:
-        from .verdict import show
-
         many = f" ({len(self.pairs)} pairs)" if len(self.pairs) > 1 else ""
         return f"{self.knob}: {show(self.before)} → {show(self.after)}{many}"
 

@@ -9,6 +9,7 @@ per knob, plots that keep measurements and the cost model's opinion apart, and a
 from __future__ import annotations
 
 import html
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,6 +126,13 @@ def _colgroup(head: Sequence[str], widths: dict[str, float]) -> str:
     return "<colgroup>" + "".join(f"<col style='width:{widths.get(h, share):.2f}%'>" for h in head) + "</colgroup>"
 
 
+def _table_head(head: Sequence[str], numeric: set[str], widths: dict[str, float]) -> str:
+    """The opening of a sortable trials table, up to its open `<tbody>`."""
+    return ("<div class='wrap'><table class='trials sortable'>" + _colgroup(head, widths) + "<thead><tr>"
+            + "".join(f"<th class='{'num' if h in numeric else ''}'>{_header(h)}</th>" for h in head)
+            + "</tr></thead><tbody>")
+
+
 def _changes_table(verdict: Verdict) -> str:
     rows = [f"<tr><td>{_e(c.knob)}</td><td>{_e(show(c.yours))}</td><td><b>{_e(show(c.applied))}</b></td>"
             f"<td>{'follows from the tuned knobs' if c.follows else 'tuned'}</td></tr>" for c in verdict.changes]
@@ -155,9 +163,7 @@ def _trials_table(result: TuneResult, chosen: dict[str, Any] | None) -> str:
     numeric = {"#", "samples/s", "predicted", "cost s"}
     widths = {"#": 3, "fidelity": 6, "status": 8, "samples/s": 7, "predicted": 7.5, "cost s": 4.5,
               "reason": 16 if any(not t.ok for t in result.trials) else 9}
-    out = ["<div class='wrap'><table class='trials sortable'>" + _colgroup(head, widths) + "<thead><tr>"
-           + "".join(f"<th class='{'num' if h in numeric else ''}'>{_header(h)}</th>" for h in head)
-           + "</tr></thead><tbody>"]
+    out = [_table_head(head, numeric, widths)]
     for t in result.trials:
         cls = "chosen" if chosen is not None and t.config == chosen else ("yours" if t.config == yours else "")
         cells = [f"<td class='num' data-v='{t.number}'>{t.number}</td>",
@@ -192,11 +198,7 @@ def _plots(result: TuneResult, verdict: Verdict) -> list[str]:
     base, band = result.baseline_value, noise(result)
     f2 = [(i, t) for i, t in enumerate(result.trials, 1) if t.ok and t.value is not None and t.fidelity != Fidelity.F3]
     f3 = [(i, t) for i, t in enumerate(result.trials, 1) if t.ok and t.value is not None and t.fidelity == Fidelity.F3]
-    spent = []
-    total = 0.0
-    for t in result.trials:
-        total += t.cost_s
-        spent.append(total)
+    spent = list(itertools.accumulate(t.cost_s for t in result.trials))
     pairs = [p for p in result.paired if p.ratios]
     if verdict.basis == "paired" and verdict.speedup:
         how = ("The verdict uses the paired confirmation instead (F3 rings, compared round by round): "
@@ -406,9 +408,7 @@ def _inference_table(result: Any) -> str:
     widths = {"#": 3, "chosen": 5, "front": 4.5, "status": 5, "tokens/s": 6.5, "p50 ms": 5.5, "p99 ms": 5.5,
               "memory MB": 6.5, "reason": 14 if any(t["status"] != "ok" for t in result.trials) else 6}
     return ("<p class='facts'>Highlighted cells differ from the default. Click a column to sort.</p>"
-            "<div class='wrap'><table class='trials sortable'>" + _colgroup(head, widths) + "<thead><tr>"
-            + "".join(f"<th class='{'num' if h in numeric else ''}'>{_header(h)}</th>" for h in head)
-            + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+            + _table_head(head, numeric, widths) + f"{''.join(rows)}</tbody></table></div>")
 
 
 def render_inference_html(result: Any) -> str:

@@ -147,15 +147,14 @@ def make_verdict(result: TuneResult, notes: dict[str, Any] | None = None) -> Ver
         advise = f" Recommended for your next launch: {_list(advice)}." if advice else ""
         return Verdict("kept", f"Kept your settings: {why}." + advise, speedup=speed, **common)
 
-    pair = result.chosen_pair if applied == {**(result.best_config or {}), **result.derived} or \
-        applied == result.best_config else None
+    tuned = {k: v for k, v in applied.items() if k not in result.derived}
+    pair = result.chosen_pair if tuned == result.best_config else None
     if pair is not None and pair.ratios:
         low, high = pair.spread
         speedup, basis, spread, rounds = pair.ratio, "paired", (low, high), len(pair.ratios)
         how = f"paired measurement over {rounds} rounds, {low:.2f}–{high:.2f}x"
     else:
-        mine, base = _measured(result, {k: v for k, v in applied.items() if k not in result.derived}), \
-            result.baseline_value
+        mine, base = _measured(result, tuned), result.baseline_value
         speedup = mine / base if mine and base else None
         basis, spread, rounds, how = ("profiles" if speedup else ""), None, 0, "short profiles, not confirmed"
     if speedup is None or not math.isfinite(speedup):

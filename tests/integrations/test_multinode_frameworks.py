@@ -227,14 +227,6 @@ def test_lightning_on_two_nodes_tunes_in_lockstep_and_skips_a_trial_that_fails_o
     assert report["notes"]["recommended_launch"].startswith("autoscout launch --autoscout --num_machines 2")
 
 
-@pytest.mark.timeout(300)
-def test_lightning_on_two_nodes_stops_with_the_dead_node_named_when_one_dies(tmp_path: Path, two_nodes: Any) -> None:
-    (tmp_path / "hold").touch()
-    nodes = two_nodes("torchrun", LIGHTNING_JOB)
-    wait_started(tmp_path, nodes)
-    print(f"node 0 stopped {check_survivor_names_the_dead_node(nodes)} after node 1 died")
-
-
 # ---------------------------------------------------------------- Hugging Face Trainer
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
@@ -250,9 +242,12 @@ def test_hf_on_two_nodes_tunes_in_lockstep_and_skips_a_trial_that_fails_on_one_n
 
 
 @pytest.mark.timeout(300)
-def test_hf_on_two_nodes_stops_with_the_dead_node_named_when_one_dies(tmp_path: Path, two_nodes: Any) -> None:
+@pytest.mark.parametrize(("launcher", "job"), [("torchrun", LIGHTNING_JOB), ("accelerate", HF_JOB)],
+                         ids=["lightning", "hf"])
+def test_a_two_node_job_stops_with_the_dead_node_named_when_one_dies(tmp_path: Path, two_nodes: Any,
+                                                                     launcher: str, job: Path) -> None:
     (tmp_path / "hold").touch()
-    nodes = two_nodes("accelerate", HF_JOB)
+    nodes = two_nodes(launcher, job)
     wait_started(tmp_path, nodes)
     print(f"node 0 stopped {check_survivor_names_the_dead_node(nodes)} after node 1 died")
 
