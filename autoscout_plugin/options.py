@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import validate
+from . import netgain, validate
 from .space.catalogue import CATALOGUE
 from .tuner import TuneOptions
 
@@ -114,6 +114,15 @@ class AutoScoutOptions(validate.KeywordOptions):
     """Show a progress bar and one line per trial."""
     parallel: int = 1
     """Search trials run at once, by `executor` (the confirmation runs here, one at a time)."""
+    net_gain: bool = True
+    """Tune only while it pays: when the main run's length is known (`max_steps`, epochs x batches,
+    `planned_steps`), stop once the next trial is not expected to win back its cost in the main run, skip a
+    confirmation that costs more than its win saves, and leave a job too short to win anything back
+    untouched; when the length is unknown, spend at most 90 s (5% of an assumed 30-minute run). False spends
+    the trial budget whatever the run's length."""
+    planned_steps: int | None = None
+    """Optimizer steps of the main run, where the integration cannot read them (a custom loop, a stream);
+    None: read from the run (`Trainer(max_steps=...)`, epochs x batches)."""
     executor: str | None = None
     """Where the search's trials run: `local` (processes of this machine), `ray[:ADDRESS]` (a Ray cluster,
     through Ray Tune) or `slurm[:OPTIONS]` (Slurm jobs, through submitit); None: one by one in this process,
@@ -161,17 +170,28 @@ class AutoScoutOptions(validate.KeywordOptions):
         validate.integer("parallel", self.parallel, low=1, high=1024, requirement="an integer from 1 to 1024",
                          hint="the number of trials to run at once, e.g. 4")
         validate.executor("executor", self.executor, optional=True)
+        validate.boolean("net_gain", self.net_gain)
+        validate.integer("planned_steps", self.planned_steps, low=1, optional=True,
+                         hint="the optimizer steps of the main run, or None to read them from the run")
         self.tune_options(planned_samples=1.0)  # the budget's own checks (zero trials, no budget, seed, search)
 
-    def tune_options(self, *, planned_samples: float | None = None, store: str | None = None) -> TuneOptions:
-        """The core tuner's options for this run; `planned_samples` sizes the main run for `max_fraction`."""
-        if self.max_fraction is not None and not planned_samples:
+    def tune_options(self, *, planned_samples: float | None = None, planned_steps: int | None = None,
+                     store: str | None = None) -> TuneOptions:
+        """The core tuner's options for this run; `planned_samples` sizes the main run (for `max_fraction`
+        and the net-gain rule). With `net_gain` and the length unknown, the run is assumed to last
+        `netgain.ASSUMED_RUN_S` and tuning takes at most `UNKNOWN_LENGTH_FRACTION` of that."""
+        if self.max_fraction is not None and not planned_samples and not planned_steps:
             raise ValueError(f"max_fraction={self.max_fraction!r} needs the length of the main run, which is"
                              " unknown here: set the number of steps (e.g. Trainer(max_steps=...)) or use"
                              " max_seconds")
-        return TuneOptions(max_trials=self.max_trials, max_seconds=self.max_seconds,
-                           max_fraction=self.max_fraction,
-                           planned_samples=planned_samples if self.max_fraction is not None else None,
+        max_seconds, planned_run_s = self.max_seconds, None
+        if self.net_gain and not planned_samples and not planned_steps:
+            planned_run_s = netgain.ASSUMED_RUN_S
+            cap = netgain.UNKNOWN_LENGTH_FRACTION * netgain.ASSUMED_RUN_S
+            max_seconds = min(max_seconds, cap) if max_seconds is not None else cap
+        return TuneOptions(max_trials=self.max_trials, max_seconds=max_seconds,
+                           max_fraction=self.max_fraction, planned_samples=planned_samples or None,
+                           planned_run_s=planned_run_s, planned_steps=planned_steps, net_gain=self.net_gain,
                            patience=self.patience, confirm_top=self.confirm_top,
                            confirm_rounds=self.confirm_rounds, search=self.search,
                            seed=self.seed, store=store)

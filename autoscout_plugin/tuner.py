@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import validate
+from . import netgain, validate
 from .costmodel import CostModel, Efficiency, Hardware, Workload
 from .failures import Exclusion, exclusions_from
 from .profiling import ProfileFn, TrialOutcome, classify_exception, describe_exception
@@ -53,6 +53,9 @@ class TuneOptions(validate.KeywordOptions):
     planned_samples: float | None = None
     """Samples the main run will process: with `max_fraction` and no `planned_run_s`, the planned run's
     duration is taken from the best speed measured so far (the baseline first)."""
+    planned_steps: int | None = None
+    """Optimizer steps of the main run, where its samples are not known: the samples of one step are then
+    measured on the user's config (its speed x its seconds per step), for the net-gain rule."""
     patience: int | None = 6
     """Stop after this many F2 trials without an improvement of at least `min_improvement`;
     None never stops early."""
@@ -79,7 +82,9 @@ class TuneOptions(validate.KeywordOptions):
     warm_start: bool = True
     """Try the winners of similar past studies first."""
     memory_limit_mb: float | None = None
-
+    net_gain: bool = False
+    """Stop when the next trial is not expected to win back its cost in the main run (`netgain`), and skip a
+    confirmation that would cost more than its win saves; needs `planned_samples` or `planned_run_s`."""
 
     def __post_init__(self) -> None:
         validate.integer("max_trials", self.max_trials, low=1, optional=True, requirement=">= 1 (an integer)",
@@ -94,9 +99,12 @@ class TuneOptions(validate.KeywordOptions):
                                  hint="how long the main run is expected to take, or None")
         validate.positive_number("planned_samples", self.planned_samples, optional=True,
                                  hint="samples the main run will process, or None")
-        if self.max_fraction is not None and self.planned_run_s is None and self.planned_samples is None:
+        validate.integer("planned_steps", self.planned_steps, low=1, optional=True,
+                         hint="optimizer steps of the main run, or None")
+        if self.max_fraction is not None and self.planned_run_s is None and self.planned_samples is None \
+                and self.planned_steps is None:
             raise ValueError(f"max_fraction={self.max_fraction!r} needs planned_run_s (how long the main run"
-                             " is expected to take, in seconds) or planned_samples")
+                             " is expected to take, in seconds), planned_samples or planned_steps")
         if self.max_trials is None and self.max_seconds is None and self.max_fraction is None:
             raise ValueError("no budget: max_trials, max_seconds and max_fraction are all None;"
                              " set at least one")
@@ -117,15 +125,18 @@ class TuneOptions(validate.KeywordOptions):
                                  hint="how long a silent worker keeps its config, e.g. 30")
         validate.boolean("reuse", self.reuse)
         validate.boolean("warm_start", self.warm_start)
+        validate.boolean("net_gain", self.net_gain)
         validate.positive_number("memory_limit_mb", self.memory_limit_mb, unit="MB", optional=True,
                                  hint="a memory cap in megabytes, or None")
 
-    def seconds_budget(self, samples_per_s: float | None = None) -> float:
-        """Profiling seconds allowed; `samples_per_s` (the best speed so far) sizes a run given in samples."""
+    def seconds_budget(self, samples_per_s: float | None = None, samples: float | None = None) -> float:
+        """Profiling seconds allowed; `samples_per_s` (the best speed so far) sizes a run given in samples
+        (`planned_samples`, else `samples`: the tuner's measure of a run given in steps)."""
         limits = [self.max_seconds or math.inf]
         planned = self.planned_run_s
-        if planned is None and self.planned_samples is not None and samples_per_s:
-            planned = self.planned_samples / samples_per_s
+        samples = self.planned_samples or samples
+        if planned is None and samples and samples_per_s:
+            planned = samples / samples_per_s
         if self.max_fraction is not None and planned is not None:
             limits.append(self.max_fraction * planned)
         return min(limits)
@@ -134,6 +145,10 @@ class TuneOptions(validate.KeywordOptions):
 TrialCallback = Callable[[Trial, "Tuner"], None]
 JobFn = Callable[[Config, Fidelity], "TrialJob | TrialOutcome"]
 
+
+UNCONFIRMED_MARGIN = 0.10
+"""A challenger whose confirmation the net-gain rule skips is applied only when its short profiles beat the
+user's config by more than this (the spread of one measurement between runs on a shared machine, ~7%)."""
 
 MAX_HELD_IN_A_ROW = 50
 """A worker whose search proposes this many configs in a row that other workers run now stops exploring."""
@@ -188,6 +203,9 @@ class Tuner:
         """The study's trials: earlier ones (a resumed study), this run's, and those other workers add while
         it runs (a shared store). The budget is the study's: every worker counts them all."""
         self.worker = self.options.worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.net: dict[str, Any] = {}
+        """What the net-gain rule saw (`TuneOptions.net_gain`): the main run's samples, the last look-ahead,
+        a confirmation it skipped."""
         self._last_number = -1
         self._first_number = -1
         """Trials numbered above this belong to this tuning run (all of them, unless it re-tunes a solved study)."""
@@ -336,7 +354,7 @@ class Tuner:
             self._sync()
             if self.options.max_trials is not None and len(self._f2_trials()) >= self.options.max_trials:
                 return f"trial budget of {self.options.max_trials} reached"
-            budget_s = self.options.seconds_budget(self._best_value())
+            budget_s = self.options.seconds_budget(self._best_value(), self._main_samples())
             if self._spent_s() >= budget_s:
                 return f"time budget of {budget_s:.0f} s reached"
             if self.options.patience is not None and since_best >= self.options.patience:
@@ -345,6 +363,11 @@ class Tuner:
             if isinstance(picked, str):
                 return picked
             config, claim = picked
+            estimate = self._look_ahead(config)
+            if estimate is not None and not estimate.worth:
+                if claim is not None:
+                    self.store.release(claim)
+                return f"the next trial would not pay for itself ({estimate.describe()})"
             trial = self._measure(config, Fidelity.F2, claim=claim)
             budget_left = self.options.max_trials is None or len(self._f2_trials()) < self.options.max_trials
             if trial.failure == "transient" and budget_left:  # a port in use, a rendezvous timeout: once more
@@ -450,6 +473,86 @@ class Tuner:
             time.sleep(min(1.0, self.options.lease_s / 6))
         return None
 
+    # ------------------------------------------------------------ net gain
+    def _baseline_trials(self) -> list[Trial]:
+        """The user's config's successful F2 trials; the first successful trial when it has none."""
+        ok = [t for t in self._f2_trials() if t.ok and t.value]
+        return [t for t in ok if t.config == self.baseline] or ok[:1]
+
+    def _baseline_speed(self) -> float | None:
+        values = [t.value or 0.0 for t in self._baseline_trials()]
+        return sum(values) / len(values) if values else None
+
+    def _main_samples(self) -> float | None:
+        """Samples of the main run: as planned; else its planned steps x the samples of one step (measured on
+        the user's config); else its planned seconds at the user's measured speed."""
+        opts = self.options
+        if opts.planned_samples:
+            return opts.planned_samples
+        if opts.planned_steps:
+            per_step = [(t.value or 0.0) * t.metrics["step_s"] for t in self._baseline_trials()
+                        if t.metrics.get("step_s")]
+            return opts.planned_steps * per_step[0] if per_step else None
+        speed = self._baseline_speed()
+        return opts.planned_run_s * speed if opts.planned_run_s and speed else None
+
+    def _trial_cost_s(self, config: Config) -> float:
+        """What a trial of `config` costs: its measured cost, else the search's prediction, else the mean."""
+        mine = [t.cost_s for t in self._f2_trials() if t.config == config and t.cost_s > 0]
+        if mine:
+            return sum(mine) / len(mine)
+        predicted = self.search.expected_cost_s(config)
+        if predicted is not None:
+            return predicted
+        costs = [t.cost_s for t in self._f2_trials() if t.cost_s > 0]
+        return sum(costs) / len(costs) if costs else 0.0
+
+    def _challenged(self) -> bool:
+        """Whether a config other than the user's already measured faster than it (a confirmation is due)."""
+        base = self._baseline_speed()
+        return base is not None and any(t.ok and t.value and t.value > base and t.config != self.baseline
+                                        for t in self._f2_trials())
+
+    def _look_ahead(self, config: Config) -> netgain.Estimate | None:
+        """What a trial of `config` may save of the main run against its cost; None where the rule is off,
+        the main run's length or any speed is unknown, or the search has no model to predict with."""
+        samples, best = self._main_samples(), self._best_value()
+        if not self.options.net_gain or not samples or not best:
+            return None
+        outlook = self.search.outlook(config)
+        if outlook is None:
+            return None
+        cost = self._trial_cost_s(config)
+        confirm = 0.0
+        if self.options.confirm_top and self.baseline is not None and not self._challenged():
+            confirm = self.options.confirm_rounds * (self._trial_cost_s(self.baseline) + cost)
+        estimate = netgain.next_trial(samples, best, outlook[0], outlook[1], cost, confirm)
+        self.net.update(samples=samples, last_look=estimate.describe(), looks=self.net.get("looks", 0) + 1)
+        return estimate
+
+    def _confirmation_worth(self, reference: Config, challengers: list[Config]) -> bool:
+        """Whether confirming the best challenger can save more of the main run than the confirmation costs
+        (always, without the net-gain rule). When it cannot, the challenger is applied unconfirmed if its short
+        profiles beat the user's config by more than `UNCONFIRMED_MARGIN`, else the user's config stays."""
+        samples = self._main_samples()
+        if not self.options.net_gain or not samples or reference != self.baseline:
+            return True
+        best = {json.dumps(t.config, sort_keys=True): t.value for t in self._f2_trials() if t.ok and t.value}
+        ref = self._baseline_speed()
+        top = max(challengers, key=lambda c: best.get(json.dumps(c, sort_keys=True)) or 0.0)
+        speed = best.get(json.dumps(top, sort_keys=True))
+        if not ref or not speed:
+            return True
+        saving = samples / ref - samples / speed
+        cost = self.options.confirm_rounds * sum(self._trial_cost_s(c) for c in (reference, top))
+        if saving > cost:
+            return True
+        apply = speed / ref > 1.0 + UNCONFIRMED_MARGIN
+        self.net["unconfirmed"] = {
+            "config": top, "ratio": speed / ref, "saving_s": saving, "cost_s": cost, "applied": apply,
+            "reason": f"confirming it would cost {cost:.1f} s and save at most {saving:.1f} s of the main run"}
+        return False
+
     def _best_value(self) -> float | None:
         ok = [t.value for t in self._f2_trials() if t.ok and t.value is not None]
         return max(ok) if ok else None
@@ -533,6 +636,8 @@ class Tuner:
         challengers = [c for c in contenders if c != reference]
         if reference is None or not challengers:
             return  # nothing measured better than the reference: there is no claim to confirm
+        if not self._confirmation_worth(reference, challengers):
+            return
         order = [reference] + challengers
         for round_ in range(self.options.confirm_rounds):
             for config in order if round_ % 2 == 0 else order[::-1]:
@@ -591,6 +696,10 @@ class Tuner:
             # F3 exists to overrule noisy F2 numbers: the winner comes from the confirmed configs if any.
             pool = [k for k in mean if k in confirmed] or list(mean)
             best_key = max(pool, key=lambda k: mean[k]) if pool else None
+        skipped = self.net.get("unconfirmed")
+        if skipped and not paired and self.baseline is not None:
+            kept = json.dumps(skipped["config"] if skipped["applied"] else self.baseline, sort_keys=True)
+            best_key = kept if kept in scores else best_key
         best_config = scores[best_key][0] if best_key in scores else None
         if best_config is None:
             best_key = None
@@ -605,4 +714,5 @@ class Tuner:
             importances=self.search.importances(), tuning_s=self._spent_s(), stop_reason=reason,
             fingerprint=self.fingerprint, derived=self.space.derived(best_config) if best_config else {},
             paired=versus_baseline, exclusions=[ex.to_json() for ex in self.search.exclusions],
+            net={**self.net, "samples": self._main_samples()} if self.options.net_gain else {},
         )

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import netgain
 from .batch import BatchSplit, BatchSplitError
 from .costmodel import Hardware, Workload, measured_efficiency
 from .options import AutoScoutOptions
@@ -136,6 +137,7 @@ class Tuning:
             outputs = prepare_outputs(options.store, options.report)  # before any trial: warns, falls back
             self.options = replace(options, store=outputs.store, report=outputs.report)
         self._best: float | None = None
+        self._concluded: tuple[TuneResult, dict[str, Any], Any] | None = None
 
     # ------------------------------------------------------------ plan checks
     def _tunable(self) -> list[str]:
@@ -217,6 +219,17 @@ class Tuning:
               " them as its baseline", file=sys.stderr)
         return None
 
+    @property
+    def planned_steps(self) -> int | None:
+        """Optimizer steps of the main run: the user's `planned_steps`, else what the adapter read."""
+        steps = self.options.planned_steps or self.run_description.planned_steps
+        return steps if steps and steps > 0 else None
+
+    def _global_batch(self) -> int | None:
+        """Samples of one optimizer step of the main run, where the adapter knows them."""
+        run = self.run_description
+        return run.split.global_batch if run.split else None
+
     # ------------------------------------------------------------ trials
     def request(self, config: Config, fidelity: Fidelity) -> TrialRequest:
         """The trial of `config`: a confirmation (F3) repeats trials instead of lengthening them, and only
@@ -266,14 +279,20 @@ class Tuning:
         `options.parallel` > 1 or an `executor`, the search's trials are `job(request)`s run by the executor
         (`autoscout_plugin.parallel`), up to `parallel` at once; the confirmation still runs with `trial`."""
         opts, run = self.options, self.run_description
-        planned = None
-        if opts.max_fraction is not None and run.planned_steps and run.planned_steps > 0:
-            batch = run.split.global_batch if run.split else (run.workload.global_batch if run.workload else None)
-            planned = float(run.planned_steps * (batch or 1))
+        steps = self.planned_steps
+        batch = self._global_batch()  # unknown (None): the samples of a step are measured on the user's config
+        planned = float(steps * batch) if steps and batch else None
+        if opts.net_gain and steps:
+            short = netgain.too_short(steps, opts.warmup_steps + opts.measure_steps,
+                                      opts.confirm_rounds if opts.confirm_top else 0)
+            if short is not None:
+                result = TuneResult(best_config=None, stop_reason=short, net={"steps": steps, "skipped": True})
+                result.pinned = {k: {**run.current, **opts.pin}.get(k) for k in [*run.pinned, *opts.pin]}
+                return result
         progress = Progress(opts.max_trials, enabled=opts.progress)
         tuner: Tuner | None = None
         try:
-            tune_options = opts.tune_options(planned_samples=planned, store=opts.store)
+            tune_options = opts.tune_options(planned_samples=planned, planned_steps=steps, store=opts.store)
             executor = None
             if job is not None and (opts.parallel > 1 or opts.executor is not None):
                 executor = make_executor(opts.executor or "local", opts.parallel)
@@ -312,7 +331,8 @@ class Tuning:
             "global_batch": run.split.global_batch if run.split else None, **notes}
         if run.ignored:
             report["ignored"] = dict(run.ignored)
-        if result.best_config is None and not result.stop_reason.startswith(STORE_FAILED):
+        if result.best_config is None and not result.stop_reason.startswith(STORE_FAILED) \
+                and not result.net.get("skipped"):
             warnings.warn(f"AutoScout: every trial failed; {run.main_run} uses your own settings. See the"
                           " report (or each trial's line above) for its error.", RuntimeWarning, stacklevel=3)
         if result.reused:
@@ -334,17 +354,83 @@ class Tuning:
         verdict = make_verdict(result, report)
         report["verdict"] = verdict.to_json()
         lines.append(f"AutoScout verdict: {verdict.sentence}")
+        net = self._estimate(result, applied)
+        if net:
+            report["net"] = net
+            lines.append(f"AutoScout: {net['sentence']}")
+        if result.net.get("skipped"):  # a job too short to tune: one line, nothing else
+            lines = [f"AutoScout: {result.stop_reason}; {run.main_run} uses your settings untouched."]
         print("\n".join(lines), file=sys.stderr, flush=True)
-        if opts.report:
-            try:
-                json_path, html_path = write_report(result, opts.report, notes=report, verdict=verdict)
-            except OSError as exc:  # checked before the trials; a disk may still fill up since
-                warnings.warn(f"AutoScout: could not write the report at {opts.report}: {exc}; {run.main_run}"
-                              " goes on", RuntimeWarning, stacklevel=2)
-            else:
-                report["report_files"] = [str(json_path), str(html_path)]
-                print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
+        self._concluded = (result, report, verdict)
+        self._write(result, report, verdict)
         return report
+
+    def _write(self, result: TuneResult, report: dict[str, Any], verdict: Any) -> None:
+        opts, run = self.options, self.run_description
+        if not opts.report:
+            return
+        try:
+            json_path, html_path = write_report(result, opts.report, notes=report, verdict=verdict)
+        except OSError as exc:  # checked before the trials; a disk may still fill up since
+            warnings.warn(f"AutoScout: could not write the report at {opts.report}: {exc}; {run.main_run}"
+                          " goes on", RuntimeWarning, stacklevel=3)
+        else:
+            if "report_files" not in report and not result.net.get("skipped"):  # a skip says one line
+                print(f"AutoScout: report in {json_path} and {html_path}", file=sys.stderr)
+            report["report_files"] = [str(json_path), str(html_path)]
+
+    def _applied_speed(self, result: TuneResult, applied: Config | None) -> float | None:
+        """The measured speed of what the main run uses: the user's config, or the applied winner's."""
+        base = result.baseline_value
+        if not applied or not base:
+            return base
+        tuned = {k: v for k, v in applied.items() if k not in result.derived}
+        if tuned == result.best_config and result.speedup:
+            return base * result.speedup
+        values = [t.value for t in result.trials if t.ok and t.value and t.config == tuned]
+        return sum(values) / len(values) if values else None
+
+    def _estimate(self, result: TuneResult, applied: Config | None) -> dict[str, Any]:
+        """The job's estimated end time against the user's settings alone, where the main run's length is
+        known (or assumed) and the user's config was measured; {} otherwise."""
+        samples, base = result.net.get("samples"), result.baseline_value
+        speed = self._applied_speed(result, applied)
+        if not samples or not base or not speed:
+            return {}
+        default_s, tuned_s = samples / base, samples / speed
+        estimate = netgain.job_net(default_s, result.wall_s, tuned_s)
+        assumed = "" if self.planned_steps else \
+            f" (its length is unknown: assumed {netgain.ASSUMED_RUN_S / 60:.0f} minutes at your settings' speed)"
+        main = self.run_description.main_run
+        sentence = (f"estimated job time: {result.wall_s:.0f} s of tuning + {tuned_s:.0f} s of {main}{assumed},"
+                    f" against {default_s:.0f} s with your settings alone: {estimate:.2f}x")
+        return {"samples": samples, "assumed": not self.planned_steps, "default_run_s": default_s,
+                "tuned_run_s": tuned_s, "tuning_s": result.wall_s, "estimated": estimate, "sentence": sentence}
+
+    def finish(self, main_run_s: float, steps: int | None = None) -> dict[str, Any] | None:
+        """After the main run (rank 0): the job's realised net speed-up, tuning included, against the user's
+        settings alone at their measured speed, for the `steps` the main run ran. Printed, added to the
+        report's `net` and its files rewritten; None before `conclude` or without a measured baseline."""
+        if self._concluded is None:
+            return None
+        result, report, verdict = self._concluded
+        base = result.baseline_value
+        if not base or not steps or main_run_s <= 0:
+            return None
+        per_step = result.net.get("samples", 0.0) / self.planned_steps if self.planned_steps else None
+        if not per_step:
+            return None
+        default_s = steps * per_step / base
+        net = netgain.job_net(default_s, result.wall_s, main_run_s)
+        realised = {"steps": steps, "main_run_s": main_run_s, "tuning_s": result.wall_s, "default_run_s": default_s,
+                    "net": net, "main_speedup": default_s / main_run_s}
+        report.setdefault("net", {})["realised"] = realised
+        main = self.run_description.main_run
+        print(f"AutoScout: job done: {result.wall_s:.0f} s of tuning + {main_run_s:.0f} s of {main}"
+              f" ({steps} steps), against about {default_s:.0f} s with your settings alone (their measured"
+              f" speed): {net:.2f}x, tuning included", file=sys.stderr, flush=True)
+        self._write(result, report, verdict)
+        return realised
 
 
 __all__ = ["RunDescription", "TrialFn", "TrialRequest", "Tuning"]

@@ -1,7 +1,7 @@
 """Fine-tune a small GPT-2 (built from a config, random weights) with the Hugging Face Trainer on
 synthetic tokens, with AutoScout choosing the system configuration first.
 
-    python -m examples.hf_gpt2 --steps 60 --trials 6 --report autoscout-hf
+    python -m examples.hf_gpt2 --steps 300 --trials 6 --report autoscout-hf
 
 The one AutoScout line is `tune_trainer(trainer, ...)` before `trainer.train()`. Under
 `autoscout launch --autoscout` the same script is tuned by the launcher instead (process count,
@@ -56,7 +56,7 @@ def make_trainer(output_dir: str, *, steps: int = 20, batch_size: int = 16, samp
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of the main run")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps of the main run")
     parser.add_argument("--trials", type=int, default=6, help="AutoScout's trial budget")
     parser.add_argument("--batch-size", type=int, default=16, help="per-device batch size you would pick")
     parser.add_argument("--layers", type=int, default=2)
@@ -65,13 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", default=None, help="write REPORT.json and REPORT.html here")
     parser.add_argument("--output-dir", default="hf-gpt2-out")
     parser.add_argument("--no-tune", action="store_true", help="train with your own settings only")
+    parser.add_argument("--no-net-gain", action="store_true",
+                        help="spend the whole trial budget, even where the run is too short to win it back")
     opts = parser.parse_args(argv)
     trainer = make_trainer(opts.output_dir, steps=opts.steps, batch_size=opts.batch_size,
                            model={"n_layer": opts.layers, "n_embd": opts.width, "vocab": opts.vocab})
     if not opts.no_tune:
         from autoscout_plugin.integrations.transformers import tune_trainer
 
-        tune_trainer(trainer, max_trials=opts.trials, report=opts.report)
+        tune_trainer(trainer, max_trials=opts.trials, report=opts.report, net_gain=not opts.no_net_gain)
     output = trainer.train()
     print(f"trained {output.global_step} steps in {output.metrics['train_runtime']:.1f} s,"
           f" loss {output.training_loss:.3f}", file=sys.stderr)

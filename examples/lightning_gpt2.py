@@ -106,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store", default=None,
                         help="trial store: an SQLite file or a postgresql:// URL (default: ~/.cache/autoscout)")
     parser.add_argument("--no-autoscout", action="store_true", help="run without the callback")
+    parser.add_argument("--no-net-gain", action="store_true",
+                        help="spend the whole trial budget, even where the fit is too short to win it back")
     parser.add_argument("--no-relaunch", action="store_true", help="never re-run the script; recommend instead")
     parser.add_argument("--include", default=None, help="comma-separated knobs to tune (default: all)")
     parser.add_argument("--set", default=None, help="knob=value,... set by hand (no tuning)")
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             max_trials=args.trials, report=args.report, store=args.store, relaunch=not args.no_relaunch,
             include=tuple(args.include.split(",")) if args.include else None, warmup_steps=args.warmup_steps,
             measure_steps=args.measure_steps, trial_timeout_s=args.trial_timeout, parallel=args.parallel,
-            executor=args.executor)
+            executor=args.executor, net_gain=not args.no_net_gain)
         callbacks.append(autoscout)
     kwargs: dict[str, Any] = {"max_steps": args.steps, "logger": False, "enable_checkpointing": False,
                               "enable_progress_bar": False, "enable_model_summary": False}

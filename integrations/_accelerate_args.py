@@ -61,6 +61,9 @@ _OURS: dict[str, dict[str, Any]] = {
     "parallel": {"type": int, "default": 1, "help": "search trials run at once (default 1), by --autoscout-executor"},
     "executor": {"help": "where parallel trials run: local (default), ray[:ADDRESS] (a Ray cluster, via Ray Tune) or"
                          " slurm[:OPTIONS] (Slurm jobs via submitit, e.g. slurm:partition=gpu,time=30)"},
+    "steps": {"type": int, "help": "optimizer steps of the real run: tuning stops once the next trial would not pay"
+                                   " for itself in it, and a run too short to win back any tuning starts untouched"},
+    "no_net_gain": {"action": "store_true", "help": "spend the whole trial budget whatever the real run's length"},
     "join_timeout": {"type": float, "help": "with --num_machines N > 1: seconds every node has to join machine rank 0"
                                             " (default 300)"},
 }
@@ -169,7 +172,7 @@ def parse(argv: Sequence[str], *, gpu: bool = False) -> LaunchRequest:
 def _split(tokens: list[str]) -> tuple[list[str], list[str]]:
     """(AutoScout's tokens, the rest) of the options before the script; accelerate allows no
     abbreviations, so ours are the exact spellings."""
-    takes_value = {flag: name != "autoscout" for name in _OURS for flag in _flags(name)}
+    takes_value = {flag: _OURS[name].get("action") != "store_true" for name in _OURS for flag in _flags(name)}
     ours, rest = [], []
     skip = False
     for token in tokens:
@@ -252,6 +255,7 @@ def _options(ns: argparse.Namespace) -> AutoScoutOptions:
               ("parallel", ns.autoscout_parallel, "1 to 1024 trials at once", validate.integer,
                {"low": 1, "high": 1024}),
               ("executor", ns.autoscout_executor, "local, ray[:ADDRESS] or slurm[:OPTIONS]", validate.executor, {}),
+              ("steps", ns.autoscout_steps, "a positive number of optimizer steps", validate.integer, {"low": 1}),
               ("report", ns.autoscout_report, "a file path (PATH.json and PATH.html are written)", validate.path, {}),
               # a folder is not refused: the run goes on with a fresh store and a warning (outputs.py)
               ("store", ns.autoscout_store, "an SQLite file or a postgresql:// URL, or leave it out", validate.store,
@@ -264,7 +268,8 @@ def _options(ns: argparse.Namespace) -> AutoScoutOptions:
                                 store=ns.autoscout_store, report=ns.autoscout_report,
                                 warmup_steps=ns.autoscout_warmup, measure_steps=ns.autoscout_measure,
                                 trial_timeout_s=ns.autoscout_timeout, confirm_top=ns.autoscout_confirm,
-                                parallel=ns.autoscout_parallel, executor=ns.autoscout_executor)
+                                parallel=ns.autoscout_parallel, executor=ns.autoscout_executor,
+                                planned_steps=ns.autoscout_steps, net_gain=not ns.autoscout_no_net_gain)
     except ValueError as exc:  # the options' own rules, worded for the Python API
         raise LaunchError(f"the --autoscout options: {exc}") from None
 

@@ -37,6 +37,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from typing import Any
 
 from autoscout_plugin.costmodel import Hardware, Workload
 from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
+from autoscout_plugin.netgain import too_short
 from autoscout_plugin.options import default_store
 from autoscout_plugin.outputs import prepare_outputs
 from autoscout_plugin.parallel import PORT, TrialJob
@@ -190,7 +192,13 @@ class AutoScoutLauncher:
                     return self.run_plain()
                 if self.request.machines > 1:
                     return self.run_nodes()
-                return self.run_real(self.decide())
+                config = self.decide()
+                started = time.perf_counter()
+                code = self.run_real(config)
+                if code == 0 and self.tuning is not None and self.result is not None \
+                        and not self.result.net.get("skipped"):
+                    self.tuning.finish(time.perf_counter() - started, self.options.planned_steps)
+                return code
             except Stopped as stop:
                 print(f"AutoScout: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr, flush=True)
                 return 128 + stop.signum
@@ -257,6 +265,12 @@ class AutoScoutLauncher:
         self.store = outputs.store
         self.options = replace(self.options, store=outputs.store, report=outputs.report)
         request, opts = self.request, self.options
+        if opts.net_gain and opts.planned_steps:  # before trial 0: a run too short to win anything back
+            short = too_short(opts.planned_steps, opts.warmup_steps + opts.measure_steps,
+                              opts.confirm_rounds if opts.confirm_top else 0)
+            if short is not None:
+                print(f"AutoScout: {short}; the real run uses your settings untouched.", file=sys.stderr, flush=True)
+                return None
         job = request.job_id()
         declared = load_declared(self.store, job)
         if declared is None:

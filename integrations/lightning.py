@@ -183,6 +183,9 @@ class AutoScoutCallback(Callback):
         self.result: TuneResult | None = None
         self.report: dict[str, Any] = {}
         self._handled = False
+        self._tuning: Tuning | None = None
+        """This process's tuning flow, once it decided: the main fit's time is its realised net gain."""
+        self._fit_started: float | None = None
 
     # ------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -226,6 +229,8 @@ class AutoScoutCallback(Callback):
         if decision.error:
             raise RuntimeError(f"AutoScout failed on rank 0: {decision.error}")
         self.report = decision.report
+        if trainer.is_global_zero and self.result is not None and not self.result.net.get("skipped"):
+            self._tuning = tuning
         split = run.split()
         if decision.relaunch is not None:
             self._relaunch(decision.relaunch, split.global_batch if split else None)
@@ -233,6 +238,15 @@ class AutoScoutCallback(Callback):
             self._apply(trainer, pl_module, run, decision.config,
                         split.for_config(decision.config) if split else None)
             self._log(trainer, decision.config)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._tuning is not None:
+            self._fit_started = time.perf_counter()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._tuning is not None and self._fit_started is not None:
+            self._tuning.finish(time.perf_counter() - self._fit_started, int(trainer.global_step))  # into the report
+            self._tuning = self._fit_started = None
 
     # ------------------------------------------------------------ describing the run
     @staticmethod
@@ -298,7 +312,7 @@ class AutoScoutCallback(Callback):
             # In the space even when not tuned: its global-batch constraint keeps the training math
             # when the process count changes.
             fixed["micro_batch_size"] = run.current["micro_batch_size"]
-        steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        steps = _planned_steps(trainer, pl_module, run)
         return RunDescription(current=run.current, knobs=KNOBS, hardware=machine(trainer.strategy.root_device),
                               workload=workload, pinned=run.pinned, unavailable=run.unavailable, fixed=fixed,
                               split=split, strategies=("single", "ddp"), planned_steps=steps,
@@ -476,6 +490,30 @@ class AutoScoutCallback(Callback):
             int(spec["warmup"]), int(spec["measure"]), cut_off=spec["cut_off"],
             compiling=config.get("compile", "off") != "off",
             on_done=lambda t, outcome: report_and_exit(outcome, rank_zero=t.is_global_zero)))
+
+
+def _planned_steps(trainer: Trainer, pl_module: LightningModule, run: _Run) -> int | None:
+    """Optimizer steps of the main fit: `max_steps`, else `max_epochs` x the batches of one epoch (its
+    dataloader's length, this process's share, `limit_train_batches` applied) over the accumulation; None
+    when neither bounds the fit or the loader has no length. (`trainer.estimated_stepping_batches` would set
+    up the fit's dataloader now, with the user's batch size, before the winner's is applied.)"""
+    if trainer.max_steps and trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    epochs = trainer.max_epochs
+    if not epochs or epochs < 0:
+        return None
+    try:
+        source = trainer.datamodule if trainer.datamodule is not None else pl_module
+        batches = -(-len(source.train_dataloader()) // max(run.world, 1))  # a DistributedSampler's share
+    except Exception:  # noqa: BLE001 - no length (a stream) or no loader to ask: unknown
+        return None
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    per_epoch = -(-batches // max(run.accum, 1))
+    return int(epochs * per_epoch) or None
 
 
 def _lockstep_strategy(trainer: Trainer, config: Config) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tempfile
 import time
 import warnings
@@ -285,8 +286,37 @@ def describe(trainer: Trainer, topology: Topology | None = None) -> RunDescripti
         fixed.update(strategy=current["strategy"], num_processes=world)
     return RunDescription(current=current, knobs=KNOBS, hardware=_torch.machine(args.device), workload=workload,
                           pinned=pinned, unavailable=unavailable, fixed=fixed, split=split,
-                          planned_steps=args.max_steps if args.max_steps > 0 else None,
+                          planned_steps=planned_steps(trainer, split.global_batch),
                           subject="this model", main_run="training")
+
+
+def planned_steps(trainer: Trainer, global_batch: int) -> int | None:
+    """Optimizer steps of `trainer.train()`: `max_steps`, else epochs x the steps of one pass over the
+    dataset at the global batch; None for a dataset without a length (a stream)."""
+    args = trainer.args
+    if args.max_steps > 0:
+        return int(args.max_steps)
+    try:
+        samples = len(trainer.train_dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    per_epoch = -(-samples // global_batch) if not args.dataloader_drop_last else samples // global_batch
+    return max(1, math.ceil(args.num_train_epochs * per_epoch)) if per_epoch else None
+
+
+class _JobClock(TrainerCallback):
+    """Times the `trainer.train()` after tuning: the job's realised net speed-up (`Tuning.finish`), once."""
+
+    def __init__(self, tuning: Tuning) -> None:
+        self.tuning, self.started = tuning, None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.started is not None and state.is_world_process_zero:
+            self.tuning.finish(time.perf_counter() - self.started, state.global_step)
+            self.started, self.tuning = None, None  # type: ignore[assignment]
 
 
 def _sample_batch(trainer: Trainer) -> Any:
@@ -320,6 +350,8 @@ class _Session:
             with Lockstep[TuneResult](self.topology, self._trial) as lockstep:
                 result = lockstep.run(self._decide)
         self._apply(result.best_config)
+        if self.topology.rank == 0 and not result.net.get("skipped"):
+            self.trainer.add_callback(_JobClock(self.tuning))
         return result
 
     def _decide(self, trial: Any) -> TuneResult:

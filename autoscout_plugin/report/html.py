@@ -263,6 +263,21 @@ def _plots(result: TuneResult, verdict: Verdict) -> list[str]:
     return charts
 
 
+def _job_time(net: dict[str, Any] | None) -> str:
+    """The job's end time against the user's settings alone: the estimate at the decision and, once the main
+    run has finished, what it was (`Tuning.finish`)."""
+    if not net:
+        return ""
+    lines = [f"Estimate at the decision: {net['sentence']}."] if net.get("sentence") else []
+    done = net.get("realised")
+    if done:
+        lines.append(f"Realised: {done['tuning_s']:.0f} s of tuning + {done['main_run_s']:.0f} s of the main run"
+                     f" ({done['steps']} steps), against about {done['default_run_s']:.0f} s with your settings"
+                     f" alone: {done['net']:.2f}x, tuning included.")
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return f"<h2>Job time, tuning included</h2><ul class='job'>{items}</ul>" if items else ""
+
+
 def _details(result: TuneResult, notes: dict[str, Any]) -> str:
     rows = [("trials", str(result.n_trials)), ("profiling seconds", f"{result.tuning_s:.1f}"),
             ("wall seconds of tuning", f"{result.wall_s:.1f}"), ("stopped because", result.stop_reason or "-")]
@@ -270,7 +285,7 @@ def _details(result: TuneResult, notes: dict[str, Any]) -> str:
         rows.append(("workload fingerprint", result.fingerprint))
     if result.derived:
         rows.append(("follows from the winner", _readable(result.derived)))
-    skip = {"applied", "pinned", "verdict", "trials", "tuning_s", "speedup", "recommended", "report_files"}
+    skip = {"applied", "pinned", "verdict", "trials", "tuning_s", "speedup", "recommended", "report_files", "net"}
     rows += [(k.replace("_", " "), _readable(v)) for k, v in notes.items() if k not in skip]
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     excluded = "".join(f"<li><b>{_e(Exclusion.from_json(ex).describe())}</b>: {_e(ex['reason'])}</li>"
@@ -303,7 +318,7 @@ def render_html(result: TuneResult, *, title: str = "AutoScout report", notes: d
               + (f", {result.wall_s:.0f} s of tuning in all" if result.wall_s else ""))
     body = (f"<h1>{_e(title)}</h1>"
             f"<p id='verdict' class='verdict {_e(verdict.decision)}'>{_e(verdict.sentence)}</p>"
-            f"<p class='facts'>{_e(effort)}.</p>"
+            f"<p class='facts'>{_e(effort)}.</p>{_job_time(notes.get('net'))}"
             f"<h2>What changed</h2>{_changes_table(verdict)}"
             f"<h2>Trials</h2>{_trials_table(result, chosen if verdict.decision != 'kept' else None)}"
             f"<h2>Plots</h2><div class='plots'>{''.join(_plots(result, verdict))}</div>"

@@ -85,6 +85,9 @@ class TuneResult:
     """The confirmation's paired comparisons with the user's config (see `TuneOptions.confirm_rounds`)."""
     exclusions: list[dict[str, Any]] = field(default_factory=list)
     """Settings the study stopped trying after an `unsupported` failure: knob, values, reason."""
+    net: dict[str, Any] = field(default_factory=dict)
+    """What the net-gain rule saw (`TuneOptions.net_gain`): the main run's samples, its last look-ahead, a
+    confirmation it skipped; the tuning flow adds the job's estimated and realised net speed-up."""
 
     @property
     def chosen_pair(self) -> PairedComparison | None:
@@ -116,7 +119,7 @@ class TuneResult:
             "importances": self.importances, "tuning_s": self.tuning_s, "wall_s": self.wall_s,
             "reused": self.reused, "stop_reason": self.stop_reason, "fingerprint": self.fingerprint,
             "derived": self.derived, "pinned": self.pinned,
-            "paired": [p.to_json() for p in self.paired], "exclusions": self.exclusions,
+            "paired": [p.to_json() for p in self.paired], "exclusions": self.exclusions, "net": self.net,
         }
 
     def save(self, path: str | Path) -> Path:

@@ -141,6 +141,15 @@ class SearchStrategy(ABC):
         """The strategy's prediction of a config's value, if it has a model."""
         return None
 
+    def outlook(self, config: Config) -> tuple[float, float] | None:
+        """The mean and spread of the config's predicted log value, if the strategy has a model with an
+        uncertainty (what the net-gain rule weighs a trial with)."""
+        return None
+
+    def expected_cost_s(self, config: Config) -> float | None:
+        """The predicted seconds of a trial of `config`, if the strategy models them."""
+        return None
+
     @staticmethod
     def _key(config: Config) -> str:
         return json.dumps(config, sort_keys=True, default=str)

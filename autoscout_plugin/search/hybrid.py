@@ -442,6 +442,10 @@ class HybridSearch(SearchStrategy):
         mean, _ = self._predict([self.space.canonical(config)])
         return float(math.exp(mean[0]))
 
+    def outlook(self, config: Config) -> tuple[float, float] | None:
+        mean, std = self._predict([self.space.canonical(config)])
+        return float(mean[0]), float(std[0])
+
     def expected_cost_s(self, config: Config) -> float:
         return float(self._expected_cost([config])[0])
 

@@ -50,6 +50,7 @@ def main() -> None:
     hook = trainer.model.transformer.register_forward_pre_hook(forward, with_kwargs=True)
     result = tune_trainer(trainer, include=["num_threads", "micro_batch_size"], max_trials=args.trials,
                           warmup_steps=1, measure_steps=2, patience=None, progress=False, parallel=args.parallel,
+                          net_gain=False,
                           store=str(args.out / "store.sqlite"), report=str(args.out / "report"))
     hook.remove()
     steps = trainer.train().global_step

@@ -88,7 +88,7 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     model = Tiny(args.out, args.fail_threads)
     callback = AutoScoutCallback(include=("num_threads", "micro_batch_size"), max_trials=args.trials, warmup_steps=1,
-                                 measure_steps=2, patience=None, progress=False, parallel=args.parallel,
+                                 measure_steps=2, patience=None, progress=False, parallel=args.parallel, net_gain=False,
                                  store=str(args.out / "store.sqlite"), report=str(args.out / "report"))
     trainer = make_trainer([callback])
     trainer.fit(model)

@@ -296,7 +296,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-QUICK = ["--autoscout-warmup", "1", "--autoscout-measure", "2"]
+QUICK = ["--autoscout-warmup", "1", "--autoscout-measure", "2", "--autoscout-no-net-gain"]
 
 
 @pytest.mark.slow

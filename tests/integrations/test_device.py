@@ -153,7 +153,7 @@ def test_the_lightning_callback_describes_the_trainers_device(monkeypatch: pytes
     monkeypatch.setattr("autoscout_plugin.integrations.lightning.machine", spy)
     pl.seed_everything(0, verbose=False)
     callback = AutoScoutCallback(max_trials=2, include=("num_threads",), warmup_steps=1, measure_steps=1,
-                                 progress=False, patience=None)
+                                 progress=False, patience=None, net_gain=False)
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
     trainer.fit(GPT2Module(**SMALL, batch_size=4, samples=64))

@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 MODEL = {"n_layer": 4, "n_embd": 256, "n_head": 4, "vocab": 50257, "seq_len": 256}
-QUICK = {"warmup_steps": 2, "measure_steps": 4, "progress": False, "patience": None}
+QUICK = {"warmup_steps": 2, "measure_steps": 4, "progress": False, "patience": None, "net_gain": False}
 
 
 def lightning_trainer(callback: AutoScoutCallback, steps: int, **kwargs: Any) -> pl.Trainer:

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers", "2", "--embd", "32", "--vocab", "128", "--seq-len", "16", "--warmup-steps", "1",
-        "--measure-steps", "2"]
+        "--measure-steps", "2", "--no-net-gain"]
 
 
 def run_example(tmp_path: Path, *args: str, timeout: float = 1100) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -104,7 +104,7 @@ def test_parallel_trials_in_a_process_with_no_script_to_re_run_are_refused_befor
 
     from examples.lightning_gpt2 import GPT2Module
 
-    callback = AutoScoutCallback(parallel=2, max_trials=2)
+    callback = AutoScoutCallback(parallel=2, max_trials=2, net_gain=False)
     trainer = pl.Trainer(max_steps=1, callbacks=[callback], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match="runs its trials in this process.*autoscout launch"):

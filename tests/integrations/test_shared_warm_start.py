@@ -19,7 +19,8 @@ from autoscout_plugin.store import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--layers", "2", "--embd", "32", "--vocab", "128", "--seq-len", "16", "--warmup-steps", "1",
-        "--measure-steps", "2", "--steps", "1", "--trials", "2", "--include", "micro_batch_size,num_threads"]
+        "--measure-steps", "2", "--steps", "1", "--trials", "2", "--include", "micro_batch_size,num_threads",
+        "--no-net-gain"]
 RUN_S = 240
 """One run takes about 15 s on a quiet 2-core machine; the limit leaves room for a loaded one."""
 

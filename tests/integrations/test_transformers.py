@@ -23,7 +23,8 @@ from autoscout_plugin.tuning import TrialRequest
 from examples.hf_gpt2 import TokenDataset, make_trainer
 
 SMALL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128, "seq_len": 16}
-QUICK = {"warmup_steps": 1, "measure_steps": 2, "progress": False, "patience": None}
+QUICK = {"warmup_steps": 1, "measure_steps": 2, "progress": False, "patience": None,
+         "net_gain": False}  # these runs are a few steps long: trials run whatever the length (test_net_gain.py)
 
 
 pytestmark = pytest.mark.usefixtures("isolated_run")  # tests/integrations/conftest.py
@@ -259,8 +260,8 @@ out = sys.argv[1]
 trainer = make_trainer(out + "/run", samples=128, model={"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab": 128,
                        "seq_len": 16}, steps=3, batch_size=4)
 result = tune_trainer(trainer, include=["micro_batch_size", "ddp_bucket_cap_mb", "ddp_static_graph"], max_trials=4,
-                      warmup_steps=1, measure_steps=2, progress=False, patience=None, store=out + "/store.sqlite",
-                      pin={"ddp_bucket_view": True})
+                      warmup_steps=1, measure_steps=2, progress=False, patience=None, net_gain=False,
+                      store=out + "/store.sqlite", pin={"ddp_bucket_view": True})
 rows = []
 trainer.model.transformer.register_forward_pre_hook(
     lambda m, a, k: rows.append(int((a[0] if a else k["input_ids"]).shape[0])), with_kwargs=True)
@@ -382,7 +383,7 @@ def out_of_memory(module, args, kwargs):  # every rank, as data-parallel ranks r
 
 trainer.model.transformer.register_forward_pre_hook(out_of_memory, with_kwargs=True)
 result = tune_trainer(trainer, include=["micro_batch_size"], max_trials=3, warmup_steps=1, measure_steps=1,
-                      progress=False, patience=None, store=out + "/store.sqlite")
+                      progress=False, patience=None, net_gain=False, store=out + "/store.sqlite")
 steps = trainer.train().global_step
 json.dump({"statuses": {str(t.config["micro_batch_size"]): t.status for t in result.trials},
            "best": result.best_config, "steps": steps}, open(f"{out}/rank{os.environ['RANK']}.json", "w"))
@@ -428,7 +429,7 @@ def step(self, *args, **kwargs):  # rank 0 alone runs out of memory in the optim
 
 torch.optim.AdamW.step = step
 result = tune_trainer(trainer, include=["micro_batch_size"], max_trials=3, warmup_steps=1, measure_steps=1,
-                      progress=False, patience=None, store=out + "/store.sqlite")
+                      progress=False, patience=None, net_gain=False, store=out + "/store.sqlite")
 torch.optim.AdamW.step = adamw_step
 steps = trainer.train().global_step
 json.dump({"trials": {str(t.config["micro_batch_size"]): [t.status, t.error] for t in result.trials},
@@ -500,7 +501,8 @@ def test_the_launcher_tunes_an_hf_trainer_script_across_process_counts(tmp_path:
     command = [sys.executable, "-m", "autoscout_plugin.cli", "launch", "--autoscout", "--autoscout-trials", "3",
                "--autoscout-include", "num_processes,micro_batch_size", "--autoscout-store",
                str(tmp_path / "store.sqlite"), "--autoscout-warmup", "1", "--autoscout-measure", "2",
-               "--autoscout-confirm", "0", str(root / "examples" / "hf_gpt2.py"), "--steps", "6", "--batch-size", "2",
+               "--autoscout-confirm", "0", "--autoscout-no-net-gain", str(root / "examples" / "hf_gpt2.py"), "--steps",
+               "6", "--batch-size", "2",
                "--layers", "1", "--width", "32", "--vocab", "256", "--output-dir", str(tmp_path / "out")]
     proc = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
                           timeout=800, cwd=str(tmp_path))
