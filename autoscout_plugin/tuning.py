@@ -417,9 +417,10 @@ class Tuning:
         base = result.baseline_value
         if not base or not steps or main_run_s <= 0:
             return None
-        per_step = result.net.get("samples", 0.0) / self.planned_steps if self.planned_steps else None
-        if not per_step:
+        samples, planned = result.net.get("samples"), self.planned_steps
+        if not samples or not planned:  # the length was unknown (assumed): no samples of a step to count with
             return None
+        per_step = samples / planned
         default_s = steps * per_step / base
         net = netgain.job_net(default_s, result.wall_s, main_run_s)
         realised = {"steps": steps, "main_run_s": main_run_s, "tuning_s": result.wall_s, "default_run_s": default_s,

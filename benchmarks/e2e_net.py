@@ -2,7 +2,7 @@
 user's defaults and against the best config of an exhaustive sweep, for three integrations.
 
     python -m benchmarks.e2e_net [--models lightning,hf,launcher] [--lengths 5,15,60] [--window 40]
-        [--sweep-window 20] [--sweep-limit K] [--extras compile] [--no-net-gain] [--json OUT] [--work DIR]
+        [--sweep-window 20] [--sweep-limit K] [--extras compile,compile_bf16] [--no-net-gain] [--json OUT] [--work DIR]
 
 Models (random weights, synthetic data, nothing downloaded), each a user's script run as a fresh process:
 - `lightning`: GPT-2 (2 layers, width 128, 50k vocabulary, 128 tokens: `benchmarks.workloads` gpt2), global
@@ -33,10 +33,9 @@ slower, so it is measured, not assumed):
   {fp32, bf16}, no workers: Lightning `Trainer(strategy="ddp", devices=2, accelerator="cpu")`, HF `torchrun
   --standalone --nproc_per_node 2`, launcher `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2
   --num_cpu_threads_per_process 1`.
-One process with 1 thread is left out (on 2 cores it idles one), and so are torch.compile (20-60 s per process
-start, so its worth depends on L; `--extras compile` measures it once on the default config, reported beside the
-grid but not counted as the best: `best.extras_faster` names it if it beats the grid) and activation
-checkpointing.
+Beside the grid (`--extras`, default both): torch.compile on the default config, in fp32 (`compile`) and in bf16
+(`compile_bf16`); they count towards the best. Left out: one process with 1 thread (on 2 cores it idles one),
+compile with the other grid points (20-60 s per process start each) and activation checkpointing.
 
 From a run's step times t_1..t_n (ends of optimizer steps), the driver's launch time t_0 and k warm steps (`--warm` 3):
   s/step   = (t_n - t_k) / (n - k)                  the main loop's steady speed
@@ -252,7 +251,9 @@ def grid() -> list[Point]:
     return single + ddp
 
 
-EXTRAS: dict[str, Point] = {"compile": {"procs": 1, "threads": None, "accum": 1, "workers": 0, "compile": True}}
+EXTRAS: dict[str, Point] = {
+    "compile": {"procs": 1, "threads": None, "accum": 1, "workers": 0, "compile": True},
+    "compile_bf16": {"procs": 1, "threads": None, "accum": 1, "workers": 0, "compile": True, "bf16": True}}
 
 
 def label(point: Point | None, global_batch: int) -> str:
@@ -396,13 +397,11 @@ def effective_text(e: dict[str, Any] | None, applied: dict[str, Any] | None = No
 def judge(model: dict[str, Any]) -> None:
     """Best sweep point, and per tuned run: overhead, ratio to the best, net, goals."""
     default = model["default"]
-    ok = [s for s in model.get("sweep", []) if "error" not in s]
+    ok = [s for s in model.get("sweep", []) + model.get("extras", []) if "error" not in s]
     best = min(ok, key=lambda s: s["step_s"]) if ok else None
-    if best is not None:
+    if best is not None:  # the best of everything set by hand: the grid and the compile points
         model["best"] = {"name": best["name"], "config": best["config"], "step_s": best["step_s"],
-                         "speedup": round(default["step_s"] / best["step_s"], 3)}
-        faster = [e["name"] for e in model.get("extras", []) if e.get("step_s", float("inf")) < best["step_s"]]
-        model["best"]["extras_faster"] = faster  # out of the grid, yet faster: the goals then understate the best
+                         "speedup": round(default["step_s"] / best["step_s"], 3), "of": len(ok)}
     for t in model.get("tuned", []):
         if "error" in t:
             continue
@@ -476,6 +475,21 @@ def table(models: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def merge(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One result per integration: the first run's default and tuned runs, with every run's hand-set points."""
+    merged: dict[str, dict[str, Any]] = {}
+    for models in runs:
+        for model in models:
+            base = merged.setdefault(model["integration"], model)
+            if base is not model:
+                for key in ("sweep", "extras"):
+                    base[key] = base.get(key, []) + model.get(key, [])
+    for model in merged.values():
+        if "step_s" in model.get("default", {}):
+            judge(model)
+    return list(merged.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
@@ -505,12 +519,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-window", type=float, default=20.0, help="the same for a sweep point")
     p.add_argument("--warm", type=int, default=3, help="steps before the steady speed is timed (>= 1)")
     p.add_argument("--sweep-limit", type=int, default=None, help="only the first K grid points (dry runs)")
-    p.add_argument("--extras", default="compile", help="points beside the grid: compile, or none")
+    p.add_argument("--extras", default="compile,compile_bf16",
+                   help="points beside the grid: compile, compile_bf16, or none")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="no runs: merge these results (the first file's default and tuned runs, every file's sweep"
+                        " and extra points), judge them and print the table")
     p.add_argument("--no-net-gain", action="store_true", help="tuned runs with net_gain=False (before/after)")
     p.add_argument("--run-timeout", type=float, default=1800.0, help="seconds before one run is stopped")
     p.add_argument("--work", default=None, help="folder for each run's log, store, report (default: a new temp one)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.report:
+        merged = merge([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.report])
+        if args.json:
+            Path(args.json).write_text(json.dumps(merged, indent=2, default=str), encoding="utf-8")
+        print(table(merged))
+        return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models or any(m not in MODELS for m in models):
         p.error(f"--models: choose from {','.join(MODELS)}")

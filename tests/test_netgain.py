@@ -15,6 +15,7 @@ import pytest
 
 from autoscout_plugin import AutoScoutOptions, netgain
 from autoscout_plugin.profiling import TrialOutcome
+from autoscout_plugin.report.verdict import make_verdict
 from autoscout_plugin.space import Int, Space
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuner import TuneOptions, Tuner
@@ -124,6 +125,12 @@ def test_a_confirmation_that_cannot_pay_is_skipped(ratio: float, samples: float,
     if not confirmed:
         skipped = result.net["unconfirmed"]
         assert skipped["cost_s"] == pytest.approx(20.0) and "confirming it would cost 20.0 s" in skipped["reason"]
+        verdict = make_verdict(result)
+        if applied == 1:  # kept: the verdict says why, not "nothing measured faster"
+            assert verdict.decision == "kept" and "ran 1.05x in short profiles" in verdict.sentence
+            assert "confirming it would cost 20.0 s" in verdict.sentence
+        else:
+            assert verdict.decision == "applied" and "short profiles, not confirmed" in verdict.sentence
 
 
 # ---------------------------------------------------------------- the flow: a tiny job, the estimate, the realised net

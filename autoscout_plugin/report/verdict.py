@@ -141,6 +141,10 @@ def make_verdict(result: TuneResult, notes: dict[str, Any] | None = None) -> Ver
             why = f"every trial failed (see the status column), {effort}"
         elif advice:
             why = f"the fastest config needs the script relaunched, and relaunching is off, {effort}"
+        elif result.net.get("unconfirmed"):
+            skipped = result.net["unconfirmed"]
+            why = (f"the best candidate ran {skipped['ratio']:.2f}x in short profiles, within their noise, and"
+                   f" {skipped['reason']}, {effort}")
         else:
             why = f"nothing measured faster than your settings{_closest(result)}, {effort}"
         speed = 1.0 if result.baseline_value else None
