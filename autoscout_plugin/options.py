@@ -175,6 +175,14 @@ class AutoScoutOptions(validate.KeywordOptions):
                          hint="the optimizer steps of the main run, or None to read them from the run")
         self.tune_options(planned_samples=1.0)  # the budget's own checks (zero trials, no budget, seed, search)
 
+    def too_short(self, planned_steps: int | None) -> str | None:
+        """Why a main run of `planned_steps` is too short to tune (`netgain.too_short` with this run's trial
+        steps and confirmation), or None: the rule is off, the length unknown, or the run long enough."""
+        if not self.net_gain or not planned_steps:
+            return None
+        return netgain.too_short(planned_steps, self.warmup_steps + self.measure_steps,
+                                 self.confirm_rounds if self.confirm_top else 0)
+
     def tune_options(self, *, planned_samples: float | None = None, planned_steps: int | None = None,
                      store: str | None = None) -> TuneOptions:
         """The core tuner's options for this run; `planned_samples` sizes the main run (for `max_fraction`

@@ -282,13 +282,11 @@ class Tuning:
         steps = self.planned_steps
         batch = self._global_batch()  # unknown (None): the samples of a step are measured on the user's config
         planned = float(steps * batch) if steps and batch else None
-        if opts.net_gain and steps:
-            short = netgain.too_short(steps, opts.warmup_steps + opts.measure_steps,
-                                      opts.confirm_rounds if opts.confirm_top else 0)
-            if short is not None:
-                result = TuneResult(best_config=None, stop_reason=short, net={"steps": steps, "skipped": True})
-                result.pinned = {k: {**run.current, **opts.pin}.get(k) for k in [*run.pinned, *opts.pin]}
-                return result
+        short = opts.too_short(steps)
+        if short is not None:
+            result = TuneResult(best_config=None, stop_reason=short, net={"steps": steps, "skipped": True})
+            result.pinned = self._pinned_values()
+            return result
         progress = Progress(opts.max_trials, enabled=opts.progress)
         tuner: Tuner | None = None
         try:
@@ -315,9 +313,14 @@ class Tuning:
                                 stop_reason=f"{STORE_FAILED}: {exc}")
         finally:
             progress.close()
-        own = {**run.current, **opts.pin}
-        result.pinned = {k: own.get(k) for k in [*run.pinned, *opts.pin]}
+        result.pinned = self._pinned_values()
         return result
+
+    def _pinned_values(self) -> dict[str, Any]:
+        """The values of the knobs the run or the user pinned."""
+        run, opts = self.run_description, self.options
+        own = {**run.current, **opts.pin}
+        return {k: own.get(k) for k in [*run.pinned, *opts.pin]}
 
     def conclude(self, result: TuneResult, *, applied: Config | None, **notes: Any) -> dict[str, Any]:
         """Tell the user: a warning when every trial failed, the summary on stderr, the report files.
@@ -387,8 +390,7 @@ class Tuning:
         tuned = {k: v for k, v in applied.items() if k not in result.derived}
         if tuned == result.best_config and result.speedup:
             return base * result.speedup
-        values = [t.value for t in result.trials if t.ok and t.value and t.config == tuned]
-        return sum(values) / len(values) if values else None
+        return result.mean_value(tuned)
 
     def _estimate(self, result: TuneResult, applied: Config | None) -> dict[str, Any]:
         """The job's estimated end time against the user's settings alone, where the main run's length is

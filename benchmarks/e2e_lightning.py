@@ -58,7 +58,9 @@ def table_best(model: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- one run (a user's script)
-def _module(model: str, batch_size: int) -> Any:
+def _module(model: str, batch_size: int, *, workers: int = 0, samples: int | None = None) -> Any:
+    """The workload `model` as a LightningModule whose loader reads its `batch_size` and `num_workers`
+    attributes (`samples` synthetic samples: by default 32 global batches, at least 256); and its global batch."""
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import DataLoader, Dataset
@@ -82,6 +84,7 @@ def _module(model: str, batch_size: int) -> Any:
             super().__init__()
             self.model = workload.model
             self.batch_size = batch_size
+            self.num_workers = workers
 
         def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
             return workload.loss_fn(self.model, batch)
@@ -90,8 +93,8 @@ def _module(model: str, batch_size: int) -> Any:
             return torch.optim.AdamW(self.parameters(), lr=1e-4)
 
         def train_dataloader(self) -> DataLoader:
-            return DataLoader(Samples(max(256, 32 * workload.spec.global_batch)), batch_size=self.batch_size,
-                              shuffle=True)
+            return DataLoader(Samples(samples or max(256, 32 * workload.spec.global_batch)),
+                              batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
 
     return WorkloadModule(), workload.spec.global_batch
 

@@ -109,46 +109,6 @@ class StepLog:
             Path(self.out).write_text(json.dumps({"times": self.times, **info}, default=str), encoding="utf-8")
 
 
-def _lightning_module(workload_name: str, batch_size: int | None, workers: int) -> Any:
-    """`benchmarks.e2e_lightning._module`'s LightningModule, with a `num_workers` attribute its loader reads."""
-    import lightning.pytorch as pl
-    import torch
-    from torch.utils.data import DataLoader, Dataset
-
-    from benchmarks.workloads import build
-
-    workload = build(workload_name)
-
-    class Samples(Dataset):
-        def __init__(self, n: int) -> None:
-            self.data = workload.make_batch(n, 0)
-
-        def __len__(self) -> int:
-            return len(next(iter(self.data.values())))
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            return {k: v[i] for k, v in self.data.items()}
-
-    class WorkloadModule(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = workload.model
-            self.batch_size = batch_size or workload.spec.global_batch
-            self.num_workers = workers
-
-        def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-            return workload.loss_fn(self.model, batch)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.AdamW(self.parameters(), lr=1e-4)
-
-        def train_dataloader(self) -> DataLoader:
-            return DataLoader(Samples(64 * workload.spec.global_batch), batch_size=self.batch_size, shuffle=True,
-                              num_workers=self.num_workers)
-
-    return WorkloadModule()
-
-
 def _tune_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"store": args.store, "report": args.report, **({"net_gain": False} if args.no_net_gain else {})}
 
@@ -158,7 +118,11 @@ def run_lightning(args: argparse.Namespace, log: StepLog) -> None:
     import torch
 
     pl.seed_everything(0, verbose=False)
-    module = _lightning_module(MODELS["lightning"]["model"], args.micro, args.workers)
+    from benchmarks.e2e_lightning import _module
+
+    global_batch = MODELS["lightning"]["global_batch"]
+    module, _ = _module(MODELS["lightning"]["model"], args.micro or global_batch, workers=args.workers,
+                        samples=64 * global_batch)
     if args.compile:
         module.model = torch.compile(module.model)
     kwargs: dict[str, Any] = {"max_steps": args.steps, "accumulate_grad_batches": args.accum, "logger": False,
@@ -191,21 +155,13 @@ def run_lightning(args: argparse.Namespace, log: StepLog) -> None:
 
 def run_hf(args: argparse.Namespace, log: StepLog) -> None:
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from benchmarks.e2e_transformers import MODELS as HF_MODELS
-    from examples.hf_gpt2 import TokenDataset
+    from benchmarks.e2e_transformers import model_and_data
 
-    spec = HF_MODELS[MODELS["hf"]["model"]]
     hf_logging.set_verbosity_error()
-    torch.manual_seed(0)
-    net = BertForSequenceClassification(BertConfig(
-        vocab_size=spec["vocab"], hidden_size=spec["n_embd"], num_hidden_layers=spec["n_layer"],
-        num_attention_heads=spec["n_head"], intermediate_size=4 * spec["n_embd"],
-        max_position_embeddings=spec["seq_len"], num_labels=2))
-    tokens = TokenDataset(2048, spec["seq_len"], spec["vocab"]).tokens
-    data = [{"input_ids": t, "labels": int(t[0]) % 2} for t in tokens]
+    net, data = model_and_data(MODELS["hf"]["model"])
     training = TrainingArguments(
         output_dir=str(Path(args.out_dir) / "out"), max_steps=args.steps, report_to="none", save_strategy="no",
         disable_tqdm=True, use_cpu=True, per_device_train_batch_size=args.micro or MODELS["hf"]["global_batch"],

@@ -38,26 +38,32 @@ MODELS = {
 }
 
 
-def _trainer(model: str, steps: int, work: Path) -> Any:
+def model_and_data(model: str) -> tuple[Any, Any]:
+    """The model `model` of `MODELS` (random weights, seed 0) and its 2048 synthetic training samples."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
-    from transformers.utils import logging as hf_logging
+    from transformers import BertConfig, BertForSequenceClassification
 
     from examples.hf_gpt2 import TokenDataset, make_model
 
     spec = MODELS[model]
-    hf_logging.set_verbosity_error()
     if spec["kind"] == "gpt2":
         net = make_model(spec["n_layer"], spec["n_embd"], spec["n_head"], spec["vocab"], spec["seq_len"])
-        data: Any = TokenDataset(2048, spec["seq_len"], spec["vocab"])
-    else:
-        torch.manual_seed(0)
-        net = BertForSequenceClassification(BertConfig(
-            vocab_size=spec["vocab"], hidden_size=spec["n_embd"], num_hidden_layers=spec["n_layer"],
-            num_attention_heads=spec["n_head"], intermediate_size=4 * spec["n_embd"],
-            max_position_embeddings=spec["seq_len"], num_labels=2))
-        tokens = TokenDataset(2048, spec["seq_len"], spec["vocab"]).tokens
-        data = [{"input_ids": t, "labels": int(t[0]) % 2} for t in tokens]
+        return net, TokenDataset(2048, spec["seq_len"], spec["vocab"])
+    torch.manual_seed(0)
+    net = BertForSequenceClassification(BertConfig(
+        vocab_size=spec["vocab"], hidden_size=spec["n_embd"], num_hidden_layers=spec["n_layer"],
+        num_attention_heads=spec["n_head"], intermediate_size=4 * spec["n_embd"],
+        max_position_embeddings=spec["seq_len"], num_labels=2))
+    tokens = TokenDataset(2048, spec["seq_len"], spec["vocab"]).tokens
+    return net, [{"input_ids": t, "labels": int(t[0]) % 2} for t in tokens]
+
+
+def _trainer(model: str, steps: int, work: Path) -> Any:
+    from transformers import Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    net, data = model_and_data(model)
     args = TrainingArguments(output_dir=str(work / "out"), max_steps=steps, report_to="none", save_strategy="no",
                              disable_tqdm=True, use_cpu=True)
     return Trainer(model=net, args=args, train_dataset=data)

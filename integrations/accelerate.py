@@ -46,7 +46,6 @@ from typing import Any
 
 from autoscout_plugin.costmodel import Hardware, Workload
 from autoscout_plugin.loop import DECLARED_ENV, LAUNCH_ENV, NO_STEP_ERROR, stepped_marker, workload_file
-from autoscout_plugin.netgain import too_short
 from autoscout_plugin.options import default_store
 from autoscout_plugin.outputs import prepare_outputs
 from autoscout_plugin.parallel import PORT, TrialJob
@@ -265,12 +264,10 @@ class AutoScoutLauncher:
         self.store = outputs.store
         self.options = replace(self.options, store=outputs.store, report=outputs.report)
         request, opts = self.request, self.options
-        if opts.net_gain and opts.planned_steps:  # before trial 0: a run too short to win anything back
-            short = too_short(opts.planned_steps, opts.warmup_steps + opts.measure_steps,
-                              opts.confirm_rounds if opts.confirm_top else 0)
-            if short is not None:
-                print(f"AutoScout: {short}; the real run uses your settings untouched.", file=sys.stderr, flush=True)
-                return None
+        short = opts.too_short(opts.planned_steps)  # before trial 0: a run too short to win anything back
+        if short is not None:
+            print(f"AutoScout: {short}; the real run uses your settings untouched.", file=sys.stderr, flush=True)
+            return None
         job = request.job_id()
         declared = load_declared(self.store, job)
         if declared is None:

@@ -107,6 +107,11 @@ class TuneResult:
             return self.best_value / self.baseline_value
         return None
 
+    def mean_value(self, config: dict[str, Any]) -> float | None:
+        """The mean measured speed of `config` over its successful trials (every fidelity); None if none."""
+        values = [t.value for t in self.trials if t.ok and t.value is not None and t.config == config]
+        return statistics.fmean(values) if values else None
+
     @property
     def n_trials(self) -> int:
         return len(self.trials)

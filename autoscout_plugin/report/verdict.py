@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,11 +94,6 @@ def changes_between(yours: dict[str, Any], applied: dict[str, Any],
     return out
 
 
-def _measured(result: TuneResult, config: dict[str, Any]) -> float | None:
-    values = [t.value for t in result.trials if t.ok and t.value is not None and t.config == config]
-    return statistics.fmean(values) if values else None
-
-
 def _list(changes: list[Change], limit: int = 4) -> str:
     tuned = [c for c in changes if not c.follows] or changes
     text = ", ".join(c.describe() for c in tuned[:limit])
@@ -158,7 +152,7 @@ def make_verdict(result: TuneResult, notes: dict[str, Any] | None = None) -> Ver
         speedup, basis, spread, rounds = pair.ratio, "paired", (low, high), len(pair.ratios)
         how = f"paired measurement over {rounds} rounds, {low:.2f}–{high:.2f}x"
     else:
-        mine, base = _measured(result, tuned), result.baseline_value
+        mine, base = result.mean_value(tuned), result.baseline_value
         speedup = mine / base if mine and base else None
         basis, spread, rounds, how = ("profiles" if speedup else ""), None, 0, "short profiles, not confirmed"
     if speedup is None or not math.isfinite(speedup):
