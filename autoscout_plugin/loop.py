@@ -33,7 +33,8 @@ from .profiling import StepProbe, TrialOutcome, report_and_exit, write_result
 
 LAUNCH_ENV = "AUTOSCOUT_LAUNCH"
 """JSON set by the launcher: `{"mode": "trial" | "apply", "config": {knob: value}, "warmup": int,
-"measure": int, "cut_off": float | null, "global_batch": int | null}`. The one child protocol: the
+"measure": int, "cut_off": float | null, "global_batch": int | null}`, and optionally `"max_measure": int,
+"precision": float, "best": float` (a trial timed until its speed is known well enough: `StepProbe`). The one child protocol: the
 launcher's trials and real run, and the Lightning callback's subprocess trials and relaunched fit."""
 DECLARED_ENV = "AUTOSCOUT_DECLARED"
 """In a trial: the JSON file where rank 0 records the knobs the script reads (name -> default)."""
@@ -75,14 +76,38 @@ def launch_spec() -> dict[str, Any] | None:
         value = spec.setdefault(name, 0 if spec["mode"] == "apply" else None)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{LAUNCH_ENV} {name} must be an integer >= {low}, got {value!r}")
-    cut_off = spec.setdefault("cut_off", None)
-    if cut_off is not None and (isinstance(cut_off, bool) or not isinstance(cut_off, (int, float))
-                                or not math.isfinite(cut_off) or cut_off <= 0):
-        raise ValueError(f"{LAUNCH_ENV} cut_off must be a positive number of samples/s or null, got {cut_off!r}")
+    for name, what in (("cut_off", "a positive number of samples/s"), ("best", "a positive number of samples/s"),
+                       ("precision", "a fraction between 0 and 1")):
+        value = spec.setdefault(name, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0 or (name == "precision" and value >= 1)):
+            raise ValueError(f"{LAUNCH_ENV} {name} must be {what} or null, got {value!r}")
+    most = spec.setdefault("max_measure", None)
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+        raise ValueError(f"{LAUNCH_ENV} max_measure must be a positive integer or null, got {most!r}")
     batch = spec.setdefault("global_batch", None)
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ValueError(f"{LAUNCH_ENV} global_batch must be a positive integer or null, got {batch!r}")
     return spec
+
+
+def spec_timing(spec: dict[str, Any], *, world: int = 1) -> dict[str, Any]:
+    """`StepProbe`'s timing keywords from a checked spec (`launch_spec`), and under `most` the most steps the
+    trial times. Only a trial whose ranks agree on when it ends (`world` 1, or an adapter whose ranks meet
+    after each step: `world=1` then) is cut short or timed on to a precision.
+
+    Example:
+        >>> spec_timing({"measure": 4, "max_measure": 12, "precision": 0.05, "best": 80.0, "cut_off": 40.0})
+        {'max_measure': 12, 'precision': 0.05, 'best': 80.0, 'cut_off': 40.0, 'most': 12}
+        >>> spec_timing({"measure": 4, "max_measure": 12, "precision": 0.05, "cut_off": 40.0}, world=2)["most"]
+        4
+    """
+    if world != 1:
+        return {"max_measure": None, "precision": None, "best": None, "cut_off": None, "most": int(spec["measure"])}
+    precision = spec.get("precision")
+    most = max(int(spec["measure"]), int(spec.get("max_measure") or 0)) if precision else int(spec["measure"])
+    return {"max_measure": spec.get("max_measure"), "precision": precision, "best": spec.get("best"),
+            "cut_off": spec.get("cut_off"), "most": most}
 
 
 def knob(name: str, default: Any) -> Any:
@@ -166,9 +191,10 @@ class ScriptProbe:
         self.world = world if world is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
         self.global_batch = spec.get("global_batch")
         self.clock = clock or device_clock
+        timing = spec_timing(spec, world=self.world)
+        timing.pop("most")
         self.probe = StepProbe(int(spec["warmup"]), int(spec["measure"]), world=self.world, memory=peak_memory_mb,
-                               cut_off=spec.get("cut_off") if self.world == 1 else None,
-                               compiling=(spec.get("config") or {}).get("compile", "off") != "off")
+                               compiling=(spec.get("config") or {}).get("compile", "off") != "off", **timing)
         self.read: dict[str, Any] = {}
         """Knob values the script read (`knob()`), for the samples of a step given none."""
         if self.probe.warmup == 0:
@@ -202,7 +228,7 @@ class ScriptProbe:
 
     def unfinished(self, crash: str | None = None) -> TrialOutcome | None:
         """The outcome of a script that ended before its trial was decided: it raised `crash`, or it
-        ran out of steps. None once decided, and None for a clean exit before any step (the launcher
+        ran out of steps (an error before `measure` timed steps, else the speed over those it ran). None once decided, and None for a clean exit before any step (the launcher
         reads a clean exit without a result as a script that never calls `step()`)."""
         if self.outcome is not None:
             return None
@@ -210,6 +236,9 @@ class ScriptProbe:
             return TrialOutcome(status="error", error=f"after {self.steps} steps the script raised {crash}"[:300])
         if self.steps == 0:
             return None
+        ended = self.probe.ended()  # it ran its least timed steps, not all it wanted: the speed it showed
+        if ended is not None:
+            return ended
         return TrialOutcome(status="error", error=f"the script ended after {self.steps} steps (step() calls), before"
                                                   f" the {self.probe.warmup + self.probe.measure} a trial needs; train"
                                                   " longer or lower --autoscout-warmup/--autoscout-measure")

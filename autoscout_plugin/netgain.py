@@ -31,6 +31,11 @@ ASSUMED_RUN_S = 1800.0
 """Main-run seconds assumed when its length is unknown (no `max_steps`, no epochs, a stream)."""
 UNKNOWN_LENGTH_FRACTION = 0.05
 """The share of `ASSUMED_RUN_S` tuning may take when the length is unknown: 90 s."""
+DEFAULT_TRIALS = 8
+"""`max_trials="auto"` where nothing else bounds the search (the rule off, or the length unknown)."""
+LONG_JOB_TRIALS = 24
+"""`max_trials="auto"` where the rule bounds the search (a known length): a long job may take more trials
+than `DEFAULT_TRIALS` while each still pays for itself; a backstop against a model too optimistic to stop."""
 
 
 def _phi(x: float) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from . import netgain, validate
 from .space.catalogue import CATALOGUE
@@ -71,8 +71,10 @@ class AutoScoutOptions(validate.KeywordOptions):
         ValueError: knob 'num_threads' is pinned to 2 and also listed in include; a pinned knob is not tuned...
     """
 
-    max_trials: int | None = 8
-    """Profiling runs, the user's own config included; None for no trial limit."""
+    max_trials: int | Literal["auto"] | None = "auto"
+    """Profiling runs, the user's own config included; None for no trial limit. `"auto"`: 8, and up to
+    `netgain.LONG_JOB_TRIALS` when the net-gain rule bounds the search (`net_gain` on and the main run's
+    length known: the search then stops when the next trial would not pay for itself)."""
     max_seconds: float | None = None
     """Profiling seconds."""
     max_fraction: float | None = None
@@ -93,7 +95,15 @@ class AutoScoutOptions(validate.KeywordOptions):
     warmup_steps: int = 2
     """Optimizer steps run before timing (compilation happens here)."""
     measure_steps: int = 4
-    """Optimizer steps timed per trial (confirmation runs too: they are repeated, not lengthened)."""
+    """Optimizer steps timed per trial, at least (confirmation runs exactly these: they are repeated, not
+    lengthened)."""
+    measure_precision: float | None = 0.05
+    """A search trial goes on timing after `measure_steps` until its speed is known to +-this fraction (the
+    95% confidence interval over its steps), or is clearly faster or slower than the best so far, up to
+    `max_measure_steps`: noisy or close trials get more steps, clear ones no more. None times exactly
+    `measure_steps`."""
+    max_measure_steps: int | None = None
+    """The most steps a search trial times under `measure_precision`; None: 3 x `measure_steps`."""
     trial_timeout_s: float = 600.0
     """A trial still running after this is stopped and recorded as a timeout."""
     cut_below: float | None = 0.5
@@ -152,6 +162,14 @@ class AutoScoutOptions(validate.KeywordOptions):
             raise ValueError(f"unknown objective {self.objective!r}; use one of {list(OBJECTIVES)}")
         validate.integer("warmup_steps", self.warmup_steps, low=0, hint="optimizer steps run before timing")
         validate.integer("measure_steps", self.measure_steps, low=1, hint="optimizer steps timed per trial")
+        validate.fraction("measure_precision", self.measure_precision, include_high=False, optional=True,
+                          requirement="a fraction between 0 and 1 (exclusive), or None",
+                          hint="e.g. 0.05 times a trial until its speed is known to +-5%; None times exactly"
+                               " measure_steps")
+        validate.integer("max_measure_steps", self.max_measure_steps, low=self.measure_steps, optional=True,
+                         requirement=f"an integer >= measure_steps ({self.measure_steps})",
+                         hint="the most steps a trial times while its speed is not yet known to measure_precision, or"
+                              " None for 3 x measure_steps")
         validate.positive_number("trial_timeout_s", self.trial_timeout_s, unit="seconds",
                                  high=validate.MAX_TIMEOUT_S, hint="seconds before a trial is stopped")
         validate.fraction("cut_below", self.cut_below, include_high=False, optional=True,
@@ -183,6 +201,18 @@ class AutoScoutOptions(validate.KeywordOptions):
         return netgain.too_short(planned_steps, self.warmup_steps + self.measure_steps,
                                  self.confirm_rounds if self.confirm_top else 0)
 
+    @property
+    def most_measure_steps(self) -> int:
+        """The most steps a search trial times (`max_measure_steps`, else 3 x `measure_steps`)."""
+        return self.max_measure_steps or 3 * self.measure_steps
+
+    def trial_budget(self, length_known: bool) -> int | None:
+        """`max_trials`, with `"auto"` resolved: `netgain.LONG_JOB_TRIALS` where the net-gain rule bounds
+        the search (on, with the main run's length known), else `netgain.DEFAULT_TRIALS`."""
+        if self.max_trials != "auto":
+            return self.max_trials
+        return netgain.LONG_JOB_TRIALS if self.net_gain and length_known else netgain.DEFAULT_TRIALS
+
     def tune_options(self, *, planned_samples: float | None = None, planned_steps: int | None = None,
                      store: str | None = None) -> TuneOptions:
         """The core tuner's options for this run; `planned_samples` sizes the main run (for `max_fraction`
@@ -197,7 +227,7 @@ class AutoScoutOptions(validate.KeywordOptions):
             planned_run_s = netgain.ASSUMED_RUN_S
             cap = netgain.UNKNOWN_LENGTH_FRACTION * netgain.ASSUMED_RUN_S
             max_seconds = min(max_seconds, cap) if max_seconds is not None else cap
-        return TuneOptions(max_trials=self.max_trials, max_seconds=max_seconds,
+        return TuneOptions(max_trials=self.trial_budget(bool(planned_samples or planned_steps)), max_seconds=max_seconds,
                            max_fraction=self.max_fraction, planned_samples=planned_samples or None,
                            planned_run_s=planned_run_s, planned_steps=planned_steps, net_gain=self.net_gain,
                            patience=self.patience, confirm_top=self.confirm_top,

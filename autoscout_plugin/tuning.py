@@ -77,8 +77,10 @@ class RunDescription:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrialRequest:
-    """One trial, as an adapter runs it: `config` for `warmup + measure` optimizer steps, cut short under
-    `cut_off` samples/s, stopped after `timeout_s`, with the batch split that keeps the global batch."""
+    """One trial, as an adapter runs it: `config` for `warmup` optimizer steps and then at least `measure`
+    timed ones (with a `precision`, up to `max_measure`, until its speed is known well enough against
+    `best`, the best speed so far: `StepProbe`), cut short under `cut_off` samples/s, stopped after
+    `timeout_s`, with the batch split that keeps the global batch."""
 
     config: Config
     fidelity: Fidelity
@@ -87,6 +89,19 @@ class TrialRequest:
     cut_off: float | None
     timeout_s: float
     split: BatchSplit | None
+    max_measure: int | None = None
+    precision: float | None = None
+    best: float | None = None
+
+    @property
+    def steps(self) -> int:
+        """The most optimizer steps the trial may run (an adapter's `max_steps`)."""
+        return self.warmup + max(self.measure, (self.max_measure or 0) if self.precision else 0)
+
+    def timing(self) -> dict[str, Any]:
+        """The keywords of `StepProbe` for this trial (after `warmup` and `measure`)."""
+        return {"max_measure": self.max_measure, "precision": self.precision, "best": self.best,
+                "cut_off": self.cut_off, "compiling": self.compiling}
 
     @property
     def compiling(self) -> bool:
@@ -98,6 +113,7 @@ class TrialRequest:
         if self.split is not None and "micro_batch_size" in config:
             config["grad_accum"] = self.split.grad_accum
         return {"mode": mode, "config": config, "warmup": self.warmup, "measure": self.measure,
+                "max_measure": self.max_measure, "precision": self.precision, "best": self.best,
                 "cut_off": self.cut_off, "global_batch": self.split.global_batch if self.split else None}
 
 
@@ -233,18 +249,23 @@ class Tuning:
     # ------------------------------------------------------------ trials
     def request(self, config: Config, fidelity: Fidelity) -> TrialRequest:
         """The trial of `config`: a confirmation (F3) repeats trials instead of lengthening them, and only
-        a search trial (F2) is cut short, under `cut_below` x the best F2 speed so far.
+        a search trial (F2) is cut short, under `cut_below` x the best F2 speed so far, or timed on past
+        `measure_steps` until its speed is known within `measure_precision` (or clearly beside the best).
 
         Raises:
             BatchSplitError: the config's micro-batch and processes do not divide the global batch.
         """
         opts, split = self.options, self.run_description.split
         cut_off = None
-        if fidelity == Fidelity.F2 and opts.cut_below and self._best:
+        search = fidelity == Fidelity.F2
+        if search and opts.cut_below and self._best:
             cut_off = opts.cut_below * self._best
+        precision = opts.measure_precision if search else None
         return TrialRequest(config=dict(config), fidelity=fidelity, warmup=opts.warmup_steps,
                             measure=opts.measure_steps, cut_off=cut_off, timeout_s=opts.trial_timeout_s,
-                            split=split.for_config(config) if split is not None else None)
+                            split=split.for_config(config) if split is not None else None,
+                            max_measure=opts.most_measure_steps if precision else None, precision=precision,
+                            best=self._best if precision else None)
 
     def _profile(self, trial: TrialFn) -> Callable[[Config, Fidelity], TrialOutcome]:
         def profile(config: Config, fidelity: Fidelity) -> TrialOutcome:
@@ -287,7 +308,7 @@ class Tuning:
             result = TuneResult(best_config=None, stop_reason=short, net={"steps": steps, "skipped": True})
             result.pinned = self._pinned_values()
             return result
-        progress = Progress(opts.max_trials, enabled=opts.progress)
+        progress = Progress(opts.trial_budget(bool(steps)), enabled=opts.progress)
         tuner: Tuner | None = None
         try:
             tune_options = opts.tune_options(planned_samples=planned, planned_steps=steps, store=opts.store)

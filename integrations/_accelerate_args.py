@@ -47,7 +47,8 @@ _PRECISION = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 _MIXED = {v: k for k, v in _PRECISION.items()}
 _OURS: dict[str, dict[str, Any]] = {
     "autoscout": {"action": "store_true", "help": "tune the launch and the script's knobs before the real run"},
-    "trials": {"type": int, "default": 8, "help": "profiling runs, your own settings included (default 8)"},
+    "trials": {"type": int, "help": "profiling runs, your own settings included (default 8; up to 24 with"
+                                    " --autoscout-steps, while each next trial pays for itself)"},
     "seconds": {"type": float, "help": "profiling seconds at most (a positive, finite number)"},
     "include": {"help": "comma-separated knobs to tune (default: every knob that applies)"},
     "report": {"help": "write the result to PATH.json and PATH.html"},
@@ -56,7 +57,9 @@ _OURS: dict[str, dict[str, Any]] = {
     "timeout": {"type": float, "default": 600.0,
                 "help": "seconds before a trial is stopped (default 600; at most 604800, a week)"},
     "warmup": {"type": int, "default": 2, "help": "optimizer steps before timing (default 2)"},
-    "measure": {"type": int, "default": 4, "help": "optimizer steps timed per trial (default 4)"},
+    "measure": {"type": int, "default": 4, "help": "optimizer steps timed per trial, at least (default 4; a"
+                                                   " single-process search trial goes on, up to 3x, until its"
+                                                   " speed is known to +-5%%)"},
     "confirm": {"type": int, "default": 1, "help": "best configs re-measured before choosing (default 1; 0 skips)"},
     "parallel": {"type": int, "default": 1, "help": "search trials run at once (default 1), by --autoscout-executor"},
     "executor": {"help": "where parallel trials run: local (default), ray[:ADDRESS] (a Ray cluster, via Ray Tune) or"
@@ -264,7 +267,8 @@ def _options(ns: argparse.Namespace) -> AutoScoutOptions:
         if value is not None:
             _check(f"--autoscout-{name}", value, what, check, **kwargs)
     try:
-        return AutoScoutOptions(max_trials=ns.autoscout_trials, max_seconds=ns.autoscout_seconds, include=None,
+        trials = "auto" if ns.autoscout_trials is None else ns.autoscout_trials
+        return AutoScoutOptions(max_trials=trials, max_seconds=ns.autoscout_seconds, include=None,
                                 store=ns.autoscout_store, report=ns.autoscout_report,
                                 warmup_steps=ns.autoscout_warmup, measure_steps=ns.autoscout_measure,
                                 trial_timeout_s=ns.autoscout_timeout, confirm_top=ns.autoscout_confirm,

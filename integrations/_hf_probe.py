@@ -26,11 +26,11 @@ class HFProbe(TrainerCallback):
     step (`on_step_end`), as `_lockstep.RankMeetings` describes; a rank whose trial raises joins the next
     meeting (`announce`), and the others then raise `OtherRankFailed`."""
 
-    def __init__(self, warmup: int, measure: int, global_batch: int, cut_off: float | None, compiling: bool,
-                 device: Any = "cpu") -> None:
+    def __init__(self, warmup: int, measure: int, global_batch: int, *, device: Any = "cpu", **timing: Any) -> None:
+        """`timing`: `StepProbe`'s keywords (`TrialRequest.timing()`: cut-off, precision, compiling)."""
         self.warmup, self.measure, self.global_batch, self.device = warmup, measure, global_batch, device
-        self.core = StepProbe(warmup, measure, cut_off=cut_off, compiling=compiling, world=_torch.distributed_world(),
-                              memory=lambda: _torch.peak_memory_mb(device))
+        self.core = StepProbe(warmup, measure, world=_torch.distributed_world(),
+                              memory=lambda: _torch.peak_memory_mb(device), **timing)
         self.evidence: dict[str, Any] = {"rows": 0, "autocast": set(), "compiling": False, "threads": set()}
         self.nan = False
         self.meetings = RankMeetings(device, self.core.world)
@@ -82,7 +82,7 @@ class HFProbe(TrainerCallback):
         self.meetings.announce(finished=self.outcome is not None)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.outcome is None:
+        if self.outcome is None and self.core.ended() is None:
             self.core.finish(TrialOutcome(status="error", error=f"training ended after {state.global_step} optimizer"
                                           f" steps, before the {self.warmup + self.measure} a trial needs"))
 

@@ -79,10 +79,10 @@ class LightningProbe(Callback):
     clock, its loss), and a rank whose trial raises joins the next meeting from `on_exception`, so the
     others raise `OtherRankFailed` there instead of waiting in a gradient all-reduce it never joins."""
 
-    def __init__(self, warmup: int, measure: int, on_done: Any = None, cut_off: float | None = None,
-                 compiling: bool = False) -> None:
+    def __init__(self, warmup: int, measure: int, on_done: Any = None, **timing: Any) -> None:
+        """`timing`: `StepProbe`'s keywords (`TrialRequest.timing()`: cut-off, precision, compiling)."""
         self.warmup, self.measure, self.on_done = warmup, measure, on_done
-        self.cut_off, self.compiling = cut_off, compiling
+        self.timing = timing
         self.core: StepProbe | None = None
         self.meetings: RankMeetings | None = None
         self._samples = 0
@@ -107,8 +107,8 @@ class LightningProbe(Callback):
         return 0
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.core = StepProbe(self.warmup, self.measure, cut_off=self.cut_off, compiling=self.compiling,
-                              world=trainer.world_size, memory=lambda: peak_memory_mb(pl_module.device))
+        self.core = StepProbe(self.warmup, self.measure, world=trainer.world_size,
+                              memory=lambda: peak_memory_mb(pl_module.device), **self.timing)
         self.meetings = RankMeetings(pl_module.device, trainer.world_size)
         synchronize(pl_module.device)
         self.core.begin(time.perf_counter())
@@ -156,6 +156,10 @@ class LightningProbe(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.core is not None and self.core.outcome is None:
+            ended = self.core.ended()  # the fit stopped between the least and the most steps of its timing
+            if ended is not None:
+                self._finish(trainer, ended)
+                return
             self._finish(trainer, self.core.finish(TrialOutcome(
                 status="error", error=f"training ended after {trainer.global_step} optimizer steps, before the"
                                       f" {self.warmup + self.measure} a trial needs")))

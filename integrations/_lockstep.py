@@ -322,8 +322,9 @@ class RankMeetings:
             return mine
         if agreed == 2:
             return core.finish(TrialOutcome(status="nan", error=f"non-finite loss on another rank at step {step}"))
-        timed = core.timed(now)  # another rank's clock ended it
-        timed.metrics["cut_short"] = 1.0
+        timed = core.timed(now)  # another rank's clock ended it: early, or past the least steps (its precision)
+        if not core.enough:
+            timed.metrics["cut_short"] = 1.0
         return core.finish(timed)
 
     def announce(self, *, finished: bool) -> None:

@@ -275,7 +275,8 @@ class AutoScoutLauncher:
                   file=sys.stderr, flush=True)
             self._first, declared, stepped = self._trial(TrialRequest(
                 config={}, fidelity=Fidelity.F2, warmup=opts.warmup_steps, measure=opts.measure_steps, cut_off=None,
-                timeout_s=opts.trial_timeout_s, split=None))
+                timeout_s=opts.trial_timeout_s, split=None, max_measure=opts.most_measure_steps,
+                precision=opts.measure_precision))
             self._check_steps(self._first, stepped)
             if stepped:  # it reached its loop: every knob read before it is recorded
                 save_declared(self.store, job, declared, request.script, self._described)

@@ -51,7 +51,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from autoscout_plugin.batch import BatchSplit
-from autoscout_plugin.loop import launch_spec
+from autoscout_plugin.loop import launch_spec, spec_timing
 from autoscout_plugin.options import AutoScoutOptions
 from autoscout_plugin.parallel import PORT, TrialJob
 from autoscout_plugin.profiling import TrialOutcome, report_and_exit, run_subprocess_trial, write_result
@@ -407,14 +407,13 @@ class AutoScoutCallback(Callback):
                 dm = _copy_datamodule(datamodule) if copy_module else datamodule
                 _set_loop_knobs(module, dm, run, config)
                 _set_module_knobs(module, config)
-                probe = LightningProbe(request.warmup, request.measure, cut_off=request.cut_off,
-                                       compiling=request.compiling)
+                probe = LightningProbe(request.warmup, request.measure, **request.timing())
                 spread: dict[str, Any] = {"devices": devices}
                 if run.lockstep:
                     spread = _lockstep_strategy(trainer, config)
                 trial = Trainer(accelerator=accelerator, **spread,
                                 precision=config.get("precision", run.current["precision"]),
-                                max_steps=request.warmup + request.measure, max_epochs=-1,
+                                max_steps=request.steps, max_epochs=-1,
                                 accumulate_grad_batches=request.split.grad_accum if request.split else run.accum,
                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -482,14 +481,14 @@ class AutoScoutCallback(Callback):
         # Nothing of the trial may persist: no logs, no checkpoints.
         trainer.loggers = []
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, Checkpoint)]
-        trainer.fit_loop.epoch_loop.max_steps = int(spec["warmup"]) + int(spec["measure"])
+        timing = spec_timing(spec)
+        trainer.fit_loop.epoch_loop.max_steps = int(spec["warmup"]) + timing.pop("most")
         trainer.fit_loop.max_epochs = -1
         trainer.limit_val_batches = 0
         trainer.num_sanity_val_steps = 0
         trainer.callbacks.append(LightningProbe(
-            int(spec["warmup"]), int(spec["measure"]), cut_off=spec["cut_off"],
-            compiling=config.get("compile", "off") != "off",
-            on_done=lambda t, outcome: report_and_exit(outcome, rank_zero=t.is_global_zero)))
+            int(spec["warmup"]), int(spec["measure"]), compiling=config.get("compile", "off") != "off",
+            on_done=lambda t, outcome: report_and_exit(outcome, rank_zero=t.is_global_zero), **timing))
 
 
 def _planned_steps(trainer: Trainer, pl_module: LightningModule, run: _Run) -> int | None:

@@ -178,8 +178,7 @@ def run_trial(trainer: Trainer, request: TrialRequest) -> TrialOutcome:
     started = time.perf_counter()
     device, config = trainer.args.device, request.config
     split = request.split or _split(trainer.args)
-    probe = HFProbe(request.warmup, request.measure, split.global_batch, request.cut_off, compiling=request.compiling,
-                    device=device)
+    probe = HFProbe(request.warmup, request.measure, split.global_batch, device=device, **request.timing())
     _torch.release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
     _torch.reset_peak_memory(device)
     with no_trace(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
@@ -189,7 +188,7 @@ def run_trial(trainer: Trainer, request: TrialRequest) -> TrialOutcome:
             torch.set_num_threads(int(config["num_threads"]))
         trial = copy.copy(trainer)
         trial.args = arguments_for(trainer.args, config, split, output_dir=tmp,
-                                   max_steps=request.warmup + request.measure, **_QUIET)
+                                   max_steps=request.steps, **_QUIET)
         trial.model = copy.deepcopy(trainer.model)
         trial.model_wrapped = trial.model
         trial.optimizer, trial.lr_scheduler = None, None

@@ -96,7 +96,8 @@ def test_a_bad_spec_is_a_clear_error_naming_the_variable(monkeypatch: pytest.Mon
 def test_an_apply_spec_needs_no_step_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LAUNCH_ENV, json.dumps({"mode": "apply", "config": {"num_workers": 1}}))
     assert launch_spec() == {"mode": "apply", "config": {"num_workers": 1}, "warmup": 0, "measure": 0,
-                             "cut_off": None, "global_batch": None}
+                             "cut_off": None, "best": None, "precision": None, "max_measure": None,
+                             "global_batch": None}
 
 
 def test_a_trial_records_the_declared_knobs_on_rank_zero(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -150,7 +151,8 @@ def test_the_probe_times_the_steps_after_warm_up() -> None:
     outcome = probe.on_step(8)
     assert outcome is not None and outcome.status == "ok"
     assert outcome.value == pytest.approx(2 * 8 * 2 / 1.0)  # 2 steps x 8 samples x 2 ranks in 1 s
-    assert outcome.metrics == {"step_s": pytest.approx(0.5)} and outcome.peak_mem_mb > 0
+    assert outcome.metrics == {"step_s": pytest.approx(0.5), "timed_steps": 2.0, "spread": 0.0}
+    assert outcome.peak_mem_mb > 0
 
 
 @pytest.mark.parametrize(("read", "global_batch", "per_step"), [

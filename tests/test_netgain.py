@@ -201,3 +201,18 @@ def test_an_unknown_length_assumes_half_an_hour_and_caps_the_tuning() -> None:
 def test_bad_net_gain_options_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AutoScoutOptions(**kwargs)
+
+
+def test_the_auto_trial_budget_lets_the_rule_bound_a_job_of_known_length() -> None:
+    # The default budget: 8 trials where nothing else stops the search, up to 24 where the look-ahead does
+    # (each further trial must still pay for itself); a number the user gives is kept as it is.
+    auto = AutoScoutOptions(progress=False)
+    assert auto.max_trials == "auto"
+    assert auto.tune_options(planned_steps=10_000).max_trials == netgain.LONG_JOB_TRIALS == 24
+    assert auto.tune_options(planned_samples=80_000.0).max_trials == 24
+    assert auto.tune_options().max_trials == netgain.DEFAULT_TRIALS == 8  # unknown length: 90 s and 8 trials
+    assert AutoScoutOptions(net_gain=False).tune_options(planned_steps=10_000).max_trials == 8
+    assert AutoScoutOptions(max_trials=5).tune_options(planned_steps=10_000).max_trials == 5
+    assert AutoScoutOptions(max_trials=None, max_seconds=60.0).tune_options(planned_steps=10).max_trials is None
+    with pytest.raises(ValueError, match=r"max_trials must be >= 1 \(an integer\), got 'all'"):
+        AutoScoutOptions(max_trials="all")

@@ -153,7 +153,14 @@ def test_the_child_protocol_spec_of_a_request(tmp_path: Path) -> None:
     tuning = Tuning(options(tmp_path), describe())
     spec = tuning.request({"micro_batch_size": 4, "num_threads": 1}, Fidelity.F3).spec()
     assert spec == {"mode": "trial", "config": {"micro_batch_size": 4, "num_threads": 1, "grad_accum": 4},
-                    "warmup": 2, "measure": 4, "cut_off": None, "global_batch": 16}
+                    "warmup": 2, "measure": 4, "max_measure": None, "precision": None, "best": None,
+                    "cut_off": None, "global_batch": 16}  # a confirmation is timed exactly: rounds, not length
+    tuning._best = 50.0
+    search = tuning.request({"micro_batch_size": 4, "num_threads": 1}, Fidelity.F2)
+    assert (search.measure, search.max_measure, search.precision, search.best) == (4, 12, 0.05, 50.0)
+    assert search.steps == 2 + 12 and search.spec()["best"] == 50.0
+    exact = Tuning(options(tmp_path, measure_precision=None), describe()).request({"num_threads": 1}, Fidelity.F2)
+    assert (exact.max_measure, exact.precision, exact.steps) == (None, None, 2 + 4)
 
 
 # ---------------------------------------------------------------- the decision and its report

@@ -442,7 +442,8 @@ def training_pin_ok(name: str, value: Any) -> bool:
 
 TRAINING_KNOBS = [k for k in CATALOGUE if k != "grad_accum"]
 AUTOSCOUT_FIELDS: dict[str, tuple[Any, Any]] = {
-    "max_trials": (lambda v: is_int(v, 1), st.integers(-2, 20)),
+    "max_trials": (lambda v: (isinstance(v, str) and v == "auto") or is_int(v, 1),
+                   st.one_of(st.integers(-2, 20), st.sampled_from(["auto", "Auto", "8"]))),
     "max_seconds": (lambda v: v is None or is_number(v), st.floats(-1, 1e9)),
     "max_fraction": (lambda v: v is None or is_number(v, 0, 1), st.floats(-1, 2)),
     "objective": (lambda v: v in OBJECTIVES and isinstance(v, str), st.sampled_from([*OBJECTIVES, "loss"])),
@@ -458,6 +459,8 @@ AUTOSCOUT_FIELDS: dict[str, tuple[Any, Any]] = {
     "report": (lambda v: v is None or is_path(v), st.sampled_from(["", "r", " "])),
     "warmup_steps": (lambda v: is_int(v, 0), st.integers(-2, 5)),
     "measure_steps": (lambda v: is_int(v, 1), st.integers(-2, 5)),
+    "measure_precision": (lambda v: v is None or is_number(v, 0, 1, open_high=True), st.floats(-1, 2)),
+    "max_measure_steps": (lambda v: v is None or is_int(v, 4), st.integers(-2, 14)),  # >= measure_steps' 4
     "trial_timeout_s": (lambda v: is_number(v, 0, validate.MAX_TIMEOUT_S), st.floats(-1, 1e7)),
     "cut_below": (lambda v: v is None or is_number(v, 0, 1, open_high=True), st.floats(-1, 2)),
     "confirm_top": (lambda v: is_int(v, 0), st.integers(-2, 5)),

@@ -1,13 +1,35 @@
 """The one step probe every trial uses (Lightning, Hugging Face, a custom loop under the launcher):
-it times optimizer steps `warmup` .. `warmup + measure` and cuts short a trial that is clearly
-losing. Framework-free: the adapter feeds it one call per optimizer step with the samples this
+it times the optimizer steps after `warmup`, at least `measure` of them and, with a `precision`, on
+until the speed is known well enough to decide (up to `max_measure`), and cuts short a trial that is
+clearly losing. Framework-free: the adapter feeds it one call per optimizer step with the samples this
 process handled and a clock reading taken after the device finished the step's work."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from .outcome import TrialOutcome
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+"""Student's t, two-sided 95%, for 1 .. 30 degrees of freedom (1.96 beyond)."""
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """The mean of `values` and the half-width of its 95% confidence interval (Student's t; inf for one value).
+
+    Example:
+        >>> mean, half = interval([1.0, 1.1, 0.9, 1.0])
+        >>> round(mean, 3), round(half, 3)
+        (1.0, 0.13)
+    """
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.inf
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * sd / math.sqrt(n)
 
 
 class StepProbe:
@@ -18,6 +40,12 @@ class StepProbe:
     compile) when one step runs at under a third of it. It is recorded with the speed it showed,
     marked `cut_short`.
 
+    With a `precision`, timing goes on after `measure` steps until the 95% confidence interval of the
+    seconds per sample (over the timed steps) is within +-`precision` of its mean, or lies wholly above
+    or below `best` (the best speed so far: the trial is then known to lose or to win), or `max_measure`
+    steps were timed. The outcome's metrics say how many steps were timed (`timed_steps`) and how wide
+    the interval came out (`spread`, its half-width over the mean).
+
     Example:
         >>> probe = StepProbe(warmup=1, measure=2)
         >>> probe.begin(0.0)
@@ -27,10 +55,15 @@ class StepProbe:
         8.0
     """
 
-    def __init__(self, warmup: int, measure: int, *, cut_off: float | None = None, compiling: bool = False,
+    def __init__(self, warmup: int, measure: int, *, max_measure: int | None = None, precision: float | None = None,
+                 best: float | None = None, cut_off: float | None = None, compiling: bool = False,
                  world: int = 1, memory: Callable[[], float] | None = None) -> None:
         self.warmup, self.measure, self.world = int(warmup), int(measure), int(world)
+        self.max_measure = max(int(max_measure), self.measure) if precision and max_measure else self.measure
+        self.precision, self.best = precision, best
         self.cut_off, self.compiling, self.memory = cut_off, compiling, memory
+        self.per_sample: list[float] = []
+        """Seconds per sample (of this process) of each timed step."""
         self.steps = 0
         self.samples = 0.0
         self.start: tuple[float, float] | None = None
@@ -54,6 +87,8 @@ class StepProbe:
         last, self._last = self._last, (now, self.samples)
         if last is not None:
             self.last_rate = (self.samples - last[1]) / max(now - last[0], 1e-9) * self.world
+            if self.steps > self.warmup and samples > 0:
+                self.per_sample.append(max(now - last[0], 1e-9) / samples)
         if self.steps <= self.warmup and self.cut_off and not self.compiling and last is not None:
             if self.last_rate < self.cut_off / 3:
                 return self.finish(TrialOutcome(value=self.last_rate, metrics={"cut_short": 1.0}))
@@ -61,20 +96,54 @@ class StepProbe:
             self.start = (now, self.samples)
         elif self.start is not None:
             timed = self.timed(now)
-            done = self.steps >= self.warmup + self.measure
+            done = self.decided()
             if done or (self.cut_off and (timed.value or 0.0) < self.cut_off):
                 if not done:
                     timed.metrics["cut_short"] = 1.0
                 return self.finish(timed)
         return None
 
+    @property
+    def enough(self) -> bool:
+        """Whether the least number of steps a trial times (`measure`) have been timed."""
+        return self.steps >= self.warmup + self.measure
+
+    def decided(self) -> bool:
+        """Whether timing can stop: `max_measure` steps timed, or at least `measure` and the speed known
+        well enough (within `precision`, or clearly above or below `best`)."""
+        timed = self.steps - self.warmup
+        if timed >= self.max_measure:
+            return True
+        if not self.enough or not self.precision or len(self.per_sample) < 2:
+            return False
+        mean, half = interval(self.per_sample)
+        if half <= self.precision * mean:
+            return True
+        if self.best:  # samples/s = world / (seconds per sample of one process)
+            slowest, fastest = self.world / (mean + half), self.world / max(mean - half, 1e-12)
+            return fastest < self.best or slowest > self.best
+        return False
+
     def timed(self, now: float) -> TrialOutcome:
         """Samples/s over the timed steps so far (the last step's rate while none is timed yet)."""
         if self.start is None or self.steps <= self.warmup:
             return TrialOutcome(value=self.last_rate, metrics={})
         seconds = max(now - self.start[0], 1e-9)
-        return TrialOutcome(value=(self.samples - self.start[1]) / seconds * self.world,
-                            metrics={"step_s": seconds / (self.steps - self.warmup)})
+        metrics = {"step_s": seconds / (self.steps - self.warmup), "timed_steps": float(self.steps - self.warmup)}
+        if len(self.per_sample) >= 2:
+            mean, half = interval(self.per_sample)
+            metrics["spread"] = half / mean
+        return TrialOutcome(value=(self.samples - self.start[1]) / seconds * self.world, metrics=metrics)
+
+    def ended(self) -> TrialOutcome | None:
+        """The training ended before the trial was decided: its speed up to its last step once `measure`
+        steps were timed (a trial that wanted more for its precision takes what it has), else None (the
+        caller's error)."""
+        if self.outcome is not None:
+            return self.outcome
+        if not self.enough or self.start is None or self._last is None:
+            return None
+        return self.finish(self.timed(self._last[0]))
 
     def nan(self, where: str) -> TrialOutcome:
         """End the trial as `nan` (a non-finite loss `where`)."""

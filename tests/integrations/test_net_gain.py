@@ -15,6 +15,7 @@ from autoscout_plugin.integrations.accelerate import main as launch
 from autoscout_plugin.integrations.transformers import planned_steps, tune_trainer
 
 from autoscout_plugin import AutoScoutCallback
+from autoscout_plugin.trial import Fidelity
 from examples.hf_gpt2 import make_trainer
 from examples.lightning_gpt2 import GPT2Module
 
@@ -53,6 +54,29 @@ def test_a_short_lightning_fit_is_not_tuned_and_trains_exactly_as_without_autosc
     _, plain = _fit(None, **length)  # the same fit without the callback: the same weights, bit for bit
     for (name, mine), theirs in zip(model.state_dict().items(), plain.state_dict().values()):
         assert torch.equal(mine, theirs), name
+
+
+def test_search_trials_time_until_their_speed_is_known_and_confirmations_time_exactly_their_steps(
+        tmp_path: Path) -> None:
+    # A precision no trial reaches: the user's config (no best to beat yet) times on to its most steps; a
+    # candidate stops there or as soon as it is clearly beside the best; a confirmation round times exactly
+    # measure_steps. The main fit still runs its own max_steps.
+    common = {"include": ("num_threads", "micro_batch_size"), "warmup_steps": 1, "measure_steps": 2,
+              "net_gain": False, "max_trials": 3, "confirm_top": 1, "confirm_rounds": 1, "patience": None,
+              "progress": False, "store": str(tmp_path / "trials.sqlite")}
+    callback = AutoScoutCallback(**common, measure_precision=1e-6, max_measure_steps=5)
+    trainer, _ = _fit(callback, max_steps=40)
+    assert callback.result is not None and trainer.global_step == 40
+    timed = [(t.fidelity, t.metrics.get("timed_steps"), bool(t.metrics.get("cut_short")))
+             for t in callback.result.trials if t.ok]
+    assert timed[0] == (Fidelity.F2, 5.0, False)  # the user's config: to its most
+    assert all(2 <= steps <= 5 for fidelity, steps, cut in timed if fidelity == Fidelity.F2 and not cut), timed
+    assert [steps for fidelity, steps, _ in timed if fidelity == Fidelity.F3] in ([], [2.0, 2.0]), timed
+    exact = AutoScoutCallback(**{**common, "store": str(tmp_path / "exact.sqlite")}, measure_precision=None)
+    _fit(exact, max_steps=40)
+    assert exact.result is not None
+    assert {t.metrics.get("timed_steps") for t in exact.result.trials
+            if t.ok and not t.metrics.get("cut_short")} == {2.0}
 
 
 def test_a_lightning_fit_long_enough_is_tuned_and_reports_its_realised_net(

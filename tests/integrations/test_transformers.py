@@ -342,11 +342,11 @@ def run(name, probe, nan_at=None):
 
 
 # rank 1 alone sees a non-finite loss at step 2
-run("nan", _Probe(1, 3, 8, None, False), nan_at=2 if rank == 1 else None)
+run("nan", _Probe(1, 3, 8, cut_off=None, compiling=False), nan_at=2 if rank == 1 else None)
 # rank 0 alone is below its cut-off during warm-up (its clock, not rank 1's)
-run("cut_off", _Probe(1, 3, 8, 1e15 if rank == 0 else None, False))
+run("cut_off", _Probe(1, 3, 8, cut_off=1e15 if rank == 0 else None, compiling=False))
 # no disagreement: both measure to the end
-run("done", _Probe(1, 3, 8, None, False))
+run("done", _Probe(1, 3, 8, cut_off=None, compiling=False))
 json.dump(out, open(f"{sys.argv[1]}/probe{rank}.json", "w"))
 dist.destroy_process_group()
 '''

@@ -67,8 +67,56 @@ def test_step_probe_times_only_the_steps_after_the_warmup() -> None:
     outcomes = [probe.step(8, now=t) for t in ticks]
     assert outcomes[:4] == [None] * 4
     assert outcomes[4] is not None and outcomes[4].value == pytest.approx(8.0)  # 24 samples in 3 s
-    assert outcomes[4].metrics == {"step_s": pytest.approx(1.0)}
+    assert outcomes[4].metrics == {"step_s": pytest.approx(1.0), "timed_steps": 3.0, "spread": 0.0}
     assert probe.step(8, now=99.0) is outcomes[4]  # decided: later steps change nothing
+
+
+def _run(probe: StepProbe, seconds: list[float], samples: int = 8) -> tuple[int, TrialOutcome | None]:
+    """Feed `probe` steps of `seconds` each: (the steps it took to decide, its outcome)."""
+    probe.begin(0.0)
+    now = 0.0
+    for count, step_s in enumerate(seconds, 1):
+        now += step_s
+        outcome = probe.step(samples, now=now)
+        if outcome is not None:
+            return count, outcome
+    return len(seconds), None
+
+
+NOISY = [1.0, 1.0, 1.3, 0.8, 1.2, 0.9, 1.25, 0.85, 1.1, 0.95, 1.2, 0.8, 1.0, 1.1, 0.9, 1.0, 1.05, 0.95]
+"""Step seconds that vary +-20%: four timed steps give a 95% interval of about +-25%."""
+
+
+def test_a_steady_trial_stops_at_its_least_steps_and_a_noisy_one_times_on_to_its_most() -> None:
+    steady, outcome = _run(StepProbe(warmup=1, measure=4, max_measure=12, precision=0.05), [5.0] + [1.0] * 20)
+    assert steady == 5 and outcome is not None and outcome.metrics["timed_steps"] == 4.0
+    assert outcome.metrics["spread"] == 0.0
+    noisy, outcome = _run(StepProbe(warmup=1, measure=4, max_measure=12, precision=0.05), [5.0] + NOISY)
+    assert noisy == 13 and outcome is not None and outcome.metrics["timed_steps"] == 12.0  # never within 5%
+    assert outcome.metrics["spread"] > 0.05 and "cut_short" not in outcome.metrics
+    assert outcome.value == pytest.approx(8 * 12 / sum(NOISY[:12]))  # the mean over every timed step
+    fixed, _ = _run(StepProbe(warmup=1, measure=4, max_measure=12), [5.0] + NOISY)  # no precision: exactly 4
+    assert fixed == 5
+
+
+def test_a_noisy_trial_clearly_beside_the_best_stops_as_soon_as_that_is_clear() -> None:
+    # 8 samples per ~1 s step: about 8 samples/s, +-25% after 4 steps: against a best of 20 (or of 3) it
+    # is known to lose (or to win) at once; against a best of 8 it times on to its most.
+    for best, steps in ((20.0, 4), (3.0, 4), (8.0, 12)):
+        taken, outcome = _run(StepProbe(warmup=0, measure=4, max_measure=12, precision=0.05, best=best), NOISY)
+        assert (taken, best) == (steps, best) and outcome is not None and outcome.status == "ok"
+
+
+def test_a_trial_whose_training_ends_between_its_least_and_most_steps_keeps_the_speed_it_showed() -> None:
+    probe = StepProbe(warmup=1, measure=4, max_measure=12, precision=0.05)
+    taken, outcome = _run(probe, [5.0] + NOISY[:6])
+    assert (taken, outcome) == (7, None)  # still timing
+    ended = probe.ended()
+    assert ended is not None and ended.status == "ok" and ended.metrics["timed_steps"] == 6.0
+    assert ended.value == pytest.approx(8 * 6 / sum(NOISY[:6]))
+    short = StepProbe(warmup=1, measure=4, max_measure=12, precision=0.05)
+    _run(short, [5.0] + NOISY[:3])
+    assert short.ended() is None  # under its least steps: the caller's error
 
 
 def test_step_probe_counts_every_process_and_reads_the_memory_once() -> None:

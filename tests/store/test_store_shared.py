@@ -220,7 +220,9 @@ def test_a_trial_budget_shared_by_six_processes_is_kept_at_the_database(shared: 
 
 
 # ---------------------------------------------------------------- a worker killed or frozen while it holds a config
-LEASE_S = 1.0
+LEASE_S = 3.0
+"""Long enough that a loaded machine (CI's two cores, a slow disk under SQLite's fsync) never delays a beat
+past it: three beats per lease, so a claim survives two beats that each came up to 1 s late."""
 
 
 def _hold(spawn: Any, spec: str, name: str = "holder") -> Worker:
