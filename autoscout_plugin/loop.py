@@ -34,8 +34,9 @@ from .profiling import StepProbe, TrialOutcome, report_and_exit, write_result
 LAUNCH_ENV = "AUTOSCOUT_LAUNCH"
 """JSON set by the launcher: `{"mode": "trial" | "apply", "config": {knob: value}, "warmup": int,
 "measure": int, "cut_off": float | null, "global_batch": int | null}`, and optionally `"max_measure": int,
-"precision": float, "best": float` (a trial timed until its speed is known well enough: `StepProbe`). The one child protocol: the
-launcher's trials and real run, and the Lightning callback's subprocess trials and relaunched fit."""
+"precision": float, "best": float` (a trial timed until its speed is known well enough: `StepProbe`). The
+one child protocol: the launcher's trials and real run, and the Lightning callback's subprocess trials and
+relaunched fit."""
 DECLARED_ENV = "AUTOSCOUT_DECLARED"
 """In a trial: the JSON file where rank 0 records the knobs the script reads (name -> default)."""
 NO_STEP_ERROR = "the script never called autoscout_plugin.step()"
@@ -228,8 +229,9 @@ class ScriptProbe:
 
     def unfinished(self, crash: str | None = None) -> TrialOutcome | None:
         """The outcome of a script that ended before its trial was decided: it raised `crash`, or it
-        ran out of steps (an error before `measure` timed steps, else the speed over those it ran). None once decided, and None for a clean exit before any step (the launcher
-        reads a clean exit without a result as a script that never calls `step()`)."""
+        ran out of steps (an error before `measure` timed steps, else the speed over those it ran). None
+        once decided, and None for a clean exit before any step (the launcher reads a clean exit without
+        a result as a script that never calls `step()`)."""
         if self.outcome is not None:
             return None
         if crash is not None:

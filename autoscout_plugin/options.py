@@ -227,7 +227,8 @@ class AutoScoutOptions(validate.KeywordOptions):
             planned_run_s = netgain.ASSUMED_RUN_S
             cap = netgain.UNKNOWN_LENGTH_FRACTION * netgain.ASSUMED_RUN_S
             max_seconds = min(max_seconds, cap) if max_seconds is not None else cap
-        return TuneOptions(max_trials=self.trial_budget(bool(planned_samples or planned_steps)), max_seconds=max_seconds,
+        trials = self.trial_budget(bool(planned_samples or planned_steps))
+        return TuneOptions(max_trials=trials, max_seconds=max_seconds,
                            max_fraction=self.max_fraction, planned_samples=planned_samples or None,
                            planned_run_s=planned_run_s, planned_steps=planned_steps, net_gain=self.net_gain,
                            patience=self.patience, confirm_top=self.confirm_top,

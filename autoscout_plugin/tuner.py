@@ -367,7 +367,10 @@ class Tuner:
             if estimate is not None and not estimate.worth:
                 if claim is not None:
                     self.store.release(claim)
-                return f"the next trial would not pay for itself ({estimate.describe()})"
+                instead = self._worth_instead(config)
+                if instead is None:
+                    return f"the next trial would not pay for itself ({estimate.describe()})"
+                config, claim = instead
             trial = self._measure(config, Fidelity.F2, claim=claim)
             budget_left = self.options.max_trials is None or len(self._f2_trials()) < self.options.max_trials
             if trial.failure == "transient" and budget_left:  # a port in use, a rendezvous timeout: once more
@@ -529,6 +532,37 @@ class Tuner:
         estimate = netgain.next_trial(samples, best, outlook[0], outlook[1], cost, confirm)
         self.net.update(samples=samples, last_look=estimate.describe(), looks=self.net.get("looks", 0) + 1)
         return estimate
+
+    def _worth_instead(self, proposed: Config) -> tuple[Config, Claim | None] | None:
+        """The open config whose trial is expected to save the most of the main run beyond its cost, and this
+        worker's claim on it, when the `proposed` one is not worth its cost; None when none is (or another
+        worker holds it). The search proposes by improvement per cost, not by net seconds: a costly candidate
+        (a compile) may head its list while a cheaper one (more processes) still pays on a short job."""
+        samples, best = self._main_samples(), self._best_value()
+        outlooks = self.search.open_outlooks()
+        if not samples or not best or not outlooks:
+            return None
+        confirm_base = self._trial_cost_s(self.baseline) if self.baseline is not None else 0.0
+        due = self.options.confirm_top and self.baseline is not None and not self._challenged()
+        scored = []
+        for config, mean, std, predicted in outlooks:
+            if config == proposed:
+                continue
+            estimate = netgain.next_trial(samples, best, mean, std, predicted,
+                                          self.options.confirm_rounds * (confirm_base + predicted) if due else 0.0)
+            if estimate.worth:
+                scored.append((estimate.saving_s - estimate.cost_s, config, estimate))
+        if not scored:
+            return None
+        _, config, estimate = max(scored, key=lambda item: item[0])
+        assert self.store is not None
+        claim = self.store.claim(self.study_id, config, worker=self.worker, lease_s=self.options.lease_s,
+                                 limit=self.options.max_trials, after=self._first_number)
+        if claim is None:
+            return None
+        self.net.update(instead={"config": config, "of": proposed, "estimate": estimate.describe()},
+                        last_look=estimate.describe())
+        return config, claim
 
     def _confirmation_worth(self, reference: Config, challengers: list[Config]) -> bool:
         """Whether confirming the best challenger can save more of the main run than the confirmation costs

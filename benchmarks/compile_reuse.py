@@ -66,11 +66,12 @@ print("RESULT " + json.dumps(out), flush=True)
 '''
 
 
-def _child(model: str, precision: str, compiled: bool, twice: bool, cache: Path) -> tuple[list[dict[str, float]], float]:
+def _child(model: str, precision: str, compiled: bool, twice: bool,
+           cache: Path) -> tuple[list[dict[str, float]], float]:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, model, precision, "1" if compiled else "0", "1" if twice else "0"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    argv = [sys.executable, "-c", CHILD, model, precision, "1" if compiled else "0", "1" if twice else "0"]
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - start
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:

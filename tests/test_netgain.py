@@ -16,6 +16,7 @@ import pytest
 from autoscout_plugin import AutoScoutOptions, netgain
 from autoscout_plugin.profiling import TrialOutcome
 from autoscout_plugin.report.verdict import make_verdict
+from autoscout_plugin.search.baselines import GridSearch
 from autoscout_plugin.space import Int, Space
 from autoscout_plugin.trial import Fidelity
 from autoscout_plugin.tuner import TuneOptions, Tuner
@@ -216,3 +217,57 @@ def test_the_auto_trial_budget_lets_the_rule_bound_a_job_of_known_length() -> No
     assert AutoScoutOptions(max_trials=None, max_seconds=60.0).tune_options(planned_steps=10).max_trials is None
     with pytest.raises(ValueError, match=r"max_trials must be >= 1 \(an integer\), got 'all'"):
         AutoScoutOptions(max_trials="all")
+
+
+class _CostlyFirst(GridSearch):
+    """A search whose model ranks a costly candidate (8 threads: 200 s a trial, say a compile) first, and
+    knows a cheap one (2 threads: 5 s) that is slower but still a large win."""
+
+    PREDICTED = {8: (20.0, 200.0), 2: (15.0, 5.0)}
+
+    def ask(self) -> dict[str, Any]:
+        for threads in (8, *range(1, 9)):
+            config = {"num_threads": threads}
+            if not self._taken(config):
+                return self._hand_out(config)
+        raise self._exhausted()
+
+    def outlook(self, config: dict[str, Any]) -> tuple[float, float]:
+        return math.log(self.PREDICTED.get(config["num_threads"], (10.5, 5.0))[0]), 0.05
+
+    def expected_cost_s(self, config: dict[str, Any]) -> float:
+        return self.PREDICTED.get(config["num_threads"], (10.5, 5.0))[1]
+
+    def open_outlooks(self) -> list[tuple[dict[str, Any], float, float, float]]:
+        open_ = [c for c in self.space.enumerate() if not self._taken(c)]
+        return [(c, *self.outlook(c), self.expected_cost_s(c)) for c in open_]
+
+
+def test_a_cheap_candidate_worth_its_cost_runs_when_the_proposed_one_costs_more_than_it_saves() -> None:
+    # A 300 s main run at the user's 10 samples/s: the costly candidate would save 150 s for 200, the cheap
+    # one 100 s for 5. It runs in its place; after it, nothing left is worth a trial.
+    speeds = {1: 10.0, 2: 15.0, 8: 20.0}
+    recorder = Recorder(lambda config, fidelity: speeds.get(config["num_threads"], 10.5), cost_s=5.0)
+    tuner = _tuner(recorder, planned_samples=3000.0)
+    tuner.search = _CostlyFirst(_space())
+    result = tuner.run()
+    assert [c["num_threads"] for c in recorder.configs()] == [1, 2]
+    assert "would not pay for itself" in result.stop_reason
+    assert result.net["instead"]["config"] == {"num_threads": 2} and result.net["instead"]["of"] == {"num_threads": 8}
+    assert result.best_config == {"num_threads": 2}
+    # A main run long enough for the costly one: it runs as proposed, no alternative is looked for.
+    long = Recorder(lambda config, fidelity: speeds.get(config["num_threads"], 10.5), cost_s=5.0)
+    tuner = _tuner(long, planned_samples=3e6, max_trials=2)
+    tuner.search = _CostlyFirst(_space())
+    assert tuner.run().net.get("instead") is None and [c["num_threads"] for c in long.configs()] == [1, 8]
+
+
+def test_the_hybrid_search_offers_every_open_config_with_its_outlook_and_cost() -> None:
+    recorder = Recorder(_flat, cost_s=5.0)
+    tuner = _tuner(recorder, planned_samples=1e9, max_trials=3)
+    tuner.run()
+    outlooks = tuner.search.open_outlooks()
+    measured = [c["num_threads"] for c in recorder.configs()]
+    assert len(measured) == 3 and sorted(c["num_threads"] for c, *_ in outlooks) == \
+        sorted(set(range(1, 9)) - set(measured))
+    assert all(math.isfinite(mean) and std >= 0 and cost > 0 for _, mean, std, cost in outlooks)

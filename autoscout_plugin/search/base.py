@@ -150,6 +150,12 @@ class SearchStrategy(ABC):
         """The predicted seconds of a trial of `config`, if the strategy models them."""
         return None
 
+    def open_outlooks(self) -> list[tuple[Config, float, float, float]] | None:
+        """Every config still open to the search with its `outlook` (mean, spread) and `expected_cost_s`, if
+        the strategy has both models: the net-gain rule looks there for a trial worth its cost when the
+        proposed one is not (a cheap candidate behind a costly one). None without them."""
+        return None
+
     @staticmethod
     def _key(config: Config) -> str:
         return json.dumps(config, sort_keys=True, default=str)

@@ -449,6 +449,14 @@ class HybridSearch(SearchStrategy):
     def expected_cost_s(self, config: Config) -> float:
         return float(self._expected_cost([config])[0])
 
+    def open_outlooks(self) -> list[tuple[Config, float, float, float]]:
+        configs = self._open_candidates()
+        if not configs:
+            return []
+        mean, std = self._predict(configs)
+        cost = self._expected_cost(configs)
+        return [(c, float(m), float(s), float(k)) for c, m, s, k in zip(configs, mean, std, cost)]
+
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"f0": self.f0 is not None, "f0_describes": self.f0_describes,
                                      "f0_weight": self.f0_weight, "held": list(self.held),

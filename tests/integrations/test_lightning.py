@@ -130,7 +130,7 @@ def test_every_knob_is_in_effect_during_its_trial_and_the_winner_in_the_main_fit
     # Each trial's steps ran with its config: batch size, threads, autocast and checkpointing.
     offset = 0
     for t in result.trials:
-        steps = 1 + int(t.metrics["timed_steps"])  # warm-up + timed optimizer steps, each over `accumulate` micro-batches
+        steps = 1 + int(t.metrics["timed_steps"])  # warm-up + timed optimizer steps, of `accumulate` micro-batches
         assert 2 <= t.metrics["timed_steps"] <= 6  # at least measure_steps, at most 3x: timed until known to 5%
         accumulate = 8 // t.config["micro_batch_size"]
         mine = SEEN[offset: offset + steps * accumulate]
