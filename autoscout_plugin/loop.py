@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .profiling import StepProbe, TrialOutcome, report_and_exit, write_result
+from .profiling import StepProbe, TrialOutcome, most_timed_steps, report_and_exit, write_result
 
 LAUNCH_ENV = "AUTOSCOUT_LAUNCH"
 """JSON set by the launcher: `{"mode": "trial" | "apply", "config": {knob: value}, "warmup": int,
@@ -106,9 +106,9 @@ def spec_timing(spec: dict[str, Any], *, world: int = 1) -> dict[str, Any]:
     if world != 1:
         return {"max_measure": None, "precision": None, "best": None, "cut_off": None, "most": int(spec["measure"])}
     precision = spec.get("precision")
-    most = max(int(spec["measure"]), int(spec.get("max_measure") or 0)) if precision else int(spec["measure"])
     return {"max_measure": spec.get("max_measure"), "precision": precision, "best": spec.get("best"),
-            "cut_off": spec.get("cut_off"), "most": most}
+            "cut_off": spec.get("cut_off"),
+            "most": most_timed_steps(spec["measure"], spec.get("max_measure"), precision)}
 
 
 def knob(name: str, default: Any) -> Any:

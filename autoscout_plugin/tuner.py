@@ -525,13 +525,17 @@ class Tuner:
         outlook = self.search.outlook(config)
         if outlook is None:
             return None
-        cost = self._trial_cost_s(config)
+        estimate = self._estimate(samples, best, *outlook, self._trial_cost_s(config))
+        self.net.update(samples=samples, last_look=estimate.describe(), looks=self.net.get("looks", 0) + 1)
+        return estimate
+
+    def _estimate(self, samples: float, best: float, mean: float, std: float, cost: float) -> netgain.Estimate:
+        """A candidate's look-ahead (`netgain.next_trial`): its predicted log speed and trial seconds, plus the
+        paired confirmation a win would add while nothing has beaten the user's config yet."""
         confirm = 0.0
         if self.options.confirm_top and self.baseline is not None and not self._challenged():
             confirm = self.options.confirm_rounds * (self._trial_cost_s(self.baseline) + cost)
-        estimate = netgain.next_trial(samples, best, outlook[0], outlook[1], cost, confirm)
-        self.net.update(samples=samples, last_look=estimate.describe(), looks=self.net.get("looks", 0) + 1)
-        return estimate
+        return netgain.next_trial(samples, best, mean, std, cost, confirm)
 
     def _worth_instead(self, proposed: Config) -> tuple[Config, Claim | None] | None:
         """The open config whose trial is expected to save the most of the main run beyond its cost, and this
@@ -542,14 +546,11 @@ class Tuner:
         outlooks = self.search.open_outlooks()
         if not samples or not best or not outlooks:
             return None
-        confirm_base = self._trial_cost_s(self.baseline) if self.baseline is not None else 0.0
-        due = self.options.confirm_top and self.baseline is not None and not self._challenged()
         scored = []
-        for config, mean, std, predicted in outlooks:
+        for config, mean, std, cost in outlooks:
             if config == proposed:
                 continue
-            estimate = netgain.next_trial(samples, best, mean, std, predicted,
-                                          self.options.confirm_rounds * (confirm_base + predicted) if due else 0.0)
+            estimate = self._estimate(samples, best, mean, std, cost)
             if estimate.worth:
                 scored.append((estimate.saving_s - estimate.cost_s, config, estimate))
         if not scored:

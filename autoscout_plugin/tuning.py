@@ -26,7 +26,7 @@ from .costmodel import Hardware, Workload, measured_efficiency
 from .options import AutoScoutOptions
 from .outputs import prepare_outputs
 from .parallel import TrialJob, make_executor
-from .profiling import TrialOutcome
+from .profiling import TrialOutcome, most_timed_steps
 from .report.html import write_report
 from .report.progress import Progress
 from .report.result import TuneResult, format_config
@@ -96,7 +96,7 @@ class TrialRequest:
     @property
     def steps(self) -> int:
         """The most optimizer steps the trial may run (an adapter's `max_steps`)."""
-        return self.warmup + max(self.measure, (self.max_measure or 0) if self.precision else 0)
+        return self.warmup + most_timed_steps(self.measure, self.max_measure, self.precision)
 
     def timing(self) -> dict[str, Any]:
         """The keywords of `StepProbe` for this trial (after `warmup` and `measure`)."""

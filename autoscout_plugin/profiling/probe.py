@@ -32,6 +32,16 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * sd / math.sqrt(n)
 
 
+def most_timed_steps(measure: int, max_measure: int | None, precision: float | None) -> int:
+    """The most steps a trial times: `max_measure` (at least `measure`) with a `precision`, else `measure`.
+
+    Example:
+        >>> most_timed_steps(4, 12, 0.05), most_timed_steps(4, 12, None), most_timed_steps(4, None, 0.05)
+        (12, 4, 4)
+    """
+    return max(int(max_measure), int(measure)) if precision and max_measure else int(measure)
+
+
 class StepProbe:
     """Samples/s over the timed steps, over all `world` processes (each rank's count x `world`).
 
@@ -59,7 +69,7 @@ class StepProbe:
                  best: float | None = None, cut_off: float | None = None, compiling: bool = False,
                  world: int = 1, memory: Callable[[], float] | None = None) -> None:
         self.warmup, self.measure, self.world = int(warmup), int(measure), int(world)
-        self.max_measure = max(int(max_measure), self.measure) if precision and max_measure else self.measure
+        self.max_measure = most_timed_steps(self.measure, max_measure, precision)
         self.precision, self.best = precision, best
         self.cut_off, self.compiling, self.memory = cut_off, compiling, memory
         self.per_sample: list[float] = []
