@@ -12,9 +12,10 @@ One `ask`:
 3. a trust region: only candidates within a few knob changes of the best measured config, the
    radius widening while the search stalls;
 4. prioritisation: knobs whose measured main effect is negligible are held at the incumbent's value;
-5. acquisition: expected improvement over the best measured value, times the probability the
+5. acquisition: expected improvement over the best measured value (each model's, weighted by the
+   trust, where F0 and F1 alone are averaged), times the probability the
    config runs at all (learned from failures by class: crashes blame what is new in them, an
-   out-of-memory marks every config that needs at least as much memory), per expected trial second
+   out-of-memory rules out every config that needs at least as much memory), per expected trial second
    (Snoek et al. 2012, "EI per second"; a compile trial costs several plain ones);
 6. the winning candidate's arm (its structural knobs) is refined by that arm's skopt optimizer over
    the dense knobs once the arm has measurements; its proposal is kept when it scores at least as well.
@@ -158,6 +159,11 @@ class HybridSearch(SearchStrategy):
         self._batch_arms: Counter[str] = Counter()
         """Arms of the configs running or chosen in the batch being asked (only a batch's copy has any)."""
 
+    OOM_DOMINATED_P = 0.001
+    """P(runs) of a config that needs at least the memory of one that ran out (`failures.needs_at_least`):
+    the memory boundary is monotone along those knobs, so it will not fit either; not zero, so an
+    otherwise exhausted space can still try one (a transient memory pressure may have caused the OOM)."""
+
     # ------------------------------------------------------------------ model
     def _modeled_knobs(self, probes: int = 12) -> set[str]:
         """Knobs whose value changes F0's prediction somewhere (the cost model reads them)."""
@@ -186,12 +192,25 @@ class HybridSearch(SearchStrategy):
                 out.add(differ[0])
         return out
 
-    def _predict(self, configs: Sequence[Config]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and spread of log samples/s: F1 on F0's residuals, averaged with F1 alone by F0's trust."""
+    def _components(self, configs: Sequence[Config]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """The models the prediction averages, each with its weight, mean and spread of log samples/s:
+        F1 on F0's residuals and, where there is a cost model, F1 alone, weighted by F0's trust."""
         with_f0 = self.f1.predict_arrays(configs)
         if self.f1_alone is None:
-            return with_f0
-        return mixture(self.f0_trust.weight, with_f0, self.f1_alone.predict_arrays(configs))
+            return [(1.0, *with_f0)]
+        weight = self.f0_trust.weight
+        return [(weight, *with_f0), (1.0 - weight, *self.f1_alone.predict_arrays(configs))]
+
+    @staticmethod
+    def _combined(components: list[tuple[float, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        if len(components) == 1:
+            return components[0][1], components[0][2]
+        (weight, m1, s1), (_, m0, s0) = components
+        return mixture(weight, (m1, s1), (m0, s0))
+
+    def _predict(self, configs: Sequence[Config]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread of log samples/s: F1 on F0's residuals, averaged with F1 alone by F0's trust."""
+        return self._combined(self._components(configs))
 
     @property
     def f0_weight(self) -> float | None:
@@ -211,10 +230,12 @@ class HybridSearch(SearchStrategy):
         """P(the config runs), learned from failures by their class.
 
         Crashes, hangs, NaNs and unsupported failures that no exclusion explains are blamed as regions
-        (see `failure_regions`); a transient failure blames nothing; an out-of-memory marks every config
-        that needs at least as much memory (`failures.needs_at_least`: a larger micro-batch, less
-        checkpointing or sharding, all else equal) and, where the cost model describes the architecture,
-        every config it predicts to need at least as much, without banning any value outright.
+        (see `failure_regions`); a transient failure blames nothing; an out-of-memory moves a memory
+        boundary: every config that needs at least as much memory (`failures.needs_at_least`: a larger
+        micro-batch, less checkpointing or sharding, all else equal) is all but ruled out
+        (`OOM_DOMINATED_P`), and, where the cost model describes the architecture, every config it
+        predicts to need at least as much is marked unlikely (its memory estimate may be off), without
+        banning any value outright.
         """
         failed = [t for t in self.trials if not t.ok and t.failure != "transient"]
         if not failed:
@@ -225,7 +246,7 @@ class HybridSearch(SearchStrategy):
         ooms = [t for t in failed if t.failure == "oom"]
         for oom in ooms:
             hungry = np.array([needs_at_least(c, oom.config) for c in configs])
-            p_ok = np.where(hungry, np.minimum(p_ok, 0.05), p_ok)
+            p_ok = np.where(hungry, np.minimum(p_ok, self.OOM_DOMINATED_P), p_ok)
         if ooms and self.f0 is not None and self.f0_describes:
             limit = min(p.peak_mem_mb or math.inf for p in self.f0.predict([t.config for t in ooms]))
             mem = np.array([p.peak_mem_mb or 0.0 for p in self.f0.predict(configs)])
@@ -251,9 +272,10 @@ class HybridSearch(SearchStrategy):
             default = self._default_or_none(configs)
             if default is not None:
                 return default
-        mean, std = self._predict(configs)
+        components = self._components(configs)
+        mean, _ = self._combined(components)
         self._importances = self._competitive_importances(configs, mean)
-        scores = self._acquisition(configs, mean, std)
+        scores = self._acquisition(configs, components)
         pool = self._trust_region(configs)
         if self.prioritise:
             holdable = self._holdable()
@@ -299,17 +321,24 @@ class HybridSearch(SearchStrategy):
         default = self.space.default()
         return default if default in configs else None
 
-    def _acquisition(self, configs: Sequence[Config], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    def _acquisition(self, configs: Sequence[Config],
+                     components: list[tuple[float, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """EI per expected trial second, times P(runs). Where F0 and F1 alone are averaged, the EI is
+        the models' weighted EI, not the EI of one Gaussian with their pooled spread: where they
+        disagree (F0 at half trust predicts bf16 14x slower, F1 alone has no opinion), the pooled spread
+        would promise gains that neither model predicts."""
         observed = latest_values(self.trials, self.space)
         if observed:
             best = max(v for _, v in observed.values())
         else:
+            mean, std = self._combined(components)
             best = float(mean.max() - np.median(std))
-        ei = expected_improvement(mean, std, best) * self._feasibility(configs) * self._batch_penalty(configs)
+        ei = sum(w * expected_improvement(m, s, best) for w, m, s in components)
+        ei = ei * self._feasibility(configs) * self._batch_penalty(configs)
         if self.cost_power:
             cost = self._expected_cost(configs)
             ei = ei / (cost / np.median(cost)) ** self.cost_power
-        return ei + 1e-12 * mean  # ties: the higher predicted value
+        return ei + 1e-12 * self._combined(components)[0]  # ties: the higher predicted value
 
     def _refine_dense(self, choice: Config, score: float) -> Config:
         """Let the arm's skopt optimizer propose dense values; keep them if they score at least as well."""
@@ -329,8 +358,7 @@ class HybridSearch(SearchStrategy):
             return choice
         if self.seen(proposal) or not self.space.is_feasible(proposal):
             return choice
-        mean, std = self._predict([proposal])
-        if self._acquisition([proposal], mean, std)[0] >= score:
+        if self._acquisition([proposal], self._components([proposal]))[0] >= score:
             return proposal
         return choice
 

@@ -13,7 +13,7 @@ import pytest
 from autoscout_plugin.costmodel import CostModel, Efficiency, Hardware, Workload
 from autoscout_plugin.failures import Exclusion
 from autoscout_plugin.search.base import SearchExhausted
-from autoscout_plugin.search.ensemble import SurrogateEnsemble
+from autoscout_plugin.search.ensemble import AdditiveRidge, SurrogateEnsemble
 from autoscout_plugin.search.hybrid import HybridSearch, expected_improvement, failure_regions
 from autoscout_plugin.space import Bool, Categorical, Condition, Float, GlobalBatch, Implies, Int, MaxProduct, Space
 from autoscout_plugin.trial import Trial
@@ -121,7 +121,7 @@ def test_oom_blocks_configs_predicted_to_need_more_memory():
     bigger = dict(oom, micro_batch_size=32)
     smaller = dict(oom, micro_batch_size=4)
     p_big, p_small = search._feasibility([bigger, smaller])
-    assert p_big <= 0.05 < p_small
+    assert p_big <= HybridSearch.OOM_DOMINATED_P < 0.05 < p_small
 
 
 def test_a_knob_the_cost_model_ignores_is_held_only_once_data_shows_it_does_not_matter():
@@ -180,6 +180,51 @@ def test_ensemble_weights_favour_the_member_that_predicts_held_out_points():
     assert max(model.weights_, key=model.weights_.get) == "gp"
     mean, std = model.predict(X[:5], return_std=True)
     assert np.allclose(mean, y[:5], atol=0.2) and np.all(std > 0)
+
+
+def test_additive_member_carries_an_effect_measured_in_one_arm_to_another():
+    # Columns: compile (0/1) and micro-batch (unit scale); y: log speed. Smaller micro-batch +0.2 without
+    # compile, compile +0.1 at the larger one: the fourth corner is predicted above both.
+    X = np.array([[0.0, 1.0], [0.0, 0.5], [1.0, 1.0]])
+    y = np.array([0.0, 0.2, 0.1]) - 0.1
+    model = AdditiveRidge().fit(X, y)
+    corner, _ = model.predict(np.array([[1.0, 0.5]]))
+    measured, _ = model.predict(X)
+    assert corner[0] > measured.max() + 0.03, (corner, measured)
+    # A value never measured adds nothing: the unseen micro-batch is predicted as the column's average.
+    unseen, _ = model.predict(np.array([[0.0, 0.0]]))
+    assert measured.min() - 0.05 < unseen[0] < measured.max()
+
+
+def test_additive_member_leave_one_out_is_a_refit_without_the_point():
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 2, size=(12, 3)).astype(float)
+    X[:2] = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]  # every column holds both levels in every leave-one-out fit
+    X[2:4] = X[:2]
+    y = X @ np.array([0.3, -0.2, 0.1]) + 0.02 * rng.standard_normal(12)
+    model = AdditiveRidge().fit(X, y)
+    for i in range(len(y)):
+        rest = np.arange(len(y)) != i
+        again = AdditiveRidge().fit(X[rest], y[rest]).predict(X[i:i + 1])[0][0]
+        assert model.loo_prediction_[i] == pytest.approx(again, abs=1e-9)
+
+
+def test_an_out_of_memory_rules_out_ddp_at_the_same_micro_batch():
+    # A DDP process holds what a single one does and more: after the single process ran out at
+    # micro-batch 16, DDP at 16 is not tried even where F0 predicts it fastest.
+    space = cpu_space()
+    search = HybridSearch(space, seed=0, cost_model=CostModel(WORKLOAD, HARDWARE))
+    oom = {"activation_checkpointing": False, "compile": "off", "micro_batch_size": 16, "num_processes": 1,
+           "num_threads": 2, "precision": "32-true", "strategy": "single"}
+    search.tell(Trial(config=oom, status="oom", error="DefaultCPUAllocator: can't allocate memory", cost_s=5.0))
+    ddp = dict(oom, strategy="ddp", num_processes=2, num_threads=1)
+    assert search._feasibility([ddp])[0] <= 0.01
+    for _ in range(4):
+        config = search.ask()
+        assert not (config["micro_batch_size"] >= 16 and config["strategy"] in ("single", "ddp")
+                    and config["compile"] == "off" and not config["activation_checkpointing"]
+                    and config["precision"] == "32-true"), config
+        search.tell(Trial(config=config, value=10.0, cost_s=5.0))
 
 
 @pytest.mark.parametrize("bad", [{"strategy": "nope"}, {"micro_batch_size": 3}])
@@ -265,7 +310,7 @@ def test_an_out_of_memory_moves_a_boundary_without_a_cost_model():
     smaller = dict(oom, micro_batch_size=8)
     checkpointed = dict(oom, activation_checkpointing=True)  # less memory: not implied
     p_big, p_small, p_ckpt = search._feasibility([bigger, smaller, checkpointed])
-    assert p_big <= 0.05 and p_small == p_ckpt == 1.0  # no value is banned outright
+    assert p_big <= 0.01 and p_small == p_ckpt == 1.0  # no value is banned outright
     assert search.exclusions == []
 
 
@@ -318,6 +363,28 @@ def test_a_family_the_cost_model_does_not_describe_starts_at_half_trust():
     assert search.describe()["f0_describes"] is False
     distrusted = HybridSearch(cpu_space(), seed=0, cost_model=model, f0_prior_weight=0.1)
     assert distrusted.ask() == cpu_space().default()  # below half trust: the default first, as without F0
+
+
+def test_the_acquisition_takes_each_models_ei_not_the_pooled_spread():
+    # At half trust, F0 predicts bf16 (emulated here) far slower and F1 alone cannot tell: pooled into one
+    # Gaussian, their disagreement becomes a spread that promises gains neither model predicts.
+    recurrent = Workload(family="recurrent", n_params=2_460_928, fwd_flops_per_sample=1.8e8, global_batch=32)
+    no_bf16 = Hardware(kind="cpu", cores=2, mem_gb=24, bf16=False)
+    search = HybridSearch(cpu_space(), seed=0, cost_model=CostModel(recurrent, no_bf16), cost_power=0.0)
+    base = {"activation_checkpointing": False, "compile": "off", "micro_batch_size": 8, "num_processes": 1,
+            "num_threads": 2, "precision": "32-true", "strategy": "single"}
+    for mb, value in ((8, 90.0), (16, 85.0), (32, 80.0)):
+        search.tell(Trial(config=dict(base, micro_batch_size=mb), value=value, cost_s=5.0))
+    bf16 = dict(base, precision="bf16-mixed")
+    components = search._components([bf16])
+    (w, m1, s1), (_, m0, s0) = components
+    assert 0.2 < w < 0.8 and m0[0] - m1[0] > 1.0  # the models disagree by more than e
+    best = math.log(90.0)
+    weighted = w * expected_improvement(m1, s1, best) + (1 - w) * expected_improvement(m0, s0, best)
+    pooled = expected_improvement(*search._predict([bf16]), best)
+    score = search._acquisition([bf16], components)[0]
+    assert score == pytest.approx(float(weighted[0]), rel=1e-6)
+    assert pooled[0] > 1.5 * weighted[0]
 
 
 def test_one_gross_miss_does_not_make_the_f0_weight_certain():
