@@ -191,7 +191,7 @@ def test_additive_member_carries_an_effect_measured_in_one_arm_to_another():
     corner, _ = model.predict(np.array([[1.0, 0.5]]))
     measured, _ = model.predict(X)
     assert corner[0] > measured.max() + 0.03, (corner, measured)
-    # A value never measured adds nothing: the unseen micro-batch is predicted as the column's average.
+    # A value never measured adds nothing for its column: no trend in micro-batch is extrapolated.
     unseen, _ = model.predict(np.array([[0.0, 0.0]]))
     assert measured.min() - 0.05 < unseen[0] < measured.max()
 
