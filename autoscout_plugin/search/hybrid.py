@@ -327,18 +327,18 @@ class HybridSearch(SearchStrategy):
         the models' weighted EI, not the EI of one Gaussian with their pooled spread: where they
         disagree (F0 at half trust predicts bf16 14x slower, F1 alone has no opinion), the pooled spread
         would promise gains that neither model predicts."""
+        mean, std = self._combined(components)
         observed = latest_values(self.trials, self.space)
         if observed:
             best = max(v for _, v in observed.values())
         else:
-            mean, std = self._combined(components)
             best = float(mean.max() - np.median(std))
         ei = sum(w * expected_improvement(m, s, best) for w, m, s in components)
         ei = ei * self._feasibility(configs) * self._batch_penalty(configs)
         if self.cost_power:
             cost = self._expected_cost(configs)
             ei = ei / (cost / np.median(cost)) ** self.cost_power
-        return ei + 1e-12 * self._combined(components)[0]  # ties: the higher predicted value
+        return ei + 1e-12 * mean  # ties: the higher predicted value
 
     def _refine_dense(self, choice: Config, score: float) -> Config:
         """Let the arm's skopt optimizer propose dense values; keep them if they score at least as well."""
