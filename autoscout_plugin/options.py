@@ -133,6 +133,13 @@ class AutoScoutOptions(validate.KeywordOptions):
     planned_steps: int | None = None
     """Optimizer steps of the main run, where the integration cannot read them (a custom loop, a stream);
     None: read from the run (`Trainer(max_steps=...)`, epochs x batches)."""
+    keep_progress: bool = False
+    """Count the steps of trials that keep the training math (your own config, other threads, dataloader
+    workers or micro-batch splits of the same global batch, DDP bucket arguments) as the main run's first
+    steps instead of rolling them back (`autoscout_plugin.progress`): the main run resumes after them, on the
+    same samples in the same order. Off by default because the main run then starts at a later step, which
+    your loggers and callbacks see; the Hugging Face Trainer on one process supports it, other runs refuse it
+    with the reason."""
     executor: str | None = None
     """Where the search's trials run: `local` (processes of this machine), `ray[:ADDRESS]` (a Ray cluster,
     through Ray Tune) or `slurm[:OPTIONS]` (Slurm jobs, through submitit); None: one by one in this process,
@@ -189,6 +196,7 @@ class AutoScoutOptions(validate.KeywordOptions):
                          hint="the number of trials to run at once, e.g. 4")
         validate.executor("executor", self.executor, optional=True)
         validate.boolean("net_gain", self.net_gain)
+        validate.boolean("keep_progress", self.keep_progress)
         validate.integer("planned_steps", self.planned_steps, low=1, optional=True,
                          hint="the optimizer steps of the main run, or None to read them from the run")
         self.tune_options(planned_samples=1.0)  # the budget's own checks (zero trials, no budget, seed, search)

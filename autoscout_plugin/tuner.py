@@ -189,6 +189,9 @@ class Tuner:
     jobs: JobFn | None = None
     """With an executor: a config's trial as a job for another process or node (`TrialJob`), or its
     outcome when it needs no run (a batch split that does not divide)."""
+    kept_steps: Callable[[Config], int] | None = None
+    """The least steps a trial of a config adds to the main run's progress (`TrialRequest.keep`: 0 where it is
+    rolled back); None: no trial counts as training."""
 
     def __post_init__(self) -> None:
         if self.executor is not None and self.jobs is None:
@@ -206,6 +209,9 @@ class Tuner:
         self.net: dict[str, Any] = {}
         """What the net-gain rule saw (`TuneOptions.net_gain`): the main run's samples, the last look-ahead,
         a confirmation it skipped."""
+        self.kept = 0
+        """Optimizer steps this run's kept trials trained (`TrialOutcome.metrics["kept_steps"]`): the main run
+        has that many fewer to run."""
         self._last_number = -1
         self._first_number = -1
         """Trials numbered above this belong to this tuning run (all of them, unless it re-tunes a solved study)."""
@@ -354,11 +360,13 @@ class Tuner:
             self._sync()
             if self.options.max_trials is not None and len(self._f2_trials()) >= self.options.max_trials:
                 return f"trial budget of {self.options.max_trials} reached"
-            budget_s = self.options.seconds_budget(self._best_value(), self._main_samples())
+            budget_s = self.options.seconds_budget(self._best_value(), self._main_samples(remaining=False))
             if self._spent_s() >= budget_s:
                 return f"time budget of {budget_s:.0f} s reached"
             if self.options.patience is not None and since_best >= self.options.patience:
                 return f"no improvement in {self.options.patience} trials"
+            if self.kept and self._main_samples() == 0.0:
+                return f"the trials trained every step of the main run ({self.kept} kept)"
             picked = self._next(queue)
             if isinstance(picked, str):
                 return picked
@@ -486,29 +494,52 @@ class Tuner:
         values = [t.value or 0.0 for t in self._baseline_trials()]
         return sum(values) / len(values) if values else None
 
-    def _main_samples(self) -> float | None:
+    def _step_samples(self) -> float | None:
+        """Samples of one optimizer step of the main run: as planned, else measured on the user's config."""
+        opts = self.options
+        if opts.planned_samples and opts.planned_steps:
+            return opts.planned_samples / opts.planned_steps
+        per_step = [(t.value or 0.0) * t.metrics["step_s"] for t in self._baseline_trials() if t.metrics.get("step_s")]
+        return per_step[0] if per_step else None
+
+    def _main_samples(self, *, remaining: bool = True) -> float | None:
         """Samples of the main run: as planned; else its planned steps x the samples of one step (measured on
-        the user's config); else its planned seconds at the user's measured speed."""
+        the user's config); else its planned seconds at the user's measured speed. `remaining`: less what
+        kept trials already trained (`kept`)."""
         opts = self.options
         if opts.planned_samples:
-            return opts.planned_samples
-        if opts.planned_steps:
-            per_step = [(t.value or 0.0) * t.metrics["step_s"] for t in self._baseline_trials()
-                        if t.metrics.get("step_s")]
-            return opts.planned_steps * per_step[0] if per_step else None
-        speed = self._baseline_speed()
-        return opts.planned_run_s * speed if opts.planned_run_s and speed else None
+            samples: float | None = opts.planned_samples
+        elif opts.planned_steps:
+            per_step = self._step_samples()
+            samples = opts.planned_steps * per_step if per_step else None
+        else:
+            speed = self._baseline_speed()
+            samples = opts.planned_run_s * speed if opts.planned_run_s and speed else None
+        if samples and remaining and self.kept:
+            samples = max(0.0, samples - self.kept * (self._step_samples() or 0.0))
+        return samples
 
     def _trial_cost_s(self, config: Config) -> float:
-        """What a trial of `config` costs: its measured cost, else the search's prediction, else the mean."""
+        """What a trial of `config` costs the job: its measured cost, else the search's prediction, else the
+        mean; less, for a trial that counts as training, the main-run seconds of the steps it trains."""
         mine = [t.cost_s for t in self._f2_trials() if t.config == config and t.cost_s > 0]
+        predicted = self.search.expected_cost_s(config) if not mine else None
         if mine:
-            return sum(mine) / len(mine)
-        predicted = self.search.expected_cost_s(config)
-        if predicted is not None:
-            return predicted
-        costs = [t.cost_s for t in self._f2_trials() if t.cost_s > 0]
-        return sum(costs) / len(costs) if costs else 0.0
+            cost = sum(mine) / len(mine)
+        elif predicted is not None:
+            cost = predicted
+        else:
+            costs = [t.cost_s for t in self._f2_trials() if t.cost_s > 0]
+            cost = sum(costs) / len(costs) if costs else 0.0
+        return self._net_cost_s(config, cost)
+
+    def _net_cost_s(self, config: Config, cost: float) -> float:
+        """`cost` less the main-run seconds a kept trial of `config` saves: its steps at the best speed so far."""
+        steps = self.kept_steps(config) if self.kept_steps is not None else 0
+        per_step, best = self._step_samples(), self._best_value()
+        if not steps or not per_step or not best:
+            return cost
+        return max(0.0, cost - steps * per_step / best)
 
     def _challenged(self) -> bool:
         """Whether a config other than the user's already measured faster than it (a confirmation is due)."""
@@ -550,7 +581,7 @@ class Tuner:
         for config, mean, std, cost in outlooks:
             if config == proposed:
                 continue
-            estimate = self._estimate(samples, best, mean, std, cost)
+            estimate = self._estimate(samples, best, mean, std, self._net_cost_s(config, cost))
             if estimate.worth:
                 scored.append((estimate.saving_s - estimate.cost_s, config, estimate))
         if not scored:
@@ -607,6 +638,7 @@ class Tuner:
                     pass  # its lease runs out instead
             raise
         self.trials.append(trial)
+        self.kept += int(trial.metrics.get("kept_steps") or 0)
         if self.on_trial is not None:
             self.on_trial(trial, self)
         return trial
@@ -742,6 +774,9 @@ class Tuner:
         if self.baseline is not None:
             baseline_value = mean.get(json.dumps(self.baseline, sort_keys=True))
         versus_baseline = [p for p in paired if p.reference == self.baseline]
+        net = {**self.net, "samples": self._main_samples()} if self.options.net_gain else {}
+        if self.kept:
+            net.update(kept_steps=self.kept, step_samples=self._step_samples())
         return TuneResult(
             best_config=best_config,
             best_value=mean[best_key] if best_key else None,
@@ -749,5 +784,5 @@ class Tuner:
             importances=self.search.importances(), tuning_s=self._spent_s(), stop_reason=reason,
             fingerprint=self.fingerprint, derived=self.space.derived(best_config) if best_config else {},
             paired=versus_baseline, exclusions=[ex.to_json() for ex in self.search.exclusions],
-            net={**self.net, "samples": self._main_samples()} if self.options.net_gain else {},
+            net=net,
         )

@@ -27,6 +27,7 @@ from .options import AutoScoutOptions
 from .outputs import prepare_outputs
 from .parallel import TrialJob, make_executor
 from .profiling import TrialOutcome, most_timed_steps
+from .progress import keeps_math
 from .report.html import write_report
 from .report.progress import Progress
 from .report.result import TuneResult, format_config
@@ -73,6 +74,11 @@ class RunDescription:
     runs_jobs: bool = False
     """The adapter can run a trial as a job in another process or on another node (`Tuning.run(job=...)`),
     so `parallel` and `executor` apply."""
+    progress_unavailable: str | None = "its trials are always rolled back"
+    """Why this run cannot count trial steps as training (`AutoScoutOptions.keep_progress`); None where the
+    adapter carries a kept trial's steps into the next trial and the main run (`TrialRequest.keep`)."""
+    batch_dependent: bool = False
+    """The model's math depends on the micro-batch (batch normalisation): a micro-batch change is not neutral."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +98,10 @@ class TrialRequest:
     max_measure: int | None = None
     precision: float | None = None
     best: float | None = None
+    keep: bool = False
+    """The trial's steps are training steps of the main run (`autoscout_plugin.progress`): the adapter
+    continues from where the last kept trial stopped, keeps what this one trains, and reports the steps in
+    `TrialOutcome.metrics["kept_steps"]`; a kept trial that raises keeps nothing."""
 
     @property
     def steps(self) -> int:
@@ -146,6 +156,9 @@ class Tuning:
                              " a Lightning script as `python train.py` (not from a notebook or pytest), or launch"
                              " a custom loop with `autoscout launch --autoscout --autoscout-parallel K`; or leave"
                              " parallel=1 and executor=None")
+        if options.keep_progress and run.progress_unavailable:
+            raise ValueError(f"keep_progress=True: {run.subject} cannot count trial steps as training"
+                             f" ({run.progress_unavailable}); set keep_progress=False")
         self.tunable = self._tunable()
         self.space = self._space()
         self.baseline = self._baseline()
@@ -247,6 +260,16 @@ class Tuning:
         return run.split.global_batch if run.split else None
 
     # ------------------------------------------------------------ trials
+    def keeps(self, config: Config) -> bool:
+        """Whether a trial of `config` counts as training (`keep_progress`, and `config` keeps the math of the
+        user's own config)."""
+        return self.options.keep_progress and keeps_math(config, self.baseline,
+                                                         batch_dependent=self.run_description.batch_dependent)
+
+    def _kept_steps(self, config: Config) -> int:
+        """The least steps a trial of `config` adds to the main run's progress (0 where it is rolled back)."""
+        return self.options.warmup_steps + self.options.measure_steps if self.keeps(config) else 0
+
     def request(self, config: Config, fidelity: Fidelity) -> TrialRequest:
         """The trial of `config`: a confirmation (F3) repeats trials instead of lengthening them, and only
         a search trial (F2) is cut short, under `cut_below` x the best F2 speed so far, or timed on past
@@ -265,7 +288,7 @@ class Tuning:
                             measure=opts.measure_steps, cut_off=cut_off, timeout_s=opts.trial_timeout_s,
                             split=split.for_config(config) if split is not None else None,
                             max_measure=opts.most_measure_steps if precision else None, precision=precision,
-                            best=self._best if precision else None)
+                            best=self._best if precision else None, keep=self.keeps(config))
 
     def _profile(self, trial: TrialFn) -> Callable[[Config, Fidelity], TrialOutcome]:
         def profile(config: Config, fidelity: Fidelity) -> TrialOutcome:
@@ -324,7 +347,8 @@ class Tuning:
             tuner = Tuner(self.space, self._profile(trial), tune_options,
                           workload=self._workload(), hardware=run.hardware, baseline=self.baseline,
                           on_trial=on_trial, efficiency=measured_efficiency(run.hardware),
-                          executor=executor, jobs=self._jobs(job) if job is not None and executor else None)
+                          executor=executor, jobs=self._jobs(job) if job is not None and executor else None,
+                          kept_steps=self._kept_steps if opts.keep_progress else None)
             with (isolate or contextlib.nullcontext)():
                 result = tuner.run()
         except StoreError as exc:  # the store broke mid-run (a full disk, a damaged page): stop, never fail
@@ -417,23 +441,30 @@ class Tuning:
         """The job's estimated end time against the user's settings alone, where the main run's length is
         known (or assumed) and the user's config was measured; {} otherwise."""
         samples, base = result.net.get("samples"), result.baseline_value
+        kept = int(result.net.get("kept_steps") or 0)
         speed = self._applied_speed(result, applied)
-        if not samples or not base or not speed:
+        if samples is None or not base or not speed:
             return {}
-        default_s, tuned_s = samples / base, samples / speed
+        kept_samples = kept * float(result.net.get("step_samples") or 0.0)
+        default_s, tuned_s = (samples + kept_samples) / base, samples / speed
+        if not default_s:
+            return {}
         estimate = netgain.job_net(default_s, result.wall_s, tuned_s)
         assumed = "" if self.planned_steps else \
             f" (its length is unknown: assumed {netgain.ASSUMED_RUN_S / 60:.0f} minutes at your settings' speed)"
         main = self.run_description.main_run
-        sentence = (f"estimated job time: {result.wall_s:.0f} s of tuning + {tuned_s:.0f} s of {main}{assumed},"
-                    f" against {default_s:.0f} s with your settings alone: {estimate:.2f}x")
+        trained = f", {kept} of its steps trained by the trials" if kept else ""
+        sentence = (f"estimated job time: {result.wall_s:.0f} s of tuning + {tuned_s:.0f} s of {main}{assumed}"
+                    f"{trained}, against {default_s:.0f} s with your settings alone: {estimate:.2f}x")
         return {"samples": samples, "assumed": not self.planned_steps, "default_run_s": default_s,
-                "tuned_run_s": tuned_s, "tuning_s": result.wall_s, "estimated": estimate, "sentence": sentence}
+                "tuned_run_s": tuned_s, "tuning_s": result.wall_s, "estimated": estimate, "kept_steps": kept,
+                "sentence": sentence}
 
     def finish(self, main_run_s: float, steps: int | None = None) -> dict[str, Any] | None:
         """After the main run (rank 0): the job's realised net speed-up, tuning included, against the user's
-        settings alone at their measured speed, for the `steps` the main run ran. Printed, added to the
-        report's `net` and its files rewritten; None before `conclude` or without a measured baseline."""
+        settings alone at their measured speed, for the `steps` the main run ran (and those the kept trials
+        trained before it). Printed, added to the report's `net` and its files rewritten; None before
+        `conclude` or without a measured baseline."""
         if self._concluded is None:
             return None
         result, report, verdict = self._concluded
@@ -441,17 +472,19 @@ class Tuning:
         if not base or not steps or main_run_s <= 0:
             return None
         samples, planned = result.net.get("samples"), self.planned_steps
-        if not samples or not planned:  # the length was unknown (assumed): no samples of a step to count with
+        if samples is None or not planned:  # the length was unknown (assumed): no samples of a step to count
             return None
-        per_step = samples / planned
-        default_s = steps * per_step / base
+        kept = int(result.net.get("kept_steps") or 0)
+        per_step = float(result.net.get("step_samples") or samples / planned)
+        default_s = (steps + kept) * per_step / base
         net = netgain.job_net(default_s, result.wall_s, main_run_s)
         realised = {"steps": steps, "main_run_s": main_run_s, "tuning_s": result.wall_s, "default_run_s": default_s,
-                    "net": net, "main_speedup": default_s / main_run_s}
+                    "net": net, "main_speedup": steps * per_step / base / main_run_s, "kept_steps": kept}
         report.setdefault("net", {})["realised"] = realised
         main = self.run_description.main_run
+        trained = f" after {kept} steps trained by the trials" if kept else ""
         print(f"AutoScout: job done: {result.wall_s:.0f} s of tuning + {main_run_s:.0f} s of {main}"
-              f" ({steps} steps), against about {default_s:.0f} s with your settings alone (their measured"
+              f" ({steps} steps{trained}), against about {default_s:.0f} s with your settings alone (their measured"
               f" speed): {net:.2f}x, tuning included", file=sys.stderr, flush=True)
         self._write(result, report, verdict)
         return realised

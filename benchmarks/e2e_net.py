@@ -2,7 +2,8 @@
 user's defaults and against the best config of an exhaustive sweep, for three integrations.
 
     python -m benchmarks.e2e_net [--models lightning,hf,launcher] [--lengths 5,15,60] [--window 40]
-        [--sweep-window 20] [--sweep-limit K] [--extras compile,compile_bf16] [--no-net-gain] [--json OUT] [--work DIR]
+        [--sweep-window 20] [--sweep-limit K] [--extras compile,compile_bf16] [--no-net-gain] [--keep-progress]
+        [--json OUT] [--work DIR]
 
 Models (random weights, synthetic data, nothing downloaded), each a user's script run as a fresh process:
 - `lightning`: GPT-2 (2 layers, width 128, 50k vocabulary, 128 tokens: `benchmarks.workloads` gpt2), global
@@ -48,6 +49,8 @@ Goals (pass/fail): net >= 0.97 at every L; net at L=60 >= 0.9 x the best config'
 main run >= 0.95 of the best's speed (shown per L, judged at the longest L).
 
 Before/after the net-gain rule: `--no-net-gain --sweep-limit 0 --extras none` re-runs default and tuned runs only.
+`--keep-progress`: the HF model's tuned runs count the steps of trials that keep the training math as its first
+steps (`keep_progress=True`); the main loop then runs N_L less those steps, which net(L) projects.
 `python -m benchmarks.e2e_net run --integration lightning|hf ...` is one Lightning or HF run (the launcher's
 script is `benchmarks/net_launch_script.py`).
 """
@@ -110,7 +113,8 @@ class StepLog:
 
 
 def _tune_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"store": args.store, "report": args.report, **({"net_gain": False} if args.no_net_gain else {})}
+    return {"store": args.store, "report": args.report, **({"net_gain": False} if args.no_net_gain else {}),
+            **({"keep_progress": True} if getattr(args, "keep_progress", False) else {})}
 
 
 def run_lightning(args: argparse.Namespace, log: StepLog) -> None:
@@ -169,11 +173,18 @@ def run_hf(args: argparse.Namespace, log: StepLog) -> None:
         torch_compile=args.compile)
 
     class Clock(TrainerCallback):
+        first_step = 0
+
+        def on_train_begin(self, _args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.first_step = state.global_step  # past the kept trials' steps under keep_progress
+
         def on_step_end(self, _args: Any, state: Any, control: Any, **kw: Any) -> None:
             if log.step():
                 control.should_training_stop = True
 
-    trainer = Trainer(model=net, args=training, train_dataset=data, callbacks=[Clock()])
+    clock = Clock()
+
+    trainer = Trainer(model=net, args=training, train_dataset=data, callbacks=[clock])
     if args.tune:
         from autoscout_plugin.integrations.transformers import tune_trainer
 
@@ -184,7 +195,8 @@ def run_hf(args: argparse.Namespace, log: StepLog) -> None:
     log.write(trainer.is_world_process_zero(), effective={
         "procs": a.world_size, "threads": torch.get_num_threads(), "micro": a.per_device_train_batch_size,
         "accum": a.gradient_accumulation_steps, "workers": a.dataloader_num_workers,
-        "precision": "bf16" if a.bf16 else "fp16" if a.fp16 else "fp32", "compile": a.torch_compile})
+        "precision": "bf16" if a.bf16 else "fp16" if a.fp16 else "fp32", "compile": a.torch_compile,
+        "kept_steps": clock.first_step})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -256,7 +268,8 @@ def command(integration: str, point: Point | None, steps: int, window: float, ar
         one += (["--threads", str(point["threads"])] if point["threads"] else []) + \
             (["--bf16"] if point.get("bf16") else []) + (["--compile"] if point.get("compile") else [])
     if tune:
-        one += ["--tune", "--store", store, "--report", report, *(["--no-net-gain"] if no_net_gain else [])]
+        one += ["--tune", "--store", store, "--report", report, *(["--no-net-gain"] if no_net_gain else []),
+                *(["--keep-progress"] if args.keep_progress and integration == "hf" else [])]
     if point is not None and point["procs"] > 1:
         if integration == "lightning":
             one += ["--procs", str(point["procs"])]
@@ -327,7 +340,7 @@ def one_run(integration: str, point: Point | None, steps: int, window: float, ar
     try:
         data = json.loads(summary.read_text(encoding="utf-8"))
         out.update(speeds(data["times"], launched, args.warm), steps_timed=len(data["times"]),
-                   effective=data.get("effective"))
+                   effective=data.get("effective"), kept_steps=(data.get("effective") or {}).get("kept_steps", 0))
     except (OSError, ValueError, KeyError) as exc:
         tail = "\n".join(log.strip().splitlines()[-12:])
         out["error"] = f"exit {code}, no usable summary ({exc}): {tail[-1500:]}"
@@ -362,8 +375,8 @@ def judge(model: dict[str, Any]) -> None:
         if "error" in t:
             continue
         t["tuning_overhead_s"] = round(t["startup_s"] - default["startup_s"], 1)
-        t["net"] = round((t["minutes"] * 60 + default["startup_s"])
-                         / (t["startup_s"] + t["planned_steps"] * t["step_s"]), 3)
+        left = t["planned_steps"] - t.get("kept_steps", 0)  # what the kept trials trained is in the start-up
+        t["net"] = round((t["minutes"] * 60 + default["startup_s"]) / (t["startup_s"] + left * t["step_s"]), 3)
         t["main_vs_best"] = round(best["step_s"] / t["step_s"], 3) if best else None
         t["goals"] = {"net>=0.97": t["net"] >= 0.97,
                       "main>=0.95best": None if best is None else t["main_vs_best"] >= 0.95}
@@ -467,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--store", default=None)
         p.add_argument("--report", default=None)
         p.add_argument("--no-net-gain", action="store_true")
+        p.add_argument("--keep-progress", action="store_true", help="tune_trainer(keep_progress=True) (HF)")
         return run(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="lightning,hf,launcher", help="a subset of lightning,hf,launcher")
@@ -481,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="no runs: merge these results (the first file's default and tuned runs, every file's sweep"
                         " and extra points), judge them and print the table")
     p.add_argument("--no-net-gain", action="store_true", help="tuned runs with net_gain=False (before/after)")
+    p.add_argument("--keep-progress", action="store_true",
+                   help="the HF model's tuned runs with keep_progress=True (trial steps count as training)")
     p.add_argument("--run-timeout", type=float, default=1800.0, help="seconds before one run is stopped")
     p.add_argument("--work", default=None, help="folder for each run's log, store, report (default: a new temp one)")
     p.add_argument("--json", default=None)

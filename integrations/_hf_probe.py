@@ -26,9 +26,13 @@ class HFProbe(TrainerCallback):
     step (`on_step_end`), as `_lockstep.RankMeetings` describes; a rank whose trial raises joins the next
     meeting (`announce`), and the others then raise `OtherRankFailed`."""
 
-    def __init__(self, warmup: int, measure: int, global_batch: int, *, device: Any = "cpu", **timing: Any) -> None:
-        """`timing`: `StepProbe`'s keywords (`TrialRequest.timing()`: cut-off, precision, compiling)."""
+    def __init__(self, warmup: int, measure: int, global_batch: int, *, device: Any = "cpu", keep: bool = False,
+                 **timing: Any) -> None:
+        """`timing`: `StepProbe`'s keywords (`TrialRequest.timing()`: cut-off, precision, compiling). `keep`:
+        the trial's steps count as training (`TrialRequest.keep`): the Trainer saves a checkpoint at the step
+        where the probe stops it."""
         self.warmup, self.measure, self.global_batch, self.device = warmup, measure, global_batch, device
+        self.keep = keep
         self.core = StepProbe(warmup, measure, world=_torch.distributed_world(),
                               memory=lambda: _torch.peak_memory_mb(device), **timing)
         self.evidence: dict[str, Any] = {"rows": 0, "autocast": set(), "compiling": False, "threads": set()}
@@ -70,6 +74,7 @@ class HFProbe(TrainerCallback):
         outcome = self.meetings.agree(self.core, outcome, state.global_step, now)
         if outcome is not None:
             control.should_training_stop = True
+            control.should_save = self.keep
 
     def checkpoint(self, sync_backward: bool) -> None:
         """After a forward, launched distributed: the ranks learn whether any forward raised before any

@@ -41,6 +41,14 @@ def supports_checkpointing(module: nn.Module) -> bool:
     return bool(repeated_blocks(module))
 
 
+def batch_dependent(module: nn.Module) -> bool:
+    """Whether the module's math depends on the micro-batch itself: batch normalisation (its statistics are
+    the micro-batch's, so splitting a batch changes them)."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LazyBatchNorm1d,
+             nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+    return any(isinstance(m, norms) for m in module.modules())
+
+
 def enable_activation_checkpointing(module: nn.Module) -> int:
     """Recompute each repeated block's activations in the backward pass (non-reentrant
     `torch.utils.checkpoint`, which keeps RNG state so dropout is unchanged). Returns the number of

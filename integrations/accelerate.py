@@ -303,7 +303,8 @@ class AutoScoutLauncher:
             return Tuning(self.options, RunDescription(
                 current=plan.current, knobs=plan.tunable, hardware=self.hardware, workload=workload,
                 pinned=plan.pinned, fixed=plan.in_space_pins, split=plan.split(), strategies=plan.strategies,
-                subject="this command", main_run="the real run", ignored=plan.ignored, runs_jobs=True))
+                subject="this command", main_run="the real run", ignored=plan.ignored, runs_jobs=True,
+                progress_unavailable="each trial is a run of the script, which AutoScout cannot resume mid-run"))
         except ValueError as exc:
             raise LaunchError(str(exc)) from exc
 

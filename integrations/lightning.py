@@ -80,6 +80,10 @@ KNOBS = ("strategy", "num_processes", "precision", "activation_checkpointing", "
          "num_threads", "num_workers", *DDP_KWARGS)
 """What the callback can apply, in catalogue names: what `include=None` tunes."""
 _SAFE_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
+_NO_KEPT_PROGRESS = ("Lightning resumes a fit stopped mid-epoch at the epoch's first batch unless the dataloader is"
+                     " resumable, so kept steps would train their samples twice; keep_progress is built for the"
+                     " Hugging Face Trainer")
+"""Why the callback does not count trial steps as training (`AutoScoutOptions.keep_progress`)."""
 
 
 def _attr_holder(pl_module: LightningModule, datamodule: Any, name: str) -> Any:
@@ -317,7 +321,8 @@ class AutoScoutCallback(Callback):
                               workload=workload, pinned=run.pinned, unavailable=run.unavailable, fixed=fixed,
                               split=split, strategies=("single", "ddp"), planned_steps=steps,
                               subject="this script", main_run="the main fit",
-                              runs_jobs=script_command() is not None and not run.topology.multi_node)
+                              runs_jobs=script_command() is not None and not run.topology.multi_node,
+                              progress_unavailable=_NO_KEPT_PROGRESS)
 
     # ------------------------------------------------------------ deciding (rank 0)
     def _decide(self, trainer: Trainer, pl_module: LightningModule, run: _Run, tuning: Tuning,

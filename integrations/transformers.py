@@ -23,6 +23,11 @@ so a bf16 or compile trial really runs bf16 or compiled, and every trial checks 
 knob it set (autocast dtype inside the forward, the compiled wrapper, rows per micro-batch, dataloader
 workers, threads) before its speed counts.
 
+With `keep_progress=True` (one process), a trial that keeps the training math (the user's config, threads,
+workers, a micro-batch split of the same global batch) is real training instead: it resumes from the last
+kept trial's checkpoint under the user's own schedule and saves one where it stops (`KeptProgress`), and the
+`trainer.train()` that follows resumes from the last of them (`autoscout_plugin.progress`).
+
 Launched distributed (`accelerate launch`, `torchrun`, on one node or several), rank 0 runs the search and
 every rank runs each trial in lockstep (`_lockstep`: the ranks end a trial at the same step, a trial that
 raises on one rank fails on all, and a node that dies stops the others with an error naming it); the
@@ -35,10 +40,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+import os
+import shutil
 import tempfile
 import time
 import warnings
+import weakref
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,14 +181,55 @@ def check_evidence(config: Config, probe: HFProbe, trainer: Trainer, world: int)
     return "; ".join(problems) or None
 
 
-def run_trial(trainer: Trainer, request: TrialRequest) -> TrialOutcome:
+class KeptProgress:
+    """The steps that kept trials trained (`AutoScoutOptions.keep_progress`): the last kept trial's checkpoint
+    (model, optimizer, scheduler, RNG and trainer state, written by the Trainer itself), in a folder of its
+    own that is removed once the main run has resumed from it, or when the process ends."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="autoscout-progress-")
+        self.last: str | None = None
+        """The checkpoint the next kept trial and the main run resume from; None before any kept trial."""
+        self.step = 0
+        """Its optimizer step: the steps trained so far."""
+        self._remove = weakref.finalize(self, shutil.rmtree, self.dir, ignore_errors=True)
+
+    def adopt(self, step: int) -> int:
+        """Take the checkpoint a kept trial saved at optimizer `step`; the steps it added (0 without one)."""
+        path = os.path.join(self.dir, f"checkpoint-{step}")
+        if step <= self.step or not os.path.isfile(os.path.join(path, "trainer_state.json")):
+            self.drop_strays()
+            return 0
+        added, previous = step - self.step, self.last
+        self.last, self.step = path, step
+        if previous:
+            shutil.rmtree(previous, ignore_errors=True)
+        return added
+
+    def drop_strays(self) -> None:
+        """Remove what a kept trial that failed may have saved: only the last adopted checkpoint stays."""
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            if path != self.last:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def remove(self) -> None:
+        self._remove()
+
+
+def run_trial(trainer: Trainer, request: TrialRequest, progress: KeptProgress | None = None) -> TrialOutcome:
     """Train a copy of `trainer`'s model for the request's optimizer steps under its config and batch split,
     and time them. The user's trainer, model, RNG, threads and environment are left exactly as they were.
-    Exceptions propagate (the tuner records them as the trial's failure: oom, timeout, error)."""
+    A trial whose steps count as training (`request.keep`, with a `progress`) resumes from the last kept
+    checkpoint under the user's own schedule (`max_steps`, epochs) and saves one where it stops; its steps
+    are reported in `metrics["kept_steps"]`. Exceptions propagate (the tuner records them as the trial's
+    failure: oom, timeout, error)."""
     started = time.perf_counter()
     device, config = trainer.args.device, request.config
     split = request.split or _split(trainer.args)
-    probe = HFProbe(request.warmup, request.measure, split.global_batch, device=device, **request.timing())
+    keep = progress is not None and request.keep
+    probe = HFProbe(request.warmup, request.measure, split.global_batch, device=device, keep=keep,
+                    **request.timing())
     _torch.release_memory(device)  # what an earlier (failed) trial left cached would count in this one's peak
     _torch.reset_peak_memory(device)
     with no_trace(), tempfile.TemporaryDirectory(prefix="autoscout-") as tmp, \
@@ -187,8 +238,10 @@ def run_trial(trainer: Trainer, request: TrialRequest) -> TrialOutcome:
         if "num_threads" in config:
             torch.set_num_threads(int(config["num_threads"]))
         trial = copy.copy(trainer)
-        trial.args = arguments_for(trainer.args, config, split, output_dir=tmp,
-                                   max_steps=request.steps, **_QUIET)
+        # A kept trial runs the main run's own schedule (its `max_steps` or epochs) and stops where the probe does.
+        length = {} if keep else {"max_steps": request.steps}
+        trial.args = arguments_for(trainer.args, config, split, output_dir=progress.dir if keep else tmp,
+                                   **length, **_QUIET)
         trial.model = copy.deepcopy(trainer.model)
         trial.model_wrapped = trial.model
         trial.optimizer, trial.lr_scheduler = None, None
@@ -212,13 +265,18 @@ def run_trial(trainer: Trainer, request: TrialRequest) -> TrialOutcome:
         handle = _inner_module(trial.model).register_forward_pre_hook(probe.inner_hook, with_kwargs=True)
         try:
             _rebuild_accelerator(trial, config)
-            trial.train()
+            trial.train(resume_from_checkpoint=progress.last if keep else None)
         except Exception:
             probe.announce()  # a failure after the forward: the others meet at the step's end
+            if keep:
+                progress.drop_strays()
             raise
         finally:
             handle.remove()
         outcome = probe.outcome or TrialOutcome(status="error", error="the trial ran no steps")
+        if keep:  # the steps of a trial that ran (fast, slow or cut short) are training; a NaN's are not
+            kept = progress.adopt(trial.state.global_step) if outcome.status == "ok" else progress.drop_strays()
+            outcome.metrics["kept_steps"] = kept or 0
         if outcome.status == "ok" and not outcome.metrics.get("cut_short"):
             problem = check_evidence(config, probe, trial, trainer.args.world_size)
             if problem:
@@ -286,7 +344,18 @@ def describe(trainer: Trainer, topology: Topology | None = None) -> RunDescripti
     return RunDescription(current=current, knobs=KNOBS, hardware=_torch.machine(args.device), workload=workload,
                           pinned=pinned, unavailable=unavailable, fixed=fixed, split=split,
                           planned_steps=planned_steps(trainer, split.global_batch),
-                          subject="this model", main_run="training")
+                          subject="this model", main_run="training",
+                          progress_unavailable=_progress_unavailable(trainer, world),
+                          batch_dependent=_torch.batch_dependent(trainer.model))
+
+
+def _progress_unavailable(trainer: Trainer, world: int) -> str | None:
+    """Why this trainer cannot count trial steps as training (`keep_progress`), or None."""
+    if world > 1:
+        return f"it runs on {world} processes; kept trials are built for one"
+    if trainer.args.ignore_data_skip:
+        return "TrainingArguments(ignore_data_skip=True) would train the kept trials' samples again"
+    return None
 
 
 def planned_steps(trainer: Trainer, global_batch: int) -> int | None:
@@ -307,15 +376,36 @@ class _JobClock(TrainerCallback):
     """Times the `trainer.train()` after tuning: the job's realised net speed-up (`Tuning.finish`), once."""
 
     def __init__(self, tuning: Tuning) -> None:
-        self.tuning, self.started = tuning, None
+        self.tuning, self.started, self.first_step = tuning, None, 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.started = time.perf_counter()
+        self.first_step = state.global_step  # past the kept trials' steps when it resumed from them
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.started is not None and state.is_world_process_zero:
-            self.tuning.finish(time.perf_counter() - self.started, state.global_step)
+            self.tuning.finish(time.perf_counter() - self.started, state.global_step - self.first_step)
             self.started, self.tuning = None, None  # type: ignore[assignment]
+
+
+def _resume_after(trainer: Trainer, progress: KeptProgress) -> None:
+    """Make the next `trainer.train()` resume from the kept trials' checkpoint (unless it is given one), once;
+    the checkpoint's folder goes when it returns or raises."""
+    train = trainer.train
+
+    def resumed(resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
+        trainer.__dict__.pop("train", None)  # the class's own method again
+        assert progress.last is not None
+        state = os.path.join(progress.last, "trainer_state.json")  # the last kept trial's batch, not the run's:
+        saved = json.loads(Path(state).read_text())                # the resume would warn of the difference
+        Path(state).write_text(json.dumps({**saved, "train_batch_size": trainer.args.train_batch_size}))
+        try:
+            return train(resume_from_checkpoint if resume_from_checkpoint is not None else progress.last,
+                         *args, **kwargs)
+        finally:
+            progress.remove()
+
+    trainer.train = resumed  # type: ignore[method-assign]
 
 
 def _sample_batch(trainer: Trainer) -> Any:
@@ -341,6 +431,7 @@ class _Session:
         # Every rank checks the options and builds the space (a bad option fails on all at once); the store
         # and the report are rank 0's.
         self.tuning = Tuning(options, describe(trainer, self.topology), decides=self.topology.rank == 0)
+        self.progress = KeptProgress() if options.keep_progress else None
 
     def run(self) -> TuneResult:
         if not self.dist:
@@ -349,6 +440,11 @@ class _Session:
             with Lockstep[TuneResult](self.topology, self._trial) as lockstep:
                 result = lockstep.run(self._decide)
         self._apply(result.best_config)
+        if self.progress is not None:
+            if self.progress.last:
+                _resume_after(self.trainer, self.progress)
+            else:
+                self.progress.remove()
         if self.topology.rank == 0 and not result.net.get("skipped"):
             self.trainer.add_callback(_JobClock(self.tuning))
         return result
@@ -360,7 +456,7 @@ class _Session:
         return result
 
     def _trial(self, request: TrialRequest) -> TrialOutcome:
-        return run_trial(self.trainer, request)
+        return run_trial(self.trainer, request, self.progress)
 
     # ---------------------------------------------------------- applying
     def _apply(self, config: Config | None) -> None:

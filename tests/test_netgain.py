@@ -67,9 +67,10 @@ def _flat(config: dict[str, Any], fidelity: Fidelity) -> float:
     return 10.0 + 0.01 * config["num_threads"]  # nothing to gain
 
 
-def _tuner(profile: Any, **options: Any) -> Tuner:
+def _tuner(profile: Any, kept_steps: Any = None, **options: Any) -> Tuner:
     base = {"max_trials": 8, "patience": None, "confirm_top": 0, "net_gain": True}
-    return Tuner(_space(), profile, TuneOptions(**(base | options)), baseline={"num_threads": 1})
+    return Tuner(_space(), profile, TuneOptions(**(base | options)), baseline={"num_threads": 1},
+                 kept_steps=kept_steps)
 
 
 def test_a_short_run_stops_the_search_where_the_next_trial_cannot_pay() -> None:
@@ -271,3 +272,30 @@ def test_the_hybrid_search_offers_every_open_config_with_its_outlook_and_cost() 
     assert len(measured) == 3 and sorted(c["num_threads"] for c, *_ in outlooks) == \
         sorted(set(range(1, 9)) - set(measured))
     assert all(math.isfinite(mean) and std >= 0 and cost > 0 for _, mean, std, cost in outlooks)
+
+
+# ---------------------------------------------------------------- trials that count as training
+def _kept(config: dict[str, Any], fidelity: Fidelity) -> TrialOutcome:
+    return TrialOutcome(value=_flat(config, fidelity), cost_s=5.0, metrics={"kept_steps": 5})
+
+
+def test_kept_steps_shorten_the_main_run_and_cost_the_job_only_what_they_do_not_train() -> None:
+    # 200 steps of 10 samples at about 10 samples/s: each kept step is a second of the main run saved
+    tuner = _tuner(Recorder(_kept), planned_samples=2000.0, planned_steps=200, max_trials=2,
+                   kept_steps=lambda config: 5 if config["num_threads"] <= 2 else 0)
+    result = tuner.run()
+    assert tuner.kept == 10 and result.net["kept_steps"] == 10 and result.net["step_samples"] == 10.0
+    assert result.net["samples"] == pytest.approx(2000.0 - 10 * 10.0)
+    assert tuner._main_samples(remaining=False) == 2000.0
+    best = tuner._best_value()
+    assert tuner._trial_cost_s({"num_threads": 1}) == pytest.approx(5.0 - 5 * 10.0 / best)  # kept: its steps count
+    assert tuner._net_cost_s({"num_threads": 8}, 5.0) == 5.0  # rolled back: the whole trial is overhead
+    assert tuner._net_cost_s({"num_threads": 1}, 1.0) == 0.0  # never below nothing
+
+
+def test_the_search_stops_once_the_trials_trained_the_whole_main_run() -> None:
+    recorder = Recorder(_kept)
+    result = _tuner(recorder, planned_samples=120.0, planned_steps=12, net_gain=False,
+                    kept_steps=lambda config: 5).run()
+    assert len(recorder.calls) == 3 and result.stop_reason == "the trials trained every step of the main run (15 kept)"
+    assert result.net["kept_steps"] == 15
