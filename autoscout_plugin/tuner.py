@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import netgain, validate
+from . import validate
 from .costmodel import CostModel, Efficiency, Hardware, Workload
 from .failures import Exclusion, exclusions_from
+from .lookahead import LookAhead
 from .profiling import ProfileFn, TrialOutcome, classify_exception, describe_exception
 from .redact import redact
 from .report.result import PairedComparison, TuneResult
@@ -146,10 +147,6 @@ TrialCallback = Callable[[Trial, "Tuner"], None]
 JobFn = Callable[[Config, Fidelity], "TrialJob | TrialOutcome"]
 
 
-UNCONFIRMED_MARGIN = 0.10
-"""A challenger whose confirmation the net-gain rule skips is applied only when its short profiles beat the
-user's config by more than this (the spread of one measurement between runs on a shared machine, ~7%)."""
-
 MAX_HELD_IN_A_ROW = 50
 """A worker whose search proposes this many configs in a row that other workers run now stops exploring."""
 
@@ -210,6 +207,8 @@ class Tuner:
         """What the net-gain rule saw (`TuneOptions.net_gain`): the main run's samples, the last look-ahead,
         a confirmation it skipped."""
         self.kept = 0
+        self.look = LookAhead(self)
+        """The net-gain rule (`lookahead.LookAhead`)."""
         """Optimizer steps this run's kept trials trained (`TrialOutcome.metrics["kept_steps"]`): the main run
         has that many fewer to run."""
         self._last_number = -1
@@ -360,22 +359,22 @@ class Tuner:
             self._sync()
             if self.options.max_trials is not None and len(self._f2_trials()) >= self.options.max_trials:
                 return f"trial budget of {self.options.max_trials} reached"
-            budget_s = self.options.seconds_budget(self._best_value(), self._main_samples(remaining=False))
+            budget_s = self.options.seconds_budget(self._best_value(), self.look.main_samples(remaining=False))
             if self._spent_s() >= budget_s:
                 return f"time budget of {budget_s:.0f} s reached"
             if self.options.patience is not None and since_best >= self.options.patience:
                 return f"no improvement in {self.options.patience} trials"
-            if self.kept and self._main_samples() == 0.0:
+            if self.kept and self.look.main_samples() == 0.0:
                 return f"the trials trained every step of the main run ({self.kept} kept)"
             picked = self._next(queue)
             if isinstance(picked, str):
                 return picked
             config, claim = picked
-            estimate = self._look_ahead(config)
+            estimate = self.look.next_trial(config)
             if estimate is not None and not estimate.worth:
                 if claim is not None:
                     self.store.release(claim)
-                instead = self._worth_instead(config)
+                instead = self._claim_instead(config)
                 if instead is None:
                     return f"the next trial would not pay for itself ({estimate.describe()})"
                 config, claim = instead
@@ -494,99 +493,13 @@ class Tuner:
         values = [t.value or 0.0 for t in self._baseline_trials()]
         return sum(values) / len(values) if values else None
 
-    def _step_samples(self) -> float | None:
-        """Samples of one optimizer step of the main run: as planned, else measured on the user's config."""
-        opts = self.options
-        if opts.planned_samples and opts.planned_steps:
-            return opts.planned_samples / opts.planned_steps
-        per_step = [(t.value or 0.0) * t.metrics["step_s"] for t in self._baseline_trials() if t.metrics.get("step_s")]
-        return per_step[0] if per_step else None
-
-    def _main_samples(self, *, remaining: bool = True) -> float | None:
-        """Samples of the main run: as planned; else its planned steps x the samples of one step (measured on
-        the user's config); else its planned seconds at the user's measured speed. `remaining`: less what
-        kept trials already trained (`kept`)."""
-        opts = self.options
-        if opts.planned_samples:
-            samples: float | None = opts.planned_samples
-        elif opts.planned_steps:
-            per_step = self._step_samples()
-            samples = opts.planned_steps * per_step if per_step else None
-        else:
-            speed = self._baseline_speed()
-            samples = opts.planned_run_s * speed if opts.planned_run_s and speed else None
-        if samples and remaining and self.kept:
-            samples = max(0.0, samples - self.kept * (self._step_samples() or 0.0))
-        return samples
-
-    def _trial_cost_s(self, config: Config) -> float:
-        """What a trial of `config` costs the job: its measured cost, else the search's prediction, else the
-        mean; less, for a trial that counts as training, the main-run seconds of the steps it trains."""
-        mine = [t.cost_s for t in self._f2_trials() if t.config == config and t.cost_s > 0]
-        predicted = self.search.expected_cost_s(config) if not mine else None
-        if mine:
-            cost = sum(mine) / len(mine)
-        elif predicted is not None:
-            cost = predicted
-        else:
-            costs = [t.cost_s for t in self._f2_trials() if t.cost_s > 0]
-            cost = sum(costs) / len(costs) if costs else 0.0
-        return self._net_cost_s(config, cost)
-
-    def _net_cost_s(self, config: Config, cost: float) -> float:
-        """`cost` less the main-run seconds a kept trial of `config` saves: its steps at the best speed so far."""
-        steps = self.kept_steps(config) if self.kept_steps is not None else 0
-        per_step, best = self._step_samples(), self._best_value()
-        if not steps or not per_step or not best:
-            return cost
-        return max(0.0, cost - steps * per_step / best)
-
-    def _challenged(self) -> bool:
-        """Whether a config other than the user's already measured faster than it (a confirmation is due)."""
-        base = self._baseline_speed()
-        return base is not None and any(t.ok and t.value and t.value > base and t.config != self.baseline
-                                        for t in self._f2_trials())
-
-    def _look_ahead(self, config: Config) -> netgain.Estimate | None:
-        """What a trial of `config` may save of the main run against its cost; None where the rule is off,
-        the main run's length or any speed is unknown, or the search has no model to predict with."""
-        samples, best = self._main_samples(), self._best_value()
-        if not self.options.net_gain or not samples or not best:
+    def _claim_instead(self, proposed: Config) -> tuple[Config, Claim] | None:
+        """The config worth its trial in place of `proposed` (`LookAhead.worth_instead`) and this worker's claim
+        on it; None when none is worth it or another worker holds it."""
+        instead = self.look.worth_instead(proposed)
+        if instead is None:
             return None
-        outlook = self.search.outlook(config)
-        if outlook is None:
-            return None
-        estimate = self._estimate(samples, best, *outlook, self._trial_cost_s(config))
-        self.net.update(samples=samples, last_look=estimate.describe(), looks=self.net.get("looks", 0) + 1)
-        return estimate
-
-    def _estimate(self, samples: float, best: float, mean: float, std: float, cost: float) -> netgain.Estimate:
-        """A candidate's look-ahead (`netgain.next_trial`): its predicted log speed and trial seconds, plus the
-        paired confirmation a win would add while nothing has beaten the user's config yet."""
-        confirm = 0.0
-        if self.options.confirm_top and self.baseline is not None and not self._challenged():
-            confirm = self.options.confirm_rounds * (self._trial_cost_s(self.baseline) + cost)
-        return netgain.next_trial(samples, best, mean, std, cost, confirm)
-
-    def _worth_instead(self, proposed: Config) -> tuple[Config, Claim | None] | None:
-        """The open config whose trial is expected to save the most of the main run beyond its cost, and this
-        worker's claim on it, when the `proposed` one is not worth its cost; None when none is (or another
-        worker holds it). The search proposes by improvement per cost, not by net seconds: a costly candidate
-        (a compile) may head its list while a cheaper one (more processes) still pays on a short job."""
-        samples, best = self._main_samples(), self._best_value()
-        outlooks = self.search.open_outlooks()
-        if not samples or not best or not outlooks:
-            return None
-        scored = []
-        for config, mean, std, cost in outlooks:
-            if config == proposed:
-                continue
-            estimate = self._estimate(samples, best, mean, std, self._net_cost_s(config, cost))
-            if estimate.worth:
-                scored.append((estimate.saving_s - estimate.cost_s, config, estimate))
-        if not scored:
-            return None
-        _, config, estimate = max(scored, key=lambda item: item[0])
+        config, estimate = instead
         assert self.store is not None
         claim = self.store.claim(self.study_id, config, worker=self.worker, lease_s=self.options.lease_s,
                                  limit=self.options.max_trials, after=self._first_number)
@@ -595,29 +508,6 @@ class Tuner:
         self.net.update(instead={"config": config, "of": proposed, "estimate": estimate.describe()},
                         last_look=estimate.describe())
         return config, claim
-
-    def _confirmation_worth(self, reference: Config, challengers: list[Config]) -> bool:
-        """Whether confirming the best challenger can save more of the main run than the confirmation costs
-        (always, without the net-gain rule). When it cannot, the challenger is applied unconfirmed if its short
-        profiles beat the user's config by more than `UNCONFIRMED_MARGIN`, else the user's config stays."""
-        samples = self._main_samples()
-        if not self.options.net_gain or not samples or reference != self.baseline:
-            return True
-        best = {json.dumps(t.config, sort_keys=True): t.value for t in self._f2_trials() if t.ok and t.value}
-        ref = self._baseline_speed()
-        top = max(challengers, key=lambda c: best.get(json.dumps(c, sort_keys=True)) or 0.0)
-        speed = best.get(json.dumps(top, sort_keys=True))
-        if not ref or not speed:
-            return True
-        saving = samples / ref - samples / speed
-        cost = self.options.confirm_rounds * sum(self._trial_cost_s(c) for c in (reference, top))
-        if saving > cost:
-            return True
-        apply = speed / ref > 1.0 + UNCONFIRMED_MARGIN
-        self.net["unconfirmed"] = {
-            "config": top, "ratio": speed / ref, "saving_s": saving, "cost_s": cost, "applied": apply,
-            "reason": f"confirming it would cost {cost:.1f} s and save at most {saving:.1f} s of the main run"}
-        return False
 
     def _best_value(self) -> float | None:
         ok = [t.value for t in self._f2_trials() if t.ok and t.value is not None]
@@ -703,7 +593,7 @@ class Tuner:
         challengers = [c for c in contenders if c != reference]
         if reference is None or not challengers:
             return  # nothing measured better than the reference: there is no claim to confirm
-        if not self._confirmation_worth(reference, challengers):
+        if not self.look.confirmation_worth(reference, challengers):
             return
         order = [reference] + challengers
         for round_ in range(self.options.confirm_rounds):
@@ -774,9 +664,9 @@ class Tuner:
         if self.baseline is not None:
             baseline_value = mean.get(json.dumps(self.baseline, sort_keys=True))
         versus_baseline = [p for p in paired if p.reference == self.baseline]
-        net = {**self.net, "samples": self._main_samples()} if self.options.net_gain else {}
+        net = {**self.net, "samples": self.look.main_samples()} if self.options.net_gain else {}
         if self.kept:
-            net.update(kept_steps=self.kept, step_samples=self._step_samples())
+            net.update(kept_steps=self.kept, step_samples=self.look.step_samples())
         return TuneResult(
             best_config=best_config,
             best_value=mean[best_key] if best_key else None,

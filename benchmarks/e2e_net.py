@@ -3,7 +3,7 @@ user's defaults and against the best config of an exhaustive sweep, for three in
 
     python -m benchmarks.e2e_net [--models lightning,hf,launcher] [--lengths 5,15,60] [--window 40]
         [--sweep-window 20] [--sweep-limit K] [--extras compile,compile_bf16] [--no-net-gain] [--keep-progress]
-        [--json OUT] [--work DIR]
+        [--pin KNOB=VALUE ...] [--json OUT] [--work DIR]
 
 Models (random weights, synthetic data, nothing downloaded), each a user's script run as a fresh process:
 - `lightning`: GPT-2 (2 layers, width 128, 50k vocabulary, 128 tokens: `benchmarks.workloads` gpt2), global
@@ -113,8 +113,10 @@ class StepLog:
 
 
 def _tune_options(args: argparse.Namespace) -> dict[str, Any]:
+    pin = dict(item.split("=", 1) for item in getattr(args, "pin", None) or [])
     return {"store": args.store, "report": args.report, **({"net_gain": False} if args.no_net_gain else {}),
-            **({"keep_progress": True} if getattr(args, "keep_progress", False) else {})}
+            **({"keep_progress": True} if getattr(args, "keep_progress", False) else {}),
+            **({"pin": pin} if pin else {})}
 
 
 def run_lightning(args: argparse.Namespace, log: StepLog) -> None:
@@ -269,7 +271,8 @@ def command(integration: str, point: Point | None, steps: int, window: float, ar
             (["--bf16"] if point.get("bf16") else []) + (["--compile"] if point.get("compile") else [])
     if tune:
         one += ["--tune", "--store", store, "--report", report, *(["--no-net-gain"] if no_net_gain else []),
-                *(["--keep-progress"] if args.keep_progress and integration == "hf" else [])]
+                *(["--keep-progress"] if args.keep_progress and integration == "hf" else []),
+                *[f"--pin={item}" for item in args.pin or []]]
     if point is not None and point["procs"] > 1:
         if integration == "lightning":
             one += ["--procs", str(point["procs"])]
@@ -481,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--report", default=None)
         p.add_argument("--no-net-gain", action="store_true")
         p.add_argument("--keep-progress", action="store_true", help="tune_trainer(keep_progress=True) (HF)")
+        p.add_argument("--pin", action="append", help="KNOB=VALUE held in the tuned run (AutoScoutOptions.pin)")
         return run(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="lightning,hf,launcher", help="a subset of lightning,hf,launcher")
@@ -497,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-net-gain", action="store_true", help="tuned runs with net_gain=False (before/after)")
     p.add_argument("--keep-progress", action="store_true",
                    help="the HF model's tuned runs with keep_progress=True (trial steps count as training)")
+    p.add_argument("--pin", action="append", metavar="KNOB=VALUE",
+                   help="hold a knob in the Lightning and HF tuned runs (e.g. precision=32-true: a CPU without bf16)")
     p.add_argument("--run-timeout", type=float, default=1800.0, help="seconds before one run is stopped")
     p.add_argument("--work", default=None, help="folder for each run's log, store, report (default: a new temp one)")
     p.add_argument("--json", default=None)

@@ -286,11 +286,11 @@ def test_kept_steps_shorten_the_main_run_and_cost_the_job_only_what_they_do_not_
     result = tuner.run()
     assert tuner.kept == 10 and result.net["kept_steps"] == 10 and result.net["step_samples"] == 10.0
     assert result.net["samples"] == pytest.approx(2000.0 - 10 * 10.0)
-    assert tuner._main_samples(remaining=False) == 2000.0
+    assert tuner.look.main_samples(remaining=False) == 2000.0
     best = tuner._best_value()
-    assert tuner._trial_cost_s({"num_threads": 1}) == pytest.approx(5.0 - 5 * 10.0 / best)  # kept: its steps count
-    assert tuner._net_cost_s({"num_threads": 8}, 5.0) == 5.0  # rolled back: the whole trial is overhead
-    assert tuner._net_cost_s({"num_threads": 1}, 1.0) == 0.0  # never below nothing
+    assert tuner.look.trial_cost_s({"num_threads": 1}) == pytest.approx(5.0 - 5 * 10.0 / best)  # kept: steps count
+    assert tuner.look.net_cost_s({"num_threads": 8}, 5.0) == 5.0  # rolled back: the whole trial is overhead
+    assert tuner.look.net_cost_s({"num_threads": 1}, 1.0) == 0.0  # never below nothing
 
 
 def test_the_search_stops_once_the_trials_trained_the_whole_main_run() -> None:

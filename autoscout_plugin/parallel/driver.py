@@ -40,7 +40,7 @@ class TrialDriver:
         tuner._sync()
         if opts.max_trials is not None and len(tuner._f2_trials()) + len(self.running) >= opts.max_trials:
             return f"trial budget of {opts.max_trials} reached"
-        budget_s = opts.seconds_budget(tuner._best_value(), tuner._main_samples())
+        budget_s = opts.seconds_budget(tuner._best_value(), tuner.look.main_samples(remaining=False))
         if tuner._spent_s() >= budget_s:
             return f"time budget of {budget_s:.0f} s reached"
         if opts.patience is not None and self.since_best >= opts.patience:
