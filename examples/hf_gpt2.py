@@ -67,13 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-tune", action="store_true", help="train with your own settings only")
     parser.add_argument("--no-net-gain", action="store_true",
                         help="spend the whole trial budget, even where the run is too short to win it back")
+    parser.add_argument("--keep-progress", action="store_true",
+                        help="count the steps of trials that keep the training math as the run's first steps")
     opts = parser.parse_args(argv)
     trainer = make_trainer(opts.output_dir, steps=opts.steps, batch_size=opts.batch_size,
                            model={"n_layer": opts.layers, "n_embd": opts.width, "vocab": opts.vocab})
     if not opts.no_tune:
         from autoscout_plugin.integrations.transformers import tune_trainer
 
-        tune_trainer(trainer, max_trials=opts.trials, report=opts.report, net_gain=not opts.no_net_gain)
+        tune_trainer(trainer, max_trials=opts.trials, report=opts.report, net_gain=not opts.no_net_gain,
+                     keep_progress=opts.keep_progress)
     output = trainer.train()
     print(f"trained {output.global_step} steps in {output.metrics['train_runtime']:.1f} s,"
           f" loss {output.training_loss:.3f}", file=sys.stderr)

@@ -38,6 +38,7 @@ launcher's config and times the steps for it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -48,12 +49,14 @@ import tempfile
 import time
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
+from transformers.utils import logging as hf_logging
 
 from autoscout_plugin import loop
 from autoscout_plugin.batch import BatchSplit
@@ -217,6 +220,18 @@ class KeptProgress:
         self._remove()
 
 
+@contextlib.contextmanager
+def _quiet_saves() -> Iterator[None]:
+    """No "Writing model shards" bar from a kept trial's checkpoint in the user's terminal."""
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def run_trial(trainer: Trainer, request: TrialRequest, progress: KeptProgress | None = None) -> TrialOutcome:
     """Train a copy of `trainer`'s model for the request's optimizer steps under its config and batch split,
     and time them. The user's trainer, model, RNG, threads and environment are left exactly as they were.
@@ -265,7 +280,8 @@ def run_trial(trainer: Trainer, request: TrialRequest, progress: KeptProgress | 
         handle = _inner_module(trial.model).register_forward_pre_hook(probe.inner_hook, with_kwargs=True)
         try:
             _rebuild_accelerator(trial, config)
-            trial.train(resume_from_checkpoint=progress.last if keep else None)
+            with _quiet_saves() if keep else contextlib.nullcontext():
+                trial.train(resume_from_checkpoint=progress.last if keep else None)
         except Exception:
             probe.announce()  # a failure after the forward: the others meet at the step's end
             if keep:

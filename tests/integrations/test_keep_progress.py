@@ -15,6 +15,7 @@ from autoscout_plugin.integrations import transformers as hf
 from autoscout_plugin.integrations.transformers import KeptProgress, run_trial, tune_trainer
 from torch import nn
 from transformers import Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
 
 from autoscout_plugin.batch import BatchSplit
 from autoscout_plugin.costmodel import Hardware
@@ -98,6 +99,7 @@ def test_kept_trials_and_the_main_run_train_what_a_plain_run_trains(tmp_path: Pa
         assert outcome.status == "ok", outcome.error
         steps.append(outcome.metrics.get("kept_steps", 0))
     assert steps == [3, 3, 0, 3]
+    assert hf_logging.is_progress_bar_enabled()  # quiet while a kept trial saved, the user's setting again after
     assert progress.step == 9 and sorted(os.listdir(progress.dir)) == ["checkpoint-9"]
     for name, value in user.model.state_dict().items():  # trials leave the user's model alone until it trains
         assert torch.equal(value, start[name])
