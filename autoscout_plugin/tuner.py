@@ -207,10 +207,10 @@ class Tuner:
         """What the net-gain rule saw (`TuneOptions.net_gain`): the main run's samples, the last look-ahead,
         a confirmation it skipped."""
         self.kept = 0
-        self.look = LookAhead(self)
-        """The net-gain rule (`lookahead.LookAhead`)."""
         """Optimizer steps this run's kept trials trained (`TrialOutcome.metrics["kept_steps"]`): the main run
         has that many fewer to run."""
+        self.look = LookAhead(self)
+        """The net-gain rule (`lookahead.LookAhead`)."""
         self._last_number = -1
         self._first_number = -1
         """Trials numbered above this belong to this tuning run (all of them, unless it re-tunes a solved study)."""

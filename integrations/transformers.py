@@ -296,7 +296,8 @@ def run_trial(trainer: Trainer, request: TrialRequest, progress: KeptProgress | 
         if outcome.status == "ok" and not outcome.metrics.get("cut_short"):
             problem = check_evidence(config, probe, trial, trainer.args.world_size)
             if problem:
-                outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}")
+                kept_steps = {k: v for k, v in outcome.metrics.items() if k == "kept_steps"}  # trained all the same
+                outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}", metrics=kept_steps)
         trial.model = trial.model_wrapped = trial.optimizer = trial.lr_scheduler = None
     _torch.release_memory(device)  # the trial's copy of the model and its optimizer state
     outcome.cost_s = time.perf_counter() - started

@@ -131,6 +131,17 @@ def test_a_kept_trial_that_fails_keeps_nothing(tmp_path: Path) -> None:
     progress.remove()
 
 
+def test_a_kept_trial_whose_setting_did_not_apply_still_reports_what_it_trained(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    user = trainer(tmp_path, "silent")
+    progress = KeptProgress()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the thread count silently stays as it was
+    outcome = run_trial(user, request({"num_threads": 1 if torch.get_num_threads() > 1 else 2}, True), progress)
+    assert outcome.status == "error" and "setting not in effect" in (outcome.error or "")
+    assert outcome.metrics["kept_steps"] == 3 and progress.step == 3  # the steps trained: the main run goes on after
+    progress.remove()
+
+
 # ---------------------------------------------------------------- end to end, through tune_trainer
 def test_tune_trainer_with_keep_progress_trains_the_same_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ref = reference(tmp_path)
