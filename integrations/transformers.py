@@ -221,10 +221,11 @@ class KeptProgress:
 
 
 @contextlib.contextmanager
-def _quiet_saves() -> Iterator[None]:
-    """No "Writing model shards" bar from a kept trial's checkpoint in the user's terminal."""
+def _quiet_saves(quiet: bool) -> Iterator[None]:
+    """No "Writing model shards" bar from a kept trial's checkpoint in the user's terminal (`quiet`)."""
     shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    if quiet:
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
@@ -280,7 +281,7 @@ def run_trial(trainer: Trainer, request: TrialRequest, progress: KeptProgress | 
         handle = _inner_module(trial.model).register_forward_pre_hook(probe.inner_hook, with_kwargs=True)
         try:
             _rebuild_accelerator(trial, config)
-            with _quiet_saves() if keep else contextlib.nullcontext():
+            with _quiet_saves(keep):
                 trial.train(resume_from_checkpoint=progress.last if keep else None)
         except Exception:
             probe.announce()  # a failure after the forward: the others meet at the step's end
@@ -290,14 +291,18 @@ def run_trial(trainer: Trainer, request: TrialRequest, progress: KeptProgress | 
         finally:
             handle.remove()
         outcome = probe.outcome or TrialOutcome(status="error", error="the trial ran no steps")
+        kept = 0
         if keep:  # the steps of a trial that ran (fast, slow or cut short) are training; a NaN's are not
-            kept = progress.adopt(trial.state.global_step) if outcome.status == "ok" else progress.drop_strays()
-            outcome.metrics["kept_steps"] = kept or 0
+            if outcome.status == "ok":
+                kept = progress.adopt(trial.state.global_step)
+            else:
+                progress.drop_strays()
+            outcome.metrics["kept_steps"] = kept
         if outcome.status == "ok" and not outcome.metrics.get("cut_short"):
             problem = check_evidence(config, probe, trial, trainer.args.world_size)
             if problem:
-                kept_steps = {k: v for k, v in outcome.metrics.items() if k == "kept_steps"}  # trained all the same
-                outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}", metrics=kept_steps)
+                outcome = TrialOutcome(status="error", error=f"setting not in effect: {problem}",
+                                       metrics={"kept_steps": kept} if keep else {})  # trained all the same
         trial.model = trial.model_wrapped = trial.optimizer = trial.lr_scheduler = None
     _torch.release_memory(device)  # the trial's copy of the model and its optimizer state
     outcome.cost_s = time.perf_counter() - started
